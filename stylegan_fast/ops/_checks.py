@@ -1,0 +1,79 @@
+"""Argument validation shared by the public ops.
+
+Every check raises TypeError (wrong kind of thing) or ValueError (right kind,
+wrong value) with a message that names the argument and says what was expected.
+"""
+
+from __future__ import annotations
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def tensor(name: str, value, ndim: int | tuple[int, ...] | None = None, min_ndim: int | None = None) -> torch.Tensor:
+    """Check that `value` is a floating-point tensor of an accepted rank."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {value.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if value.ndim not in allowed:
+            expected = " or ".join(f"{n}-D" for n in allowed)
+            raise ValueError(f"{name} must be {expected}, got shape {tuple(value.shape)}")
+    if min_ndim is not None and value.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {tuple(value.shape)}")
+    return value
+
+
+def shape(name: str, value: torch.Tensor, expected: tuple[int, ...], what: str) -> None:
+    """Check an exact shape; `what` explains where the expected shape comes from."""
+    if tuple(value.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)} ({what}), got {tuple(value.shape)}")
+
+
+def same_device(**tensors: torch.Tensor | None) -> None:
+    """Check that all given tensors (None entries ignored) live on one device."""
+    present = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in present.values()}
+    if len(devices) > 1:
+        listing = ", ".join(f"{name} on {t.device}" for name, t in present.items())
+        raise ValueError(f"tensors must be on the same device, got {listing}")
+
+
+def positive_pair(name: str, value) -> tuple[int, int]:
+    """Parse an up/down factor: an int, or [x, y]; each must be an int >= 1."""
+    pair = _int_list(name, value, lengths=(1, 2))
+    if len(pair) == 1:
+        pair = pair * 2
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be >= 1 (an int or [x, y]), got {value!r}")
+    return pair[0], pair[1]
+
+
+def padding4(value) -> tuple[int, int, int, int]:
+    """Parse padding: an int, [px, py] or [x0, x1, y0, y1]; negative values crop."""
+    pad = _int_list("padding", value, lengths=(1, 2, 4))
+    if len(pad) == 1:
+        pad = pad * 4
+    elif len(pad) == 2:
+        pad = [pad[0], pad[0], pad[1], pad[1]]
+    return pad[0], pad[1], pad[2], pad[3]
+
+
+def _int_list(name: str, value, lengths: tuple[int, ...]) -> list[int]:
+    items = [value] if _is_int(value) else value
+    if not isinstance(items, (list, tuple)) or not all(_is_int(v) for v in items):
+        raise TypeError(f"{name} must be an int or a list of {_lengths(lengths)} ints, got {value!r}")
+    if len(items) not in lengths:
+        raise ValueError(f"{name} must be an int or a list of {_lengths(lengths)} ints, got {len(items)} values")
+    return [int(v) for v in items]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _lengths(lengths: tuple[int, ...]) -> str:
+    return " or ".join(str(n) for n in lengths if n > 1)

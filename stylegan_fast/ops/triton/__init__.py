@@ -1,0 +1,1 @@
+"""Triton kernels, one module per op; each is selected with impl='triton'."""
