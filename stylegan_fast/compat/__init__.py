@@ -1,0 +1,13 @@
+"""Import of official NVlabs StyleGAN2 network pickles, without executing them.
+
+    nets = load_nvlabs("network-snapshot-025000.pkl")    # {'G', 'D', 'G_ema'} as stylegan_fast modules
+    convert("ffhq.pkl", "ffhq")                          # the same, written as a stylegan_fast checkpoint
+
+safe_pickle reads the pickle through an allow-list (any other global raises UnsafePickleError);
+nvlabs rebuilds the networks from the data.
+"""
+
+from stylegan_fast.compat.nvlabs import convert, load_nvlabs, read_nvlabs_pickle
+from stylegan_fast.compat.safe_pickle import NVlabsPickleError, UnsafePickleError
+
+__all__ = ["NVlabsPickleError", "UnsafePickleError", "convert", "load_nvlabs", "read_nvlabs_pickle"]

@@ -1,0 +1,222 @@
+"""Read NVlabs network pickles as data, without running anything they contain.
+
+NVlabs pickles (StyleGAN2-ADA, StyleGAN3) store every network object through
+`torch_utils.persistence`: the object reduces to `_reconstruct_persistent_obj(meta)`, where
+meta = {type: 'class', version, module_src, class_name, state}. module_src is the Python
+source of the module that defined the class, and the original loader execs it. Here the
+unpickler's find_class answers from a fixed allow-list of safe stand-ins instead: the
+persistence reconstructor becomes PersistentRecord (module_src is dropped unread), tensors
+are rebuilt from their bytes, and any other global raises UnsafePickleError before it is
+looked up, imported or called.
+
+Note that the pickle names no module for a persistent class: only its source text and its
+class name are stored, so a record carries the class name alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import io
+import pickle
+import re
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+import torch
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle asks for a global outside the allow-list, or embeds a rejected payload."""
+
+
+class NVlabsPickleError(ValueError):
+    """The file is not a readable NVlabs network pickle (truncated, corrupt, or unexpected)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PersistentRecord:
+    """One `torch_utils.persistence` object as data: its class name, format version and state.
+
+    For a torch module the state is its `__dict__`: `_parameters`, `_buffers` and `_modules`
+    (mappings, the latter holding nested records), `_non_persistent_buffers_set`,
+    `_init_args`, `_init_kwargs` and plain attributes.
+    """
+
+    class_name: str
+    version: int
+    state: dict
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The persistent parameters and buffers of this module record and the records under it,
+        keyed as `torch.nn.Module.state_dict` keys them ('synthesis.b4.conv1.weight')."""
+        tensors: dict[str, torch.Tensor] = {}
+        self._collect_tensors("", tensors, set())
+        return tensors
+
+    def _collect_tensors(self, prefix: str, tensors: dict[str, torch.Tensor], seen: set[int]) -> None:
+        where = prefix.rstrip(".") or "the top level"
+        if id(self) in seen:
+            raise NVlabsPickleError(f"{self.class_name} at {where} appears twice in the module tree")
+        seen.add(id(self))
+        parameters, buffers, modules = (self.state.get(key) for key in ("_parameters", "_buffers", "_modules"))
+        if not all(isinstance(table, dict) for table in (parameters, buffers, modules)):
+            raise NVlabsPickleError(
+                f"{self.class_name} at {where} is not a torch module: it lacks _parameters, _buffers or _modules"
+            )
+        non_persistent = self.state.get("_non_persistent_buffers_set") or set()
+        if not isinstance(non_persistent, (set, frozenset)):
+            raise NVlabsPickleError(f"{self.class_name} at {where} has a malformed _non_persistent_buffers_set")
+        named = [*parameters.items(), *((name, b) for name, b in buffers.items() if name not in non_persistent)]
+        for name, value in named:
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                raise NVlabsPickleError(f"{prefix}{name} holds a {type(value).__name__}, expected a tensor")
+            tensors[prefix + name] = value
+        for name, child in modules.items():
+            if child is None:
+                continue
+            if not isinstance(child, PersistentRecord):
+                raise NVlabsPickleError(
+                    f"submodule {prefix}{name} is a {type(child).__name__}, expected a persistent module"
+                )
+            child._collect_tensors(f"{prefix}{name}.", tensors, seen)
+
+
+def _persistent_record(meta) -> PersistentRecord:
+    # Stands in for torch_utils.persistence._reconstruct_persistent_obj; meta['module_src'] is
+    # never touched.
+    if not isinstance(meta, dict) or meta.get("type") != "class":
+        raise NVlabsPickleError("a torch_utils.persistence object has no meta dict of type 'class'")
+    class_name, version, state = meta.get("class_name"), meta.get("version"), meta.get("state")
+    if not isinstance(class_name, str) or not isinstance(version, int) or not isinstance(state, dict):
+        raise NVlabsPickleError(f"persistence meta of {class_name!r} lacks a str class_name, int version or dict state")
+    return PersistentRecord(class_name=class_name, version=version, state=dict(state))
+
+
+def _load_storage(data) -> torch.storage.TypedStorage:
+    # Stands in for torch.storage._load_from_bytes: `data` is torch.save output (legacy or zip).
+    if not isinstance(data, (bytes, bytearray)):
+        raise NVlabsPickleError(f"a tensor storage is stored as {type(data).__name__}, expected bytes")
+    try:
+        storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafePickleError(f"torch.load(weights_only=True) refused an embedded tensor storage: {error}") from None
+    except Exception as error:
+        raise NVlabsPickleError(f"an embedded tensor storage is corrupt: {type(error).__name__}: {error}") from None
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafePickleError(f"an embedded torch.save payload holds a {type(storage).__name__}, expected a storage")
+    return storage
+
+
+def _is_int_tuple(value) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None) -> torch.Tensor:
+    # Stands in for torch._utils._rebuild_tensor_v2; requires_grad is dropped (data only).
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise NVlabsPickleError(f"a tensor is built on a {type(storage).__name__}, expected a storage")
+    if not (_is_int_tuple(size) and _is_int_tuple(stride) and len(size) == len(stride) and _is_int_tuple((storage_offset,))):
+        raise NVlabsPickleError(
+            f"a tensor has a malformed layout: offset {storage_offset!r}, size {size!r}, stride {stride!r}"
+        )
+    if backward_hooks or metadata:
+        raise NVlabsPickleError("a tensor carries backward hooks or metadata; network pickles never do")
+    tensor = torch.empty((0,), dtype=storage.dtype)
+    # set_ would silently grow the storage, so check the extent first.
+    numel = storage._untyped_storage.nbytes() // tensor.element_size()
+    extent = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1 if 0 not in size else 0
+    if extent > numel:
+        raise NVlabsPickleError(
+            f"a tensor of size {size}, stride {stride} at offset {storage_offset} does not fit its storage "
+            f"of {numel} elements"
+        )
+    return tensor.set_(storage._untyped_storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, state=None) -> torch.Tensor:
+    # Stands in for torch._utils._rebuild_parameter(_with_state); the result is the plain tensor.
+    if not isinstance(data, torch.Tensor):
+        raise NVlabsPickleError(f"a parameter wraps a {type(data).__name__}, expected a tensor")
+    if backward_hooks:
+        raise NVlabsPickleError("a parameter carries backward hooks; network pickles never do")
+    return data
+
+
+class _NumpyDType:
+    """A numeric numpy dtype as pickled: `numpy.dtype(spec, align, copy)` then BUILD with its state."""
+
+    def __init__(self, spec: str):
+        self.dtype = np.dtype(spec)
+
+    def __setstate__(self, state) -> None:
+        if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
+            raise NVlabsPickleError(f"a numpy dtype has a malformed state {state!r}")
+        self.dtype = self.dtype.newbyteorder(state[1])
+
+
+_NUMERIC_DTYPE_SPEC = re.compile(r"[biuf][1248]")
+
+
+def _numpy_dtype(spec, align=False, copy=False) -> _NumpyDType:
+    # Stands in for numpy.dtype; only booleans, integers and floats (scalars such as weight gains).
+    if not isinstance(spec, str) or not _NUMERIC_DTYPE_SPEC.fullmatch(spec):
+        raise UnsafePickleError(f"numpy dtype {spec!r} is not a plain numeric dtype")
+    return _NumpyDType(spec)
+
+
+def _numpy_scalar(dtype, data) -> bool | int | float:
+    # Stands in for numpy.core.multiarray.scalar; returns the equivalent Python number.
+    if not isinstance(dtype, _NumpyDType) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise NVlabsPickleError("a numpy scalar is malformed")
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
+ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
+    ("dnnlib.util", "EasyDict"): dict,
+    ("dnnlib", "EasyDict"): dict,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,  # pickle protocol < 4 writes sets as set(list)
+    ("builtins", "frozenset"): frozenset,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("numpy", "dtype"): _numpy_dtype,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # numpy < 2
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # numpy >= 2
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"refusing to load global '{module}.{name}': not on the allow-list of stylegan_fast.compat.safe_pickle"
+            ) from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError("refusing a persistent id: network pickles have none")
+
+
+def load(file: BinaryIO, what: str = "the file") -> Any:
+    """Unpickle `file` with the allow-list; persistence objects come back as PersistentRecord.
+
+    Raises:
+        UnsafePickleError: a global outside ALLOWED_GLOBALS, or an embedded payload that
+            torch.load(weights_only=True) refuses. Nothing from the pickle has run.
+        NVlabsPickleError: the data is truncated, corrupt, or not shaped as expected.
+    """
+    try:
+        return _RestrictedUnpickler(file).load()
+    except (UnsafePickleError, NVlabsPickleError):
+        raise
+    except EOFError:
+        raise NVlabsPickleError(f"{what} ends in the middle of the pickle: truncated (an interrupted download?)") from None
+    except Exception as error:
+        raise NVlabsPickleError(f"{what} is not a readable pickle: {type(error).__name__}: {error}") from None
