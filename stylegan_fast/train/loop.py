@@ -1,0 +1,342 @@
+"""The training loop: phases, lazy regularisation, gradient accumulation, EMA, snapshots.
+
+Batches and chunks. The global minibatch of `batch` images is split over the processes
+(each gets batch / world_size, see data/sampler.py) and, within a process, into rounds of
+`batch_gpu` images whose gradients are accumulated. Chunk g of the global batch is the
+images at positions g, g + C, g + 2C, ... (C = batch / batch_gpu chunks in all); process r
+of W runs chunks r, r + W, ... So the chunks, and the random numbers each draws (seeded by
+seed, step, phase and g), do not depend on how many processes share the work: one process
+with 4 rounds computes what 4 processes with 1 round each compute together.
+
+Lazy regularisation (StyleGAN2, appendix B): R1 runs every d_reg_interval steps and the path-
+length penalty every g_reg_interval steps, weighted by the interval; Adam's learning rate and
+betas of the main phases are corrected by interval / (interval + 1) so that the effective
+optimiser matches running both every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from stylegan_fast.data import make_loader, open_dataset, to_float
+from stylegan_fast.models.configs import get_config, make_networks
+from stylegan_fast.train import distributed, samples
+from stylegan_fast.train.ema import ema_beta, update_ema
+from stylegan_fast.train.loss import StyleGAN2Loss
+from stylegan_fast.train.snapshot import load_training_state, optimizer_from_tensors, save_snapshot
+
+
+@dataclass
+class TrainOptions:
+    data: str  # 'demo:faces', 'demo:textures', an image folder, a .zip or a .npy/.npz file.
+    outdir: str  # Where the run directory is created.
+    cfg: str = "small"  # Network and hyper-parameter config (models/configs.py).
+    resolution: int = 32  # Training resolution (power of two).
+    kimg: float = 20  # Train for this many thousand real images.
+    batch: int | None = None  # Global batch; None = the config's.
+    batch_gpu: int | None = None  # Images per process per round (gradient accumulation); None = batch / processes.
+    seed: int = 0  # Seed of networks, data order and every random draw.
+    gamma: float | None = None  # R1 weight; None = the config's.
+    lrate: float | None = None  # Learning rate of G and D; None = the config's.
+    ema_kimg: float | None = None  # G_ema half-life in kimg; None = the config's.
+    loss: str = "ns"  # 'ns' (non-saturating), 'wgan-gp' or 'lsgan'.
+    g_reg_interval: int = 4  # Path-length regularisation every this many steps; 0 = every step, not lazy.
+    d_reg_interval: int = 16  # R1 every this many steps; 0 = every step, not lazy.
+    mirror: bool = False  # Add x-flipped copies of the images.
+    cond: bool = False  # Train a class-conditional model on the data's labels.
+    labels: str | None = None  # With cond: a JSON labels file instead of the data's own (data/labels.py).
+    tick_kimg: float = 4  # Progress report every this many kimg.
+    snap_ticks: int = 10  # Snapshot (checkpoint and sample grid) every this many ticks; also at the end.
+    resume: str | None = None  # Snapshot file to continue from, or a run directory (its newest snapshot).
+    workers: int | None = None  # Data-loading worker processes; None = automatic.
+    impl: str = "auto"  # Kernel implementation: 'auto', 'ref', 'triton' or 'cuda'.
+    device: str | None = None  # 'cuda' or 'cpu'; None = CUDA when available.
+    max_nonfinite: int = 20  # Stop after this many consecutive optimiser steps with non-finite gradients.
+    overrides: dict = dataclasses.field(default_factory=dict)  # Other config fields to change, e.g. {'channel_base': 4096}.
+
+
+@dataclass
+class Phase:
+    name: str  # 'G_main', 'G_reg', 'D_main' or 'D_reg'.
+    net: str  # 'G' or 'D': the network whose parameters this phase trains.
+    interval: int  # Runs every `interval` steps; its loss is weighted by the interval.
+    run: Callable  # The StyleGAN2Loss method.
+
+
+class TrainingDiverged(RuntimeError):
+    """Gradients stayed non-finite for too many consecutive steps."""
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions, process: distributed.Process | None = None, log: Callable[[str], None] = print):
+        self.opts = opts
+        self.process = process or distributed.init(opts.device)
+        self.device = self.process.device
+        self.log = log if self.process.is_main else (lambda _msg: None)
+        self.config = get_config(opts.cfg, **self._config_overrides())
+        self.batch = self.config.batch
+        W = self.process.world_size
+        self.batch_gpu = opts.batch_gpu or self.batch // W
+        if self.batch % (self.batch_gpu * W) != 0:
+            raise ValueError(f"batch ({self.batch}) must be a multiple of batch_gpu ({self.batch_gpu}) x processes ({W})")
+        self.rounds = self.batch // (self.batch_gpu * W)
+        self.num_chunks = self.batch // self.batch_gpu
+
+        self.dataset = open_dataset(opts.data, resolution=opts.resolution, channels=3, mirror=opts.mirror, labels=(opts.labels if opts.cond else False))
+        self.loader = make_loader(self.dataset, self.batch // W, seed=opts.seed, rank=self.process.rank, world_size=W, num_workers=opts.workers)
+        torch.manual_seed(opts.seed)
+        G, D = make_networks(self.config, opts.resolution, img_channels=3, c_dim=self.dataset.label_dim, impl=opts.impl)
+        self.G, self.D = G.to(self.device).train().requires_grad_(False), D.to(self.device).train().requires_grad_(False)
+        self.G_ema = make_networks(self.config, opts.resolution, img_channels=3, c_dim=self.dataset.label_dim, impl=opts.impl)[0]
+        self.G_ema = self.G_ema.to(self.device).eval().requires_grad_(False)
+        self.G_ema.load_state_dict(self.G.state_dict())
+
+        self.loss = StyleGAN2Loss(
+            self.G, self.D, loss=opts.loss, r1_gamma=self.config.gamma, pl_weight=self.config.pl_weight,
+            style_mixing_prob=self.config.style_mixing_prob,
+        )  # fmt: skip
+        self.loss.pl_mean = self.loss.pl_mean.to(self.device)
+        self.phases, self.optimizers = self._phases()
+        self.step = 0
+        self.cur_nimg = 0
+        self.nonfinite_skips = 0
+        self._nonfinite_run = {"G": 0, "D": 0}  # consecutive skipped steps per network
+        if opts.resume:
+            self._resume(opts.resume)
+
+    # Setup.
+
+    def _config_overrides(self) -> dict:
+        overrides = dict(self.opts.overrides)
+        for name in ("batch", "gamma", "lrate", "ema_kimg"):
+            value = getattr(self.opts, name)
+            if value is not None:
+                overrides[name] = value
+        return overrides
+
+    def _phases(self) -> tuple[list[Phase], dict[str, torch.optim.Optimizer]]:
+        phases, optimizers = [], {}
+        regs = {"G": (self.opts.g_reg_interval, self.loss.G_reg, self.config.pl_weight > 0),
+                "D": (self.opts.d_reg_interval, self.loss.D_reg, self.opts.loss == "wgan-gp" or self.config.gamma > 0)}  # fmt: skip
+        mains = {"G": self.loss.G_main, "D": self.loss.D_main}
+        for net_name, net in (("G", self.G), ("D", self.D)):
+            interval, reg, reg_enabled = regs[net_name]
+            # Lazy regularisation: correct Adam for the regulariser's share of the steps.
+            ratio = interval / (interval + 1) if reg_enabled and interval > 0 else 1.0
+            optimizers[net_name] = torch.optim.Adam(
+                net.parameters(), lr=self.config.lrate * ratio, betas=(0.0, 0.99**ratio), eps=1e-8
+            )
+            phases.append(Phase(f"{net_name}_main", net_name, 1, mains[net_name]))
+            if reg_enabled:
+                phases.append(Phase(f"{net_name}_reg", net_name, max(interval, 1), reg))
+        return phases, optimizers
+
+    # One optimiser step of every due phase.
+
+    def train_step(self) -> dict[str, float]:
+        images, labels = next(self.loader)
+        real = to_float(images.to(self.device, non_blocking=True))
+        real_c = labels.to(self.device, non_blocking=True)
+        stats: dict[str, list[torch.Tensor]] = {}
+        sums: dict[str, torch.Tensor] = {}
+        for phase_index, phase in enumerate(self.phases):
+            if self.step % phase.interval != 0:
+                continue
+            net, opt = getattr(self, phase.net), self.optimizers[phase.net]
+            opt.zero_grad(set_to_none=True)
+            net.requires_grad_(True)
+            for i in range(self.rounds):
+                chunk = self.process.rank + self.process.world_size * i
+                self._seed_chunk(phase_index, chunk)
+                gen_z = torch.randn([self.batch_gpu, self.G.z_dim], device=self.device)
+                gen_c = self._sample_labels(self.batch_gpu)
+                gain = phase.interval / self.num_chunks
+                if phase.net == "G":
+                    out = phase.run(gen_z, gen_c, gain=gain)
+                else:
+                    out = phase.run(real[i :: self.rounds], real_c[i :: self.rounds], gen_z, gen_c, gain=gain)
+                for key, value in out.items():
+                    if key.endswith(("_sum", "_count")):
+                        sums[key] = sums[key] + value if key in sums else value
+                    else:
+                        stats.setdefault(key, []).append(value)
+            net.requires_grad_(False)
+            self._apply_gradients(net, opt, phase)
+        self._update_running_means(sums)
+        self.cur_nimg += self.batch
+        self.step += 1
+        update_ema(self.G_ema, self.G, ema_beta(self.batch, self.config.ema_kimg, self.config.ema_rampup, self.cur_nimg))
+        return {key: torch.stack(values).mean().item() for key, values in stats.items()}
+
+    def _seed_chunk(self, phase_index: int, chunk: int) -> None:
+        # One independent stream per (seed, step, phase, chunk): see the module docstring.
+        seq = np.random.SeedSequence([self.opts.seed, self.step, phase_index, chunk])
+        torch.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+
+    def _sample_labels(self, n: int) -> torch.Tensor:
+        if self.dataset.label_dim == 0:
+            return torch.zeros([n, 0], device=self.device)
+        rows = torch.randint(self.dataset.num_images, [n]).tolist()
+        return torch.stack([self.dataset.label(row) for row in rows]).to(self.device)
+
+    def _apply_gradients(self, net: torch.nn.Module, opt: torch.optim.Optimizer, phase: Phase) -> None:
+        grads = [p.grad for p in net.parameters() if p.grad is not None]
+        distributed.all_reduce_sum_(grads, self.process)
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        if finite:
+            opt.step()
+            self._nonfinite_run[phase.net] = 0
+            return
+        self.nonfinite_skips += 1
+        self._nonfinite_run[phase.net] += 1
+        self.log(f"step {self.step}: non-finite gradients in {phase.name}; the update was skipped ({self.nonfinite_skips} so far)")
+        if self._nonfinite_run[phase.net] >= self.opts.max_nonfinite:
+            raise TrainingDiverged(
+                f"{self._nonfinite_run[phase.net]} consecutive optimiser steps of {phase.net} had non-finite gradients (last in {phase.name}); "
+                "training has diverged. Try a lower learning rate, conv_clamp with fp16, or mp_dtype='bfloat16'."
+            )
+
+    def _update_running_means(self, sums: dict[str, torch.Tensor]) -> None:
+        names = sorted(sums)
+        distributed.all_reduce_sum_([sums[n] for n in names], self.process)
+        if "pl_sum" in sums:
+            self.loss.update_pl_mean(sums["pl_sum"], sums["pl_count"])
+        if "w_sum" in sums:
+            mapping = self.G.mapping
+            batch_w = (sums["w_sum"] / sums["w_count"]).to(mapping.w_avg.dtype)
+            mapping.w_avg.copy_(batch_w.lerp(mapping.w_avg, mapping.w_avg_beta))
+
+    # Snapshots.
+
+    def snapshot(self, path: Path) -> None:
+        save_snapshot(
+            path,
+            nets={"G": self.G, "D": self.D, "G_ema": self.G_ema},
+            config={"train": dataclasses.asdict(self.opts), "networks": dataclasses.asdict(self.config)},
+            optimizers=self.optimizers,
+            pl_mean=self.loss.pl_mean,
+            training={
+                "step": self.step,
+                "cur_nimg": self.cur_nimg,
+                "loader": self.loader.state_dict(),
+                "nonfinite_skips": self.nonfinite_skips,
+            },
+        )
+
+    def _resume(self, path: str) -> None:
+        path = latest_snapshot(path) if Path(path).is_dir() else path
+        tensors, training = load_training_state(path)
+        for name in ("G", "D", "G_ema"):
+            net = getattr(self, name)
+            prefix = name + "."
+            net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        for name, opt in self.optimizers.items():
+            optimizer_from_tensors(opt, tensors, f"opt_{name}", training[f"opt_{name}_groups"])
+        self.loss.pl_mean = tensors["pl_mean"].to(self.device)
+        self.step, self.cur_nimg = training["step"], training["cur_nimg"]
+        self.nonfinite_skips = training["nonfinite_skips"]
+        self.loader.load_state_dict(training["loader"])
+        self.log(f"resumed from {path} at {self.cur_nimg / 1000:.1f} kimg (step {self.step})")
+
+
+def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
+    """Run a whole training job; returns the run directory (with snapshots, samples, stats)."""
+    trainer = Trainer(opts, log=log)
+    process = trainer.process
+    run_dir = _run_dir(opts, process)
+    if process.is_main:
+        (run_dir / "config.json").write_text(json.dumps({"train": dataclasses.asdict(opts), "networks": dataclasses.asdict(trainer.config)}, indent=2))
+        grid = samples.SampleGrid(trainer.G_ema, trainer.dataset, seed=opts.seed, device=trainer.device)
+        samples.save_image_grid(grid.reals(), run_dir / "reals.png", grid.shape)
+    log(f"run directory {run_dir}; {len(trainer.dataset)} images at {opts.resolution}x{opts.resolution}; "
+        f"batch {trainer.batch} = {process.world_size} processes x {trainer.rounds} rounds x {trainer.batch_gpu}")  # fmt: skip
+
+    total_nimg = int(opts.kimg * 1000)
+    tick_nimg = max(int(opts.tick_kimg * 1000), 1)
+    tick, tick_start_nimg, tick_start_time = 0, trainer.cur_nimg, time.perf_counter()
+    tick_stats: dict[str, list[float]] = {}
+    stats_file = run_dir / "stats.jsonl"
+    while True:
+        step_stats = trainer.train_step()
+        for key, value in step_stats.items():
+            tick_stats.setdefault(key, []).append(value)
+        done = trainer.cur_nimg >= total_nimg
+        if not done and trainer.cur_nimg < tick_start_nimg + tick_nimg:
+            continue
+        tick += 1
+        elapsed = time.perf_counter() - tick_start_time
+        images = trainer.cur_nimg - tick_start_nimg
+        record = {
+            "tick": tick,
+            "kimg": trainer.cur_nimg / 1000,
+            "step": trainer.step,
+            "sec_per_kimg": elapsed / max(images / 1000, 1e-9),
+            "images_per_sec": images / max(elapsed, 1e-9),
+            "nonfinite_skips": trainer.nonfinite_skips,
+            **({"peak_memory_gb": torch.cuda.max_memory_allocated(trainer.device) / 2**30} if trainer.device.type == "cuda" else {}),
+            **{key: float(np.mean(values)) for key, values in sorted(tick_stats.items())},
+        }
+        if process.is_main:
+            with open(stats_file, "a") as file:
+                file.write(json.dumps(record) + "\n")
+        log(_progress_line(record, total_nimg))
+        if done or tick % opts.snap_ticks == 0:
+            _save(trainer, run_dir, grid if process.is_main else None)
+        if done:
+            break
+        tick_stats, tick_start_nimg, tick_start_time = {}, trainer.cur_nimg, time.perf_counter()
+    distributed.barrier(process)
+    return run_dir
+
+
+def _save(trainer: Trainer, run_dir: Path, grid) -> None:
+    if trainer.process.is_main:
+        tag = f"{trainer.cur_nimg:09d}"  # images seen: unique even when ticks are shorter than a kimg
+        path = run_dir / f"snapshot-{tag}.safetensors"
+        trainer.snapshot(path)
+        samples.save_image_grid(grid.generate(trainer.G_ema), run_dir / f"samples-{tag}.png", grid.shape)
+        trainer.log(f"saved {path.name} and samples-{tag}.png")
+    distributed.barrier(trainer.process)
+
+
+def _run_dir(opts: TrainOptions, process: distributed.Process) -> Path:
+    """<outdir>/<NNNNN>-<data>-<cfg>: a new numbered directory per run (a resumed run too)."""
+    outdir = Path(opts.outdir)
+    if process.is_main:
+        outdir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(process)
+    existing = [int(p.name.split("-", 1)[0]) for p in outdir.iterdir() if p.is_dir() and p.name.split("-", 1)[0].isdigit()]
+    number = max(existing, default=-1) + 1
+    tag = opts.data.replace("demo:", "").rstrip("/").split("/")[-1].split(".")[0] or "data"
+    run_dir = outdir / f"{number:05d}-{tag}-{opts.cfg}"
+    distributed.barrier(process)
+    if process.is_main:
+        run_dir.mkdir()
+    distributed.barrier(process)
+    return run_dir
+
+
+def _progress_line(record: dict, total_nimg: int) -> str:
+    losses = "  ".join(f"{k.split('/', 1)[1]} {v:.3f}" for k, v in record.items() if k.startswith("loss/"))
+    return (
+        f"tick {record['tick']:<4d} kimg {record['kimg']:8.1f}/{total_nimg / 1000:g}  "
+        f"{record['sec_per_kimg']:7.2f} s/kimg  {record['images_per_sec']:7.1f} img/s  {losses}"
+        + (f"  skipped {record['nonfinite_skips']}" if record["nonfinite_skips"] else "")
+    )
+
+
+def latest_snapshot(run_dir: str | Path) -> Path:
+    """The newest snapshot-*.safetensors in a run directory."""
+    found = sorted(Path(run_dir).glob("snapshot-*.safetensors"))
+    if not found:
+        raise FileNotFoundError(f"resume: {run_dir} holds no snapshot-*.safetensors")
+    return found[-1]

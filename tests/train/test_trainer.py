@@ -1,0 +1,173 @@
+"""The training loop: lazy-regularisation bookkeeping, EMA, NaN guard, resume and distributed exactness."""
+
+import json
+import math
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from stylegan_fast import cli
+from stylegan_fast.train import distributed
+from stylegan_fast.train.ema import ema_beta, update_ema
+from stylegan_fast.train.loop import Trainer, TrainingDiverged, TrainOptions
+
+# A network small enough that a training step takes tens of milliseconds on a CPU.
+TINY = {"channel_base": 128, "channel_max": 8, "z_dim": 8, "w_dim": 8, "map_layers": 1, "mbstd_group": 2, "pl_weight": 2.0}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "images.npz"
+    images = np.random.default_rng(0).integers(0, 256, size=(12, 8, 8, 3), dtype=np.uint8)
+    np.savez(path, images=images)
+    return str(path)
+
+
+def options(data, tmp_path, **changes):
+    base = dict(data=data, outdir=str(tmp_path / "runs"), resolution=8, batch=4, kimg=0.016, seed=3, device="cpu",
+                workers=0, g_reg_interval=2, d_reg_interval=3, overrides=dict(TINY))  # fmt: skip
+    base.update(changes)
+    return TrainOptions(**base)
+
+
+def params(module):
+    return {name: p.detach().clone() for name, p in module.state_dict().items()}
+
+
+def test_lazy_regularisation_schedule_and_adam_correction(data, tmp_path):
+    trainer = Trainer(options(data, tmp_path))
+    calls = []
+    for phase in trainer.phases:
+        run = phase.run
+        phase.run = lambda *a, _run=run, _name=phase.name, **k: (calls.append((trainer.step, _name, k["gain"])), _run(*a, **k))[1]
+    for _ in range(6):
+        trainer.train_step()
+    ran = {(step, name) for step, name, _ in calls}
+    assert {s for s, n in ran if n == "G_reg"} == {0, 2, 4}
+    assert {s for s, n in ran if n == "D_reg"} == {0, 3}
+    assert {s for s, n in ran if n == "G_main"} == set(range(6))
+    assert {gain for _, name, gain in calls if name == "D_reg"} == {3.0}  # one chunk, weighted by its interval
+    g_group, d_group = trainer.optimizers["G"].param_groups[0], trainer.optimizers["D"].param_groups[0]
+    lrate = trainer.config.lrate
+    assert g_group["lr"] == pytest.approx(lrate * 2 / 3) and g_group["betas"][1] == pytest.approx(0.99 ** (2 / 3))
+    assert d_group["lr"] == pytest.approx(lrate * 3 / 4) and d_group["betas"][1] == pytest.approx(0.99 ** (3 / 4))
+
+
+def test_ema_beta_and_update():
+    assert ema_beta(32, ema_kimg=10, rampup=None, cur_nimg=0) == pytest.approx(0.5 ** (32 / 10000))
+    assert ema_beta(32, ema_kimg=10, rampup=0.05, cur_nimg=64000) == pytest.approx(0.5 ** (32 / 3200))
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = a.weight.detach().clone()
+    update_ema(a, b, beta=0.9)
+    torch.testing.assert_close(a.weight, 0.9 * before + 0.1 * b.weight.detach())
+
+
+def test_running_means_follow_the_batch(data, tmp_path):
+    trainer = Trainer(options(data, tmp_path))
+    w_avg = trainer.G.mapping.w_avg.clone()
+    trainer.train_step()
+    assert trainer.loss.pl_mean.item() > 0  # updated from the path lengths of step 0
+    assert not torch.equal(trainer.G.mapping.w_avg, w_avg)
+
+
+def test_resume_is_bitwise_exact(data, tmp_path):
+    straight = Trainer(options(data, tmp_path / "a"))
+    for _ in range(6):
+        straight.train_step()
+
+    first = Trainer(options(data, tmp_path / "b"))
+    for _ in range(3):
+        first.train_step()
+    first.snapshot(tmp_path / "snap.safetensors")
+    resumed = Trainer(options(data, tmp_path / "c", resume=str(tmp_path / "snap.safetensors")))
+    assert resumed.step == 3
+    for _ in range(3):
+        resumed.train_step()
+
+    for name in ("G", "D", "G_ema"):
+        expected, actual = params(getattr(straight, name)), params(getattr(resumed, name))
+        for key in expected:
+            assert torch.equal(expected[key], actual[key]), f"{name}.{key} differs after resume"
+    assert torch.equal(straight.loss.pl_mean, resumed.loss.pl_mean)
+
+
+def test_nonfinite_gradients_skip_the_step_then_stop(data, tmp_path):
+    trainer = Trainer(options(data, tmp_path, max_nonfinite=3, overrides={**TINY, "pl_weight": 0}))  # G_main only
+    g_main = next(p for p in trainer.phases if p.name == "G_main")
+    run = g_main.run
+
+    def poisoned(*args, **kwargs):
+        out = run(*args, **kwargs)
+        trainer.G.synthesis.b4.const.grad.fill_(float("nan"))
+        return out
+
+    g_main.run = poisoned
+    before = params(trainer.G)
+    trainer.train_step()
+    after = params(trainer.G)
+    assert trainer.nonfinite_skips == 1
+    # The poisoned G step was not applied: only w_avg (updated in the D phase) moved.
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("w_avg"))
+    trainer.train_step()
+    with pytest.raises(TrainingDiverged, match="3 consecutive optimiser steps of G had non-finite gradients"):
+        trainer.train_step()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _distributed_worker(rank, world_size, port, opts, result_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+    torch.set_num_threads(1)
+    trainer = Trainer(opts)
+    for _ in range(3):
+        trainer.train_step()
+    if rank == 0:
+        torch.save({name: params(getattr(trainer, name)) for name in ("G", "D")}, result_path)
+    distributed.shutdown(trainer.process)
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(data, tmp_path):
+    opts = options(data, tmp_path, batch_gpu=2)
+    single = Trainer(opts)  # one process, two rounds of 2
+    assert single.rounds == 2
+    for _ in range(3):
+        single.train_step()
+    result = tmp_path / "dist.pt"
+    mp.spawn(_distributed_worker, args=(2, _free_port(), opts, str(result)), nprocs=2, join=True)
+    dist = torch.load(result)
+    for name in ("G", "D"):
+        for key, value in params(getattr(single, name)).items():
+            torch.testing.assert_close(dist[name][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+
+
+def test_cli_train_writes_run_and_generate_reads_it(data, tmp_path, capsys):
+    outdir = tmp_path / "runs"
+    args = ["train", "--data", data, "--outdir", str(outdir), "--resolution", "8", "--batch", "4", "--kimg", "0.016",
+            "--tick-kimg", "0.008", "--snap-ticks", "1", "--device", "cpu", "--workers", "0"]  # fmt: skip
+    args += [f"--set={key}={json.dumps(value)}" for key, value in TINY.items()]
+    assert cli.main(args) == 0
+    (run_dir,) = outdir.iterdir()
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == ["config.json", "reals.png", "samples-000000008.png", "samples-000000016.png",
+                     "snapshot-000000008.safetensors", "snapshot-000000016.safetensors", "stats.jsonl"]  # fmt: skip
+    records = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+    assert [r["kimg"] for r in records] == [0.008, 0.016]
+    for record in records:
+        assert math.isfinite(record["loss/G"]) and math.isfinite(record["loss/D"]) and record["sec_per_kimg"] > 0
+    assert json.loads((run_dir / "config.json").read_text())["networks"]["channel_max"] == 8
+
+    assert cli.main(["generate", "--network", str(run_dir / "snapshot-000000016.safetensors"), "--seeds", "0-2",
+                     "--outdir", str(tmp_path / "gen"), "--device", "cpu"]) == 0  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "gen").iterdir()) == ["seed0000.png", "seed0001.png", "seed0002.png"]
+
+    # Resuming from the run directory continues from its newest snapshot.
+    assert cli.main(args[:-len(TINY)] + ["--kimg", "0.024", "--resume", str(run_dir)] + args[-len(TINY):]) == 0
+    assert "resumed from" in capsys.readouterr().out
