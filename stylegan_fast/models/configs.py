@@ -1,0 +1,177 @@
+"""Named network and training configurations, and `make_networks` to build G and D from one.
+
+The StyleGAN2 rows are those of StyleGAN2-ADA's train.py (`--cfg`); there, fmaps x 32768 is
+the channel_base, and every config has z_dim = w_dim = 512, num_fp16_res = 4, conv_clamp = 256
+and a resnet discriminator (orig for cifar). 'stylegan1' is the original StyleGAN generator with
+a plain ('orig') discriminator, in float32. 'small' is ours: G and D of about a million
+parameters each, in float32, for CPU demos and tests at 32x32 (one G+D forward and backward
+pass at batch 16 took 1.2 s on one core of a busy 2-core machine).
+
+A Config is plain data: `asdict(config)` is JSON, `Config.from_dict` reads it back, and
+`make_networks(config, ...)` rebuilds the same networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from stylegan_fast.models.discriminator import ARCHITECTURES, Discriminator
+from stylegan_fast.models.layers import MP_DTYPES
+from stylegan_fast.models.stylegan1 import StyleGAN1Generator
+from stylegan_fast.models.stylegan2 import Generator
+
+GENERATORS = ("stylegan2", "stylegan1")
+
+
+def _check_keys(values: dict, what: str) -> None:
+    known = {f.name for f in dataclasses.fields(Config)}
+    for key in values:
+        if key not in known:
+            raise ValueError(f"unknown {what} key {key!r}; Config fields are: {', '.join(sorted(known))}")
+
+
+def _check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def _check_number(name: str, value, positive: bool = False, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number{' or None' if optional else ''}, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Architecture of G and D, and the training hyper-parameters that go with it."""
+
+    generator: str = "stylegan2"  # 'stylegan2' or 'stylegan1'.
+    z_dim: int = 512  # Input latent (Z) dimensionality.
+    w_dim: int = 512  # Intermediate latent (W) dimensionality.
+    map_layers: int = 8  # Layers of G's mapping network.
+    channel_base: int = 32768  # Channels at resolution r: min(channel_base // r, channel_max).
+    channel_max: int = 512  # Maximum number of channels in any layer.
+    num_fp16_res: int = 4  # Highest resolutions run in mp_dtype (the StyleGAN1 G is always float32).
+    conv_clamp: float | None = 256  # Clamp convolution outputs to +-X; None disables clamping.
+    mp_dtype: str = "float16"  # Reduced precision of those resolutions: 'float16' or 'bfloat16'.
+    g_architecture: str = "skip"  # StyleGAN2 G: 'orig', 'skip' or 'resnet'.
+    d_architecture: str = "resnet"  # D: 'orig', 'skip' or 'resnet'.
+    mbstd_group: int = 4  # Group size of D's minibatch-stddev layer.
+    batch: int = 32  # Total batch size (mb).
+    lrate: float = 0.002  # Adam learning rate of G and D.
+    gamma: float = 10  # R1 regularisation weight.
+    ema_kimg: float = 10  # Half-life of G_ema, in thousands of images.
+    ema_rampup: float | None = None  # Cap the half-life at ema_rampup * images seen so far; None = no cap.
+    pl_weight: float = 2  # Path-length regularisation weight; 0 = off.
+    style_mixing_prob: float = 0.9  # Probability of style-mixing regularisation; 0 = off.
+
+    def __post_init__(self):
+        _check_choice("generator", self.generator, GENERATORS)
+        for name in ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "mbstd_group", "batch"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("num_fp16_res", self.num_fp16_res, minimum=0)
+        _check_choice("mp_dtype", self.mp_dtype, tuple(MP_DTYPES))
+        _check_choice("g_architecture", self.g_architecture, ARCHITECTURES)
+        _check_choice("d_architecture", self.d_architecture, ARCHITECTURES)
+        _check_number("conv_clamp", self.conv_clamp, positive=True, optional=True)
+        _check_number("lrate", self.lrate, positive=True)
+        _check_number("gamma", self.gamma)
+        _check_number("ema_kimg", self.ema_kimg)
+        _check_number("ema_rampup", self.ema_rampup, positive=True, optional=True)
+        _check_number("pl_weight", self.pl_weight)
+        _check_number("style_mixing_prob", self.style_mixing_prob)
+        if self.style_mixing_prob > 1:
+            raise ValueError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """The Config that `dataclasses.asdict` turned into `values` (e.g. read from JSON)."""
+        _check_keys(values, "Config")
+        return cls(**values)
+
+    def replace(self, **overrides) -> Config:
+        """A copy with some fields changed; unknown field names raise ValueError."""
+        _check_keys(overrides, "override")
+        return dataclasses.replace(self, **overrides)
+
+
+def _train_py(channel_base, map_layers, mbstd_group, batch, lrate, gamma, ema_kimg, ema_rampup, **rest) -> Config:
+    return Config(
+        channel_base=channel_base, map_layers=map_layers, mbstd_group=mbstd_group, batch=batch, lrate=lrate,
+        gamma=gamma, ema_kimg=ema_kimg, ema_rampup=ema_rampup, **rest,
+    )
+
+
+CONFIGS: dict[str, Config] = {
+    #                        channel_base map mbstd  mb   lrate   gamma  ema   ramp
+    "stylegan2": _train_py(  32768,       8,  4,     32,  0.002,  10,    10,   None),
+    "paper256":  _train_py(  16384,       8,  8,     64,  0.0025, 1,     20,   None),
+    "paper512":  _train_py(  32768,       8,  8,     64,  0.0025, 0.5,   20,   None),
+    "paper1024": _train_py(  32768,       8,  4,     32,  0.002,  2,     10,   None),
+    "cifar":     _train_py(  32768,       2,  32,    64,  0.0025, 0.01,  500,  0.05,
+                           d_architecture="orig", pl_weight=0, style_mixing_prob=0),  # As train.py does for cifar.
+    # StyleGAN1's channel counts (fmap_base 8192 there; channel_base = 2 x fmap_base here), float32.
+    "stylegan1": Config(generator="stylegan1", channel_base=16384, num_fp16_res=0, conv_clamp=None,
+                        d_architecture="orig", pl_weight=0),
+    # Tiny and float32, for CPUs: 128 channels up to 16x16, 64 at 32x32; path-length
+    # regularisation off, to keep CPU steps short; gamma as cifar's (train.py's auto rule gives 0.013).
+    "small": Config(z_dim=128, w_dim=128, map_layers=2, channel_base=2048, channel_max=128, num_fp16_res=0,
+                    conv_clamp=None, batch=16, lrate=0.0025, gamma=0.01, ema_kimg=1, ema_rampup=0.05, pl_weight=0),
+}  # fmt: skip
+
+
+def get_config(cfg: str | Config, **overrides) -> Config:
+    """A named config (or a Config) with `overrides` applied; unknown names raise ValueError."""
+    if isinstance(cfg, str):
+        if cfg not in CONFIGS:
+            raise ValueError(f"unknown config {cfg!r}; expected one of {', '.join(map(repr, CONFIGS))}")
+        cfg = CONFIGS[cfg]
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a config name or a Config, got {type(cfg).__name__}")
+    return cfg.replace(**overrides)
+
+
+def make_networks(
+    cfg: str | Config,  # A name in CONFIGS, or a Config.
+    resolution: int,  # Image resolution: a power of two >= 8.
+    img_channels: int = 3,  # Number of image channels.
+    c_dim: int = 0,  # Conditioning label dimensionality; 0 = unconditional.
+    impl: str = "auto",  # Implementation of the ops: 'auto', 'ref', 'triton' or 'cuda'.
+    **overrides,  # Config fields to change, e.g. channel_base=1024.
+) -> tuple[nn.Module, nn.Module]:
+    """Build (G, D) for a config. Each network's `init_kwargs` rebuilds it (see checkpoint.py)."""
+    config = get_config(cfg, **overrides)
+    _check_int("img_channels", img_channels, minimum=1)
+    _check_int("c_dim", c_dim, minimum=0)
+    mapping_kwargs = dict(num_layers=config.map_layers)
+    channels = dict(channel_base=config.channel_base, channel_max=config.channel_max)
+    dims = dict(z_dim=config.z_dim, c_dim=c_dim, w_dim=config.w_dim, img_resolution=resolution, img_channels=img_channels)
+    if config.generator == "stylegan1":
+        G = StyleGAN1Generator(**dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=channels, impl=impl)
+    else:
+        synthesis_kwargs = dict(
+            **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp, architecture=config.g_architecture
+        )
+        G = Generator(
+            **dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs, mp_dtype=config.mp_dtype, impl=impl
+        )
+    D = Discriminator(
+        c_dim=c_dim, img_resolution=resolution, img_channels=img_channels, architecture=config.d_architecture,
+        **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp,
+        epilogue_kwargs=dict(mbstd_group_size=config.mbstd_group), mp_dtype=config.mp_dtype, impl=impl,
+    )
+    return G, D
