@@ -77,3 +77,39 @@ def _is_int(value) -> bool:
 
 def _lengths(lengths: tuple[int, ...]) -> str:
     return " or ".join(str(n) for n in lengths if n > 1)
+
+
+def positive_int(name: str, value) -> int:
+    """Check an int factor such as groups or a single up/down factor: an int >= 1."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def fir_filter(name: str, value) -> torch.Tensor | None:
+    """Check a FIR filter: None (no filtering), or a non-empty 1-D or 2-D floating-point tensor."""
+    if value is None:
+        return None
+    tensor(name, value, ndim=(1, 2))
+    if value.numel() == 0:
+        raise ValueError(f"{name} must have at least one tap, got shape {tuple(value.shape)}")
+    return value
+
+
+def same_dtype(**tensors: torch.Tensor) -> None:
+    """Check that all given tensors have one dtype."""
+    if len({t.dtype for t in tensors.values()}) > 1:
+        listing = ", ".join(f"{name} is {t.dtype}" for name, t in tensors.items())
+        raise TypeError(f"tensors must have the same dtype, got {listing}")
+
+
+def broadcastable(name: str, value: torch.Tensor, target: tuple[int, ...], what: str) -> None:
+    """Check that `value` broadcasts to exactly `target`; `what` explains where `target` comes from."""
+    try:
+        fits = torch.broadcast_shapes(value.shape, target) == torch.Size(target)
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name} must broadcast to shape {tuple(target)} ({what}), got {tuple(value.shape)}")

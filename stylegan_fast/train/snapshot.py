@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from stylegan_fast.models.checkpoint import CheckpointError, load_tensors, save_tensors
+from stylegan_fast.models.checkpoint import CheckpointError, load_tensors, network_state, save_tensors
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -54,10 +54,7 @@ def save_snapshot(
     training: dict,
 ) -> None:
     """Atomically write networks, optimiser states and training progress to one file."""
-    tensors, specs = {}, {}
-    for name, net in nets.items():
-        specs[name] = {"class": type(net).__name__, "kwargs": net.init_kwargs}
-        tensors.update({f"{name}.{key}": value for key, value in net.state_dict().items()})
+    tensors, specs = network_state(nets)
     training = dict(training)
     for name, opt in optimizers.items():
         opt_tensors, groups = optimizer_to_tensors(opt, f"opt_{name}")
