@@ -23,6 +23,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import warnings
 
 import torch
@@ -72,8 +73,14 @@ def unavailable_reason(op: str, impl: str, device: torch.device) -> str | None:
 
 
 def kernels(op: str, impl: str):
-    """The kernel module `stylegan_fast.ops.<impl>.<op>`, for an impl that `resolve` returned."""
-    return importlib.import_module(f"stylegan_fast.ops.{impl}.{op}")
+    """The kernel module `stylegan_fast.ops.<impl>.<op>`, for an impl that `resolve` returned.
+
+    Looked up in sys.modules first: torch.compile traces a dictionary lookup, but
+    importlib.import_module breaks the graph.
+    """
+    name = f"stylegan_fast.ops.{impl}.{op}"
+    module = sys.modules.get(name)
+    return module if module is not None else importlib.import_module(name)
 
 
 def _requested(impl: str) -> str:

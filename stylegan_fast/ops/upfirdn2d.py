@@ -88,6 +88,8 @@ def upfirdn2d(
         x: [N, C, H, W] images; float16, bfloat16, float32 or float64.
         f: FIR filter of any float dtype on x's device: [fh, fw], or [taps] applied along
             x and then y. It is scaled by gain and cast to x.dtype. None means [[1]].
+            Gradients flow to x always, and to f with impl='ref' only (the kernels
+            treat the filter as a constant and reject one that requires grad).
         up: upsampling factor: an int, or [upx, upy]; each >= 1.
         down: downsampling factor: an int, or [downx, downy]; each >= 1.
         padding: zeros added to the upsampled image: an int, [px, py] or [x0, x1, y0, y1];

@@ -1,0 +1,103 @@
+"""Shared by the Triton kernel modules: launch configurations chosen by a stated rule instead of
+autotuning, and the torch.library registration they use.
+
+The numbers below are rules of thumb from the H100's memory system (about 3 TB/s, 132 SMs);
+they have not been measured yet, and the op benchmarks are where to tune them.
+"""
+
+import torch
+import triton
+from triton.runtime.jit import JITFunction
+
+# A streaming op hides DRAM latency with bytes in flight: 4096 elements per program over
+# 8 warps is 16 elements (one to four 16-byte vectors) per thread.
+LARGE_BLOCK, LARGE_WARPS = 4096, 8
+# Below ~1M elements, 4096-element programs would leave SMs idle (1M / 4096 = 256 programs,
+# two per SM); smaller blocks spread the work and cost nothing in a launch-bound regime.
+SMALL_BLOCK, SMALL_WARPS, SMALL_NUMEL = 1024, 4, 1 << 20
+# Largest index an int32 offset can hold; beyond it kernels compute offsets in int64.
+INT32_LIMIT = 2**31 - 1
+
+# upfirdn2d: a program computes a [planes, rows, columns] tile of phase positions, each of
+# which yields up_x * up_y outputs; 1024 positions over 4 warps is 8 per thread.
+TILE_POSITIONS, TILE_WARPS = 1024, 4
+# Widest run of pixels along a row (NCHW) or of channels (channels_last) in one tile: 64 x 4
+# bytes covers two 128-byte lines, enough for coalescing without starving the other axes.
+TILE_MAX_RUN = 64
+
+
+def elementwise_config(numel: int) -> tuple[int, int, bool]:
+    """(BLOCK, num_warps, int64 offsets) for a 1-D grid over `numel` elements."""
+    block, warps = (LARGE_BLOCK, LARGE_WARPS) if numel >= SMALL_NUMEL else (SMALL_BLOCK, SMALL_WARPS)
+    return block, warps, numel + block > INT32_LIMIT
+
+
+def upfirdn2d_config(planes: int, height: int, width: int, channels_last: bool) -> tuple[int, int, int, int]:
+    """(BLOCK_C, BLOCK_H, BLOCK_W, num_warps) for a tile over a [planes, height, width] grid,
+    a plane being one channel of one image.
+
+    The axis contiguous in memory gets up to TILE_MAX_RUN elements (width for NCHW, planes
+    for channels_last), the others share the rest of TILE_POSITIONS, so that small images
+    put many planes in one program instead of launching mostly-masked ones.
+    """
+    budget = TILE_POSITIONS
+    if channels_last:
+        block_c = min(triton.next_power_of_2(planes), TILE_MAX_RUN)
+        block_w = min(triton.next_power_of_2(width), budget // block_c)
+        block_h = min(triton.next_power_of_2(height), budget // (block_c * block_w))
+    else:
+        block_w = min(triton.next_power_of_2(width), TILE_MAX_RUN)
+        block_h = min(triton.next_power_of_2(height), budget // block_w)
+        block_c = min(triton.next_power_of_2(planes), budget // (block_w * block_h))
+    return block_c, block_h, block_w, TILE_WARPS
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """True if `t` covers its memory without gaps or overlaps in some order of its dims
+    (contiguous, channels_last, any permutation of those); dims of size 1 are ignored."""
+    expected = 1
+    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def triton_op(name: str):
+    """Register a custom op whose body launches Triton kernels: torch.library.triton_op where
+    torch has it (2.6+; Inductor then sees the kernels), else an opaque custom_op."""
+    if hasattr(torch.library, "triton_op"):
+        return torch.library.triton_op(name, mutates_args=())
+    return torch.library.custom_op(name, mutates_args=())
+
+
+def wrap_triton(kernel):
+    """The kernel, made traceable inside a triton_op where torch supports it. Under the
+    interpreter (TRITON_INTERPRET=1) @triton.jit gives no JITFunction: the kernel is returned
+    as it is and can only run eagerly, on real tensors."""
+    if hasattr(torch.library, "wrap_triton") and isinstance(kernel, JITFunction):
+        return torch.library.wrap_triton(kernel)
+    return kernel
+
+
+def compile_for_gpu(kernel, pointers: dict[str, str], constexprs: dict, arch: int = 90, num_warps: int = 4):
+    """Compile `kernel` to a cubin for CUDA compute capability `arch` without a GPU: the tests'
+    check that the kernels build with the installed Triton, not only run in its interpreter.
+
+    pointers maps each pointer argument to its element type ('fp16', 'bf16', 'fp32', 'fp64');
+    other arguments are constexprs (given), annotated scalars, or i32. Needs a process without
+    TRITON_INTERPRET, where @triton.jit gives a JITFunction.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {}
+    for param in kernel.params:
+        if param.name in constexprs:
+            signature[param.name] = "constexpr"
+        elif param.name in pointers:
+            signature[param.name] = "*" + pointers[param.name]
+        else:
+            signature[param.name] = param.annotation_type or "i32"
+    source = ASTSource(kernel, signature, constexprs)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})

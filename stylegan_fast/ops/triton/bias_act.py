@@ -1,0 +1,380 @@
+"""Triton kernels for bias_act: y = clamp(act(x + b) * gain, -clamp, +clamp).
+
+Three ops, registered with torch.library so that torch.compile(fullgraph=True) traces them:
+- triton_bias_act(x, b, ...) -> y;
+- triton_bias_act_grad(dy, x, b, ...) -> dx = dy * gain * act'(x + b), zero where clamped;
+- triton_bias_act_grad2(dy, ddx, x, b, ...) -> dy * ddx * gain * act''(x + b), zero where clamped.
+The gradient of the first is the second; the gradient of the second is the second again (it
+is linear in dy) and the third, which is what second-order gradients (R1, path length) need.
+Third-order gradients with respect to x are not implemented (they raise).
+
+Each kernel is one streaming pass over x in memory order, on a 1-D grid. x may be contiguous,
+channels_last or any other dense layout: the bias index of the element at memory offset o is
+(o // x.stride(dim)) % x.shape[dim]. Other strided inputs are copied to contiguous first.
+Arithmetic runs in float32 (float64 for float64 inputs) and rounds once, on the store.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from stylegan_fast.ops.triton import _launch
+
+ACT_CODES = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6, "softplus": 7, "swish": 8}
+_LINEAR = tl.constexpr(0)
+_RELU = tl.constexpr(1)
+_LRELU = tl.constexpr(2)
+_TANH = tl.constexpr(3)
+_SIGMOID = tl.constexpr(4)
+_ELU = tl.constexpr(5)
+_SELU = tl.constexpr(6)
+_SOFTPLUS = tl.constexpr(7)
+_SWISH = tl.constexpr(8)
+# Activations whose second derivative is zero wherever it exists.
+_PIECEWISE_LINEAR = ("linear", "relu", "lrelu")
+# SELU's constants (Klambauer et al.), as torch uses them.
+_SELU_ALPHA = tl.constexpr(1.6732632423543772848170429916717)
+_SELU_SCALE = tl.constexpr(1.0507009873554804934193349852946)
+# torch.nn.functional.softplus returns x itself above this input.
+_SOFTPLUS_THRESHOLD = tl.constexpr(20.0)
+
+
+@triton.jit
+def _expm1(v):
+    """exp(v) - 1 for v <= 0 without cancellation (Kahan: exp's rounding error cancels in
+    (u - 1) / log(u)); there is no expm1 in tl, and libdevice is unavailable in the interpreter."""
+    u = tl.exp(v)
+    special = (u == 1.0) | (u == 0.0)
+    safe = tl.where(special, 0.5, u)
+    r = (safe - 1.0) * (v / tl.log(safe))
+    return tl.where(u == 1.0, v, tl.where(u == 0.0, -1.0, r))
+
+
+@triton.jit
+def _log1p(u):
+    """log(1 + u) for 0 <= u <= 1 without losing small u (Goldberg's correction)."""
+    w = 1.0 + u
+    safe = tl.where(w == 1.0, 2.0, w)
+    return tl.where(w == 1.0, u, tl.log(safe) * (u / (safe - 1.0)))
+
+
+@triton.jit
+def _sigmoid(z):
+    """1 / (1 + exp(-z)), from exp(-|z|) so that nothing overflows."""
+    e = tl.exp(-tl.abs(z))
+    return tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+@triton.jit
+def _sigmoid_grad(z):
+    """s * (1 - s) for s = sigmoid(z), as e / (1 + e)^2 with e = exp(-|z|): no cancellation."""
+    e = tl.exp(-tl.abs(z))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+@triton.jit
+def _sigmoid_one_minus_twice(z):
+    """1 - 2 * sigmoid(z) = -tanh(z / 2), without cancellation near z = 0."""
+    r = _expm1(-tl.abs(z)) / (1.0 + tl.exp(-tl.abs(z)))
+    return tl.where(z >= 0, r, -r)
+
+
+@triton.jit
+def _tanh(z):
+    e = _expm1(-2.0 * tl.abs(z))
+    t = -e / (2.0 + e)
+    return tl.where(z < 0, -t, t)
+
+
+@triton.jit
+def _tanh_grad(z):
+    """1 - tanh(z)^2, as 4e / (1 + e)^2 with e = exp(-2|z|): no cancellation where tanh is near 1."""
+    e = tl.exp(-2.0 * tl.abs(z))
+    return 4.0 * e / ((1.0 + e) * (1.0 + e))
+
+
+@triton.jit
+def _act(z, alpha, ACT: tl.constexpr):
+    """The activation; branches with x > 0 / x <= 0 match torch's choice at 0."""
+    if ACT == _LINEAR:
+        y = z
+    elif ACT == _RELU:
+        y = tl.where(z > 0, z, 0.0)
+    elif ACT == _LRELU:
+        y = tl.where(z > 0, z, z * alpha)
+    elif ACT == _TANH:
+        y = _tanh(z)
+    elif ACT == _SIGMOID:
+        y = _sigmoid(z)
+    elif ACT == _ELU:
+        y = tl.where(z > 0, z, _expm1(tl.minimum(z, 0.0)))
+    elif ACT == _SELU:
+        neg = tl.full([], _SELU_ALPHA, z.dtype) * _expm1(tl.minimum(z, 0.0))
+        y = tl.full([], _SELU_SCALE, z.dtype) * tl.where(z > 0, z, neg)
+    elif ACT == _SOFTPLUS:
+        y = tl.where(z > _SOFTPLUS_THRESHOLD, z, tl.maximum(z, 0.0) + _log1p(tl.exp(-tl.abs(z))))
+    else:
+        y = z * _sigmoid(z)
+    return y
+
+
+@triton.jit
+def _act_grad(z, alpha, ACT: tl.constexpr):
+    """d act / dz."""
+    if ACT == _LINEAR:
+        d = tl.full(z.shape, 1.0, z.dtype)
+    elif ACT == _RELU:
+        d = tl.where(z > 0, 1.0, 0.0).to(z.dtype)
+    elif ACT == _LRELU:
+        d = tl.where(z > 0, 1.0, alpha).to(z.dtype)
+    elif ACT == _TANH:
+        d = _tanh_grad(z)
+    elif ACT == _SIGMOID:
+        d = _sigmoid_grad(z)
+    elif ACT == _ELU:
+        d = tl.where(z > 0, 1.0, tl.exp(tl.minimum(z, 0.0)))
+    elif ACT == _SELU:
+        scale = tl.full([], _SELU_SCALE, z.dtype)
+        d = tl.where(z > 0, scale, scale * tl.full([], _SELU_ALPHA, z.dtype) * tl.exp(tl.minimum(z, 0.0)))
+    elif ACT == _SOFTPLUS:
+        d = tl.where(z > _SOFTPLUS_THRESHOLD, 1.0, _sigmoid(z))
+    else:
+        d = _sigmoid(z) + z * _sigmoid_grad(z)
+    return d
+
+
+@triton.jit
+def _act_grad2(z, ACT: tl.constexpr):
+    """d^2 act / dz^2 for the activations that are not piecewise linear."""
+    if ACT == _TANH:
+        d = -2.0 * _tanh(z) * _tanh_grad(z)
+    elif ACT == _SIGMOID:
+        d = _sigmoid_grad(z) * _sigmoid_one_minus_twice(z)
+    elif ACT == _ELU:
+        d = tl.where(z > 0, 0.0, tl.exp(tl.minimum(z, 0.0)))
+    elif ACT == _SELU:
+        coef = tl.full([], _SELU_SCALE, z.dtype) * tl.full([], _SELU_ALPHA, z.dtype)
+        d = tl.where(z > 0, 0.0, coef * tl.exp(tl.minimum(z, 0.0)))
+    elif ACT == _SOFTPLUS:
+        d = tl.where(z > _SOFTPLUS_THRESHOLD, 0.0, _sigmoid_grad(z))
+    else:
+        d = _sigmoid_grad(z) * (2.0 + z * _sigmoid_one_minus_twice(z))
+    return d
+
+
+@triton.jit
+def _offsets(numel, INT64: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    if INT64:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < numel
+
+
+@triton.jit
+def _load(ptr, offs, mask, IS_FP64: tl.constexpr):
+    """Load and upcast: float64 stays float64, the rest compute in float32 (bf16 must be
+    upcast before any arithmetic: the interpreter gets bf16 arithmetic wrong)."""
+    v = tl.load(ptr + offs, mask=mask, other=0.0)
+    if IS_FP64:
+        v = v.to(tl.float64)
+    else:
+        v = v.to(tl.float32)
+    return v
+
+
+@triton.jit
+def _pre_activation(x_ptr, b_ptr, offs, mask, channels, channel_stride, HAS_BIAS: tl.constexpr, IS_FP64: tl.constexpr):
+    """x + b, with b indexed by the channel of each memory offset."""
+    z = _load(x_ptr, offs, mask, IS_FP64)
+    if HAS_BIAS:
+        z += _load(b_ptr, (offs // channel_stride) % channels, mask, IS_FP64)
+    return z
+
+
+@triton.jit
+def _bias_act_forward_kernel(
+    x_ptr, b_ptr, y_ptr,
+    numel, channels, channel_stride,
+    alpha: tl.float64, gain: tl.float64, clamp: tl.float64,  # float64 arguments keep float64 exact
+    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, IS_FP64: tl.constexpr,
+    INT64: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    offs, mask = _offsets(numel, INT64, BLOCK)
+    z = _pre_activation(x_ptr, b_ptr, offs, mask, channels, channel_stride, HAS_BIAS, IS_FP64)
+    y = _act(z, tl.full([], alpha, z.dtype), ACT) * tl.full([], gain, z.dtype)
+    if HAS_CLAMP:
+        limit = tl.full([], clamp, z.dtype)
+        y = tl.minimum(tl.maximum(y, -limit), limit)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bias_act_backward_kernel(
+    g_ptr, gg_ptr, x_ptr, b_ptr, out_ptr,
+    numel, channels, channel_stride,
+    alpha: tl.float64, gain: tl.float64, clamp: tl.float64,
+    ACT: tl.constexpr, ORDER: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    IS_FP64: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """ORDER 1: out = g * gain * act'(z); ORDER 2: out = g * gg * gain * act''(z); z = x + b.
+    Both are zero where the forward clamped: like torch.clamp's gradient, wherever
+    |gain * act(z)| >= clamp (the bound itself included)."""
+    offs, mask = _offsets(numel, INT64, BLOCK)
+    z = _pre_activation(x_ptr, b_ptr, offs, mask, channels, channel_stride, HAS_BIAS, IS_FP64)
+    a = tl.full([], alpha, z.dtype)
+    k = tl.full([], gain, z.dtype)
+    if ORDER == 1:
+        out = _load(g_ptr, offs, mask, IS_FP64) * _act_grad(z, a, ACT) * k
+    else:
+        out = _load(g_ptr, offs, mask, IS_FP64) * _load(gg_ptr, offs, mask, IS_FP64) * _act_grad2(z, ACT) * k
+    if HAS_CLAMP:
+        y = _act(z, a, ACT) * k
+        limit = tl.full([], clamp, z.dtype)
+        out = tl.where((y > -limit) & (y < limit), out, 0.0)
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def bias_act(x, b, dim, act, alpha, gain, clamp):
+    """bias_act with the Triton kernels; arguments as normalised by stylegan_fast.ops.bias_act
+    (dim >= 0, alpha and gain floats, clamp a float or None). Differentiable twice."""
+    return torch.ops.stylegan_fast.triton_bias_act(x, b, dim, act, alpha, gain, clamp)
+
+
+def _dense(t):
+    return t if _launch.is_dense(t) else t.contiguous()
+
+
+def _layout_like(t, like):
+    """t with the strides of `like` (dense), so that both share memory offsets."""
+    if t.stride() == like.stride():
+        return t
+    return torch.empty_like(like).copy_(t)
+
+
+def _launch_kernel(kernel, out, tensors, x, b, dim, act, alpha, gain, clamp, **constexprs):
+    numel = x.numel()
+    if numel == 0:
+        return out
+    block, warps, int64 = _launch.elementwise_config(numel)
+    channels = x.shape[dim] if b is not None else 1
+    channel_stride = max(x.stride(dim), 1)  # any value works when there is a single channel
+    _launch.wrap_triton(kernel)[(triton.cdiv(numel, block),)](
+        *tensors, x, x if b is None else b, out,
+        numel, channels, channel_stride,
+        alpha, gain, 0.0 if clamp is None else clamp,
+        ACT=ACT_CODES[act], HAS_BIAS=b is not None, HAS_CLAMP=clamp is not None,
+        IS_FP64=x.dtype == torch.float64, INT64=int64, BLOCK=block, num_warps=warps, **constexprs,
+    )  # fmt: skip
+    return out
+
+
+@_launch.triton_op("stylegan_fast::triton_bias_act")
+def _forward_op(
+    x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float, clamp: float | None
+) -> torch.Tensor:
+    x = _dense(x)
+    return _launch_kernel(_bias_act_forward_kernel, torch.empty_like(x), (), x, b, dim, act, alpha, gain, clamp)
+
+
+@_launch.triton_op("stylegan_fast::triton_bias_act_grad")
+def _grad_op(
+    dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float, gain: float,
+    clamp: float | None,
+) -> torch.Tensor:  # fmt: skip
+    x = _dense(x)
+    dy = _layout_like(dy, x)
+    return _launch_kernel(
+        _bias_act_backward_kernel, torch.empty_like(x), (dy, dy), x, b, dim, act, alpha, gain, clamp, ORDER=1
+    )
+
+
+@_launch.triton_op("stylegan_fast::triton_bias_act_grad2")
+def _grad2_op(
+    dy: torch.Tensor, ddx: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, dim: int, act: str, alpha: float,
+    gain: float, clamp: float | None,
+) -> torch.Tensor:  # fmt: skip
+    x = _dense(x)
+    dy, ddx = _layout_like(dy, x), _layout_like(ddx, x)
+    return _launch_kernel(
+        _bias_act_backward_kernel, torch.empty_like(x), (dy, ddx), x, b, dim, act, alpha, gain, clamp, ORDER=2
+    )
+
+
+# Fake (meta) implementations: shapes and strides only. triton_op would trace the host
+# function instead, which works on a GPU but not under the Triton interpreter, where
+# wrap_triton hands back the raw kernel and a launch on fake tensors fails.
+@_forward_op.register_fake
+def _(x, b, dim, act, alpha, gain, clamp):
+    return torch.empty_like(_dense(x))
+
+
+@_grad_op.register_fake
+def _(dy, x, b, dim, act, alpha, gain, clamp):
+    return torch.empty_like(_dense(x))
+
+
+@_grad2_op.register_fake
+def _(dy, ddx, x, b, dim, act, alpha, gain, clamp):
+    return torch.empty_like(_dense(x))
+
+
+def _bias_grad(dx, b, dim):
+    """Sum of dx over every dim but `dim` (float32 accumulation for half types), in b's dtype."""
+    dims = [i for i in range(dx.ndim) if i != dim]
+    if not dims:
+        return dx.to(b.dtype)
+    acc = torch.float32 if dx.dtype in (torch.float16, torch.bfloat16) else dx.dtype
+    return dx.sum(dims, dtype=acc).to(b.dtype)
+
+
+def _setup_forward(ctx, inputs, output):
+    x, b, *ctx.args = inputs
+    ctx.save_for_backward(x, b)
+
+
+def _backward_forward(ctx, dy):
+    x, b = ctx.saved_tensors
+    dim = ctx.args[0]
+    dx = _grad_op(dy, x, b, *ctx.args)
+    db = _bias_grad(dx, b, dim) if b is not None and ctx.needs_input_grad[1] else None
+    return dx, db, None, None, None, None, None
+
+
+def _setup_grad(ctx, inputs, output):
+    dy, x, b, *ctx.args = inputs
+    ctx.save_for_backward(dy, x, b)
+
+
+def _backward_grad(ctx, ddx):
+    dy, x, b = ctx.saved_tensors
+    dim, act = ctx.args[:2]
+    d_dy = _grad_op(ddx, x, b, *ctx.args) if ctx.needs_input_grad[0] else None
+    d_x = d_b = None
+    if act not in _PIECEWISE_LINEAR and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+        d_x = _grad2_op(dy, ddx, x, b, *ctx.args)
+        d_b = _bias_grad(d_x, b, dim) if b is not None and ctx.needs_input_grad[2] else None
+    return d_dy, d_x, d_b, None, None, None, None, None
+
+
+def _setup_grad2(ctx, inputs, output):
+    dy, ddx, x, b, *ctx.args = inputs
+    ctx.save_for_backward(dy, ddx, x, b)
+
+
+def _backward_grad2(ctx, g):
+    if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+        raise NotImplementedError(
+            "bias_act with impl='triton' is differentiable twice; a third derivative with respect to x "
+            "or b is not implemented: use impl='ref'"
+        )
+    dy, ddx, x, b = ctx.saved_tensors
+    # Bilinear in (dy, ddx): each one's gradient is the op with the other one swapped for g.
+    d_dy = _grad2_op(g, ddx, x, b, *ctx.args) if ctx.needs_input_grad[0] else None
+    d_ddx = _grad2_op(dy, g, x, b, *ctx.args) if ctx.needs_input_grad[1] else None
+    return d_dy, d_ddx, None, None, None, None, None, None, None
+
+
+_forward_op.register_autograd(_backward_forward, setup_context=_setup_forward)
+_grad_op.register_autograd(_backward_grad, setup_context=_setup_grad)
+_grad2_op.register_autograd(_backward_grad2, setup_context=_setup_grad2)

@@ -1,0 +1,198 @@
+"""Triton kernel for upfirdn2d: upsample by zero insertion, pad/crop, FIR-filter, downsample.
+
+One polyphase kernel covers every case. Output pixel o = up * t + phase (per axis) reads the
+zero-inserted, padded input at o * down + j (j the tap's offset); that is a real input pixel
+only when (phase * down + j - pad0) % up == 0, which the kernel decides at compile time
+(up, down, the taps and pad0 % up are constexpr). A program computes a tile of t positions
+for every phase, so it skips the taps that would only meet inserted zeros instead of
+loading them masked: up=2 with a 4x4 filter does 4 loads per output, not 16. With up=1
+(down=2, or plain filtering) the phase loop disappears and every tap is a plain load.
+
+The filter is [fh, fw], or 1-D and separable (tap = f[ky] * f[kx]). Taps are loaded as
+scalars, once per program. 1-D filters of SEPARABLE_PASSES_MIN_TAPS or more taps run as two
+1-D passes (along x into a float32 buffer, then along y) instead of taps^2 loads per output.
+Any input strides work (NCHW, channels_last, slices); the output is channels_last if x is.
+Arithmetic runs in float32 (float64 for float64 inputs), rounded once on the store.
+
+The gradient with respect to x is upfirdn2d of dy with up and down swapped, the filter
+flipped and the padding transformed, so it is differentiable to any order. There is no
+gradient with respect to f: a filter that requires grad is rejected.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from stylegan_fast.ops.triton import _launch
+
+# Separable filters this long run as two 1-D passes: 2 * taps loads per output (plus a float32
+# round trip of the intermediate) against taps^2. Below it, StyleGAN2's 4-tap filter stays in
+# one pass (16 loads, no intermediate). Not measured yet.
+SEPARABLE_PASSES_MIN_TAPS = 8
+
+
+@triton.jit
+def _upfirdn2d_forward_kernel(
+    x_ptr, f_ptr, y_ptr,
+    planes, channels, in_h, in_w, out_h, out_w, grid_h, grid_w,
+    sxn, sxc, sxh, sxw, syn, syc, syh, syw, sfy, sfx,
+    pad_qx, pad_qy,  # floor(pad0 / up) per axis
+    gain: tl.float64,  # float64 keeps float64 inputs exact
+    UPX: tl.constexpr, UPY: tl.constexpr, DOWNX: tl.constexpr, DOWNY: tl.constexpr,
+    PAD_RX: tl.constexpr, PAD_RY: tl.constexpr,  # pad0 % up per axis
+    FW: tl.constexpr, FH: tl.constexpr, FLIP: tl.constexpr, SEPARABLE: tl.constexpr, IS_FP64: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):  # fmt: skip
+    # Program -> (block of planes, row block, column block) of the phase grid; a plane is
+    # one channel of one image, so that small images fill a program with many planes.
+    pid = tl.program_id(0)
+    blocks_w = tl.cdiv(grid_w, BLOCK_W)
+    blocks_h = tl.cdiv(grid_h, BLOCK_H)
+    pid_w = pid % blocks_w
+    pid_h = (pid // blocks_w) % blocks_h
+    pid_p = pid // (blocks_w * blocks_h)
+    p = pid_p * BLOCK_C + tl.arange(0, BLOCK_C)[:, None, None]
+    ty = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[None, :, None]
+    tx = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, None, :]
+    n = (p // channels).to(tl.int64)
+    c = p % channels
+    x_base = x_ptr + n * sxn + c * sxc
+    y_base = y_ptr + n * syn + c * syc
+    c_ok = p < planes
+    if IS_FP64:
+        k = tl.full([], gain, tl.float64)
+    else:
+        k = tl.full([], gain, tl.float32)
+
+    for py in tl.static_range(UPY):
+        for px in tl.static_range(UPX):
+            acc = tl.zeros([BLOCK_C, BLOCK_H, BLOCK_W], k.dtype)
+            for jy in tl.static_range(FH):
+                if (py * DOWNY + jy - PAD_RY) % UPY == 0:  # compile time: this row of taps meets input rows
+                    iy = ty * DOWNY + ((py * DOWNY + jy - PAD_RY) // UPY - pad_qy)
+                    y_ok = c_ok & (iy >= 0) & (iy < in_h)
+                    # Tap offset j pairs with f[F - 1 - j] in a convolution, with f[j] in a correlation.
+                    fy = jy if FLIP else FH - 1 - jy
+                    for jx in tl.static_range(FW):
+                        if (px * DOWNX + jx - PAD_RX) % UPX == 0:
+                            ix = tx * DOWNX + ((px * DOWNX + jx - PAD_RX) // UPX - pad_qx)
+                            fx = jx if FLIP else FW - 1 - jx
+                            if SEPARABLE:
+                                tap = tl.load(f_ptr + fy * sfy).to(k.dtype) * tl.load(f_ptr + fx * sfx).to(k.dtype)
+                            else:
+                                tap = tl.load(f_ptr + fy * sfy + fx * sfx).to(k.dtype)
+                            ok = y_ok & (ix >= 0) & (ix < in_w)
+                            v = tl.load(x_base + iy * sxh + ix * sxw, mask=ok, other=0.0)
+                            acc += v.to(k.dtype) * tap
+            oy = ty * UPY + py
+            ox = tx * UPX + px
+            out_ok = c_ok & (oy < out_h) & (ox < out_w)
+            tl.store(y_base + oy * syh + ox * syw, (acc * k).to(y_ptr.dtype.element_ty), mask=out_ok)
+
+
+def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
+    """upfirdn2d with the Triton kernel; arguments as normalised by stylegan_fast.ops.upfirdn2d:
+    x [N, C, H, W]; f a 1-D (separable) or 2-D filter; up, down (x, y) int pairs; padding
+    (x0, x1, y0, y1); gain a float. Differentiable to any order with respect to x."""
+    if f.requires_grad and torch.is_grad_enabled():
+        raise ValueError("upfirdn2d with impl='triton' has no gradient with respect to f: detach f or use impl='ref'")
+    return torch.ops.stylegan_fast.triton_upfirdn2d(x, f, list(up), list(down), list(padding), flip_filter, gain)
+
+
+def _taps(f):
+    """(fw, fh) of a 1-D (separable) or 2-D filter."""
+    return (f.shape[0], f.shape[0]) if f.ndim == 1 else (f.shape[1], f.shape[0])
+
+
+def _output_size(x, taps, up, down, padding):
+    """(height, width) of the output for taps = (fw, fh)."""
+    out_w = (x.shape[3] * up[0] + padding[0] + padding[1] - taps[0] + down[0]) // down[0]
+    out_h = (x.shape[2] * up[1] + padding[2] + padding[3] - taps[1] + down[1]) // down[1]
+    return out_h, out_w
+
+
+def _empty_output(x, height, width, dtype):
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.empty(
+        [x.shape[0], x.shape[1], height, width],
+        dtype=dtype,
+        device=x.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
+
+
+def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain, out_dtype):
+    """One kernel launch: taps = (fw, fh), f_strides = (x, y) steps between taps in f."""
+    (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, padding
+    fw, fh = taps
+    out_h, out_w = _output_size(x, taps, up, down, padding)
+    y = _empty_output(x, out_h, out_w, out_dtype)
+    if y.numel() == 0:
+        return y
+    grid_h, grid_w = triton.cdiv(out_h, upy), triton.cdiv(out_w, upx)
+    channels_last = y.stride(1) == 1
+    planes = x.shape[0] * x.shape[1]
+    block_c, block_h, block_w, warps = _launch.upfirdn2d_config(planes, grid_h, grid_w, channels_last)
+    programs = triton.cdiv(planes, block_c) * triton.cdiv(grid_h, block_h) * triton.cdiv(grid_w, block_w)
+    _launch.wrap_triton(_upfirdn2d_forward_kernel)[(programs,)](
+        x, f, y,
+        planes, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, grid_h, grid_w,
+        *x.stride(), *y.stride(), f_strides[1], f_strides[0],
+        x0 // upx, y0 // upy,
+        gain,
+        UPX=upx, UPY=upy, DOWNX=downx, DOWNY=downy, PAD_RX=x0 % upx, PAD_RY=y0 % upy,
+        FW=fw, FH=fh, FLIP=flip_filter, SEPARABLE=separable, IS_FP64=x.dtype == torch.float64,
+        BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+    )  # fmt: skip
+    return y
+
+
+@_launch.triton_op("stylegan_fast::triton_upfirdn2d")
+def _forward_op(
+    x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int], flip_filter: bool,
+    gain: float,
+) -> torch.Tensor:  # fmt: skip
+    f = f.contiguous()
+    if f.ndim == 2:
+        return _run(x, f, _taps(f), (1, f.shape[1]), False, up, down, padding, flip_filter, gain, x.dtype)
+    n = f.shape[0]
+    if n < SEPARABLE_PASSES_MIN_TAPS:
+        return _run(x, f, (n, n), (1, 1), True, up, down, padding, flip_filter, gain, x.dtype)
+    # Two 1-D passes: along x (rows keep their size), then along y.
+    buffer = torch.float64 if x.dtype == torch.float64 else torch.float32
+    (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, padding
+    t = _run(x, f, (n, 1), (1, 0), False, (upx, 1), (downx, 1), (x0, x1, 0, 0), flip_filter, gain, buffer)
+    return _run(t, f, (1, n), (0, 1), False, (1, upy), (1, downy), (0, 0, y0, y1), flip_filter, 1.0, x.dtype)
+
+
+@_forward_op.register_fake
+def _(x, f, up, down, padding, flip_filter, gain):
+    # Shapes only: triton_op would trace the host function, which cannot launch the
+    # interpreter's raw kernel on fake tensors.
+    out_h, out_w = _output_size(x, _taps(f), up, down, padding)
+    return _empty_output(x, out_h, out_w, x.dtype)
+
+
+def _setup(ctx, inputs, output):
+    x, f, up, down, padding, flip_filter, gain = inputs
+    ctx.save_for_backward(f)
+    ctx.args = (x.shape[2], x.shape[3], output.shape[2], output.shape[3], up, down, padding, flip_filter, gain)
+
+
+def _backward(ctx, dy):
+    (f,) = ctx.saved_tensors
+    in_h, in_w, out_h, out_w, (upx, upy), (downx, downy), (x0, x1, y0, y1), flip_filter, gain = ctx.args
+    fw, fh = _taps(f)
+    # The adjoint: zero-insert dy by down, pad so that tap j of the forward meets it again,
+    # correlate where the forward convolved (and vice versa), keep every up-th pixel.
+    padding = [
+        fw - x0 - 1,
+        in_w * upx - out_w * downx + x0 - upx + 1,
+        fh - y0 - 1,
+        in_h * upy - out_h * downy + y0 - upy + 1,
+    ]
+    dx = _forward_op(dy, f, [downx, downy], [upx, upy], padding, not flip_filter, gain)
+    return dx, None, None, None, None, None, None
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup)

@@ -1,0 +1,227 @@
+"""bias_act with impl='triton' against the reference: values, first and second derivatives,
+layouts and torch.compile. On a machine without a GPU the kernels run through the Triton
+interpreter (tests/conftest.py), so tensors stay small: a few thousand elements.
+
+Accuracy rule: the kernel's error against the float64 reference is at most twice the error of
+the reference computed by PyTorch in the kernel's dtype, plus one ulp of the result's scale."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylegan_fast.ops import bias_act
+from stylegan_fast.ops.bias_act import ACTIVATIONS
+from stylegan_fast.ops.triton import _launch
+from stylegan_fast.ops.triton import bias_act as kernels
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+ACTS = list(ACTIVATIONS)
+
+
+def randn(shape, dtype=torch.float64, seed=0, scale=2.0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
+
+
+def assert_error_within_baseline(out, truth, baseline, what, scale=None):
+    """scale: what one ulp is taken of; max |truth| for elementwise results, the largest sum
+    of |terms| for a sum (its rounding grows with the terms, not with the result)."""
+    ulp = torch.finfo(out.dtype).eps * (truth.abs().max().item() if scale is None else scale)
+    err = (out.double() - truth).abs().max().item()
+    base_err = (baseline.double() - truth).abs().max().item()
+    if out.dtype == torch.float64:
+        # Nothing more precise to measure PyTorch's own float64 error against: take it as one
+        # ulp, a correctly rounded result.
+        base_err = ulp
+    assert err <= 2 * base_err + ulp, f"{what}: error {err:.3g}, PyTorch's error in {out.dtype} {base_err:.3g}"
+
+
+def sum_scale(terms, dim):
+    """The largest sum of |terms| over every dim but `dim`."""
+    return terms.abs().sum([i for i in range(terms.ndim) if i != dim]).max().item() if terms.ndim > 1 else None
+
+
+def run(impl, x, b, dy, **kwargs):
+    """y and the gradients with respect to x and b for the upstream gradient dy."""
+    x = x.detach().requires_grad_()
+    b = b.detach().requires_grad_()
+    y = bias_act(x, b, impl=impl, **kwargs)
+    dx, db = torch.autograd.grad(y, [x, b], dy.to(y.dtype))
+    return y.detach(), dx, db
+
+
+def check_against_reference(x, b, dtype, **kwargs):
+    # The truth is computed from the inputs as rounded to dtype: the kernel is judged on what
+    # it does with its inputs (rounding them moves relu kinks and clamp edges for everyone).
+    x, b, dy = x.to(dtype), b.to(dtype), randn(x.shape, dtype, seed=5, scale=1.0)
+    truth = run("ref", x.double(), b.double(), dy.double(), **kwargs)
+    baseline = run("ref", x, b, dy, **kwargs)
+    out = run("triton", x, b, dy, **kwargs)
+    # Dense layouts are kept; anything else comes out contiguous.
+    layout = x if x.stride() == torch.empty_like(x).stride() else x.contiguous()
+    assert out[0].dtype == dtype and out[0].shape == x.shape and out[0].stride() == layout.stride()
+    scales = [None, None, sum_scale(truth[1], kwargs.get("dim", 1))]
+    for name, o, t, base, scale in zip(["y", "dx", "db"], out, truth, baseline, scales):
+        assert_error_within_baseline(o, t, base, name, scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("clamp", [None, 0.5])
+@pytest.mark.parametrize("act", ACTS)
+def test_matches_reference(act, clamp, dtype):
+    x = randn([3, 5, 9, 13])  # 1755 elements: two 1024-element programs, one partly masked
+    b = randn([5], seed=1)
+    check_against_reference(x, b, dtype, act=act, clamp=clamp)
+
+
+@pytest.mark.parametrize(
+    "shape, dim, layout",
+    [
+        ([4, 6, 5, 7], 1, "channels_last"),  # bias index = offset % C
+        ([4, 6, 5, 7], 3, "channels_last"),
+        ([5, 4, 3, 11], 0, "contiguous"),
+        ([5, 4, 3, 11], 3, "contiguous"),  # innermost dim: offset % C
+        ([33, 17], 1, "contiguous"),
+        ([301], 0, "contiguous"),  # 1-D: the bias gradient is dx itself
+        ([6, 8, 9], 1, "transposed"),  # dense in another dim order
+        ([6, 8, 9], 2, "sliced"),  # not dense: copied to contiguous first
+        ([2, 1, 3, 4], 1, "channels_last"),  # a single channel
+    ],
+)
+@pytest.mark.parametrize("act, gain, clamp", [("lrelu", None, 0.7), ("swish", 1.3, None)])
+def test_layouts(shape, dim, layout, act, gain, clamp):
+    x = randn(shape, torch.float32)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x = x.transpose(0, 2).contiguous().transpose(0, 2)
+    elif layout == "sliced":
+        x = randn([shape[0], shape[1], 2 * shape[2]], torch.float32)[:, :, ::2]
+    b = randn([shape[dim]], seed=1)
+    check_against_reference(x, b, torch.float32, dim=dim, act=act, gain=gain, clamp=clamp)
+
+
+def test_no_bias_and_empty_input():
+    x = randn([4, 3, 10])
+    torch.testing.assert_close(bias_act(x, None, act="elu", impl="triton"), bias_act(x, None, act="elu", impl="ref"))
+    empty = randn([0, 3, 5])
+    assert bias_act(empty, randn([3]), act="tanh", impl="triton").shape == empty.shape
+
+
+def test_int64_offsets(monkeypatch):
+    # Tensors past 2^31 elements switch the kernels to int64 offsets; pretend this one is.
+    monkeypatch.setattr(_launch, "INT32_LIMIT", 100)
+    x, b = randn([2, 3, 50], torch.float32), randn([3], torch.float32, seed=1)
+    check_against_reference(x, b, torch.float32, act="swish", clamp=1.0)
+
+
+def second_order(impl, x, b, dy, v, **kwargs):
+    """Gradients of <dx, v> with respect to x, b and dy, where dx = J^T dy (R1's structure)."""
+    x, b, dy = (t.detach().requires_grad_() for t in (x, b, dy))
+    (dx,) = torch.autograd.grad(bias_act(x, b, impl=impl, **kwargs), x, dy, create_graph=True)
+    # Piecewise-linear activations leave x and b out of the second-order graph: zeros.
+    return torch.autograd.grad((dx * v).sum(), [x, b, dy], allow_unused=True, materialize_grads=True)
+
+
+@pytest.mark.parametrize("act, clamp", [(a, None) for a in ACTS] + [("swish", 0.8), ("lrelu", 0.5)])
+def test_second_order_matches_reference(act, clamp):
+    shape, dtype = [2, 4, 6, 9], torch.float32
+    x, b, dy, v = randn(shape, dtype), randn([4], dtype, seed=1), randn(shape, dtype, seed=2), randn(shape, dtype, seed=3)
+    truth = second_order("ref", x.double(), b.double(), dy.double(), v.double(), act=act, clamp=clamp)
+    baseline = second_order("ref", x, b, dy, v, act=act, clamp=clamp)
+    out = second_order("triton", x, b, dy, v, act=act, clamp=clamp)
+    scales = [None, sum_scale(truth[0], 1), None]
+    for name, o, t, base, scale in zip(["d/dx", "d/db", "d/ddy"], out, truth, baseline, scales):
+        assert_error_within_baseline(o, t, base, name, scale)
+
+
+@pytest.mark.parametrize(
+    "act, clamp", [("tanh", None), ("sigmoid", None), ("elu", None), ("selu", 1.0), ("softplus", None), ("swish", 0.8)]
+)
+def test_gradgradcheck(act, clamp):
+    x = randn([2, 3, 7], scale=1.5).requires_grad_()
+    b = randn([3], seed=1).requires_grad_()
+
+    def fn(x, b):
+        return bias_act(x, b, act=act, gain=1.3, clamp=clamp, impl="triton")
+
+    assert torch.autograd.gradcheck(fn, (x, b), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x, b), fast_mode=True)
+
+
+def test_gradgradcheck_full_jacobian():
+    x = randn([2, 3, 2], scale=1.5).requires_grad_()
+    b = randn([3], seed=1).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda x, b: bias_act(x, b, act="swish", clamp=1.0, impl="triton"), (x, b))
+
+
+def test_third_order_raises():
+    x = randn([2, 3, 4]).requires_grad_()
+    (dx,) = torch.autograd.grad(bias_act(x, None, act="tanh", impl="triton").sum(), x, create_graph=True)
+    (ddx,) = torch.autograd.grad(dx.sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match="impl='ref'"):
+        torch.autograd.grad(ddx.sum(), x)
+
+
+def compiled_matches_eager(backend):
+    x = randn([2, 6, 5, 7]).to(memory_format=torch.channels_last).requires_grad_()
+    b = randn([6], seed=1).requires_grad_()
+
+    def fn(x, b):
+        # The kernel module directly: the public function's dispatch is not part of this test.
+        return kernels.bias_act(x, b, 1, "lrelu", 0.2, 2**0.5, 0.9)
+
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    y = compiled(x, b)
+    grads = torch.autograd.grad(y.square().sum(), [x, b])
+    y_eager = fn(x, b)
+    grads_eager = torch.autograd.grad(y_eager.square().sum(), [x, b])
+    torch.testing.assert_close(y, y_eager)
+    for g, g_eager in zip(grads, grads_eager):
+        torch.testing.assert_close(g, g_eager)
+
+
+def test_compile_fullgraph_traces_the_ops():
+    # Dynamo only: shows the ops and their autograd trace without a graph break. Inductor and
+    # AOTAutograd inline the Triton kernels, which the interpreter cannot do: see the GPU test.
+    torch._dynamo.reset()
+    compiled_matches_eager("eager")
+
+
+@pytest.mark.gpu
+def test_compile_fullgraph_inductor():
+    torch._dynamo.reset()
+    compiled_matches_eager("inductor")
+
+
+def compiles_for_hopper(code):
+    """Run `code` (which calls _launch.compile_for_gpu) in a process without the interpreter."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_kernels_compile_for_hopper():
+    # The interpreter skips Triton's compiler; this builds real sm_90 cubins, without a GPU.
+    compiles_for_hopper(textwrap.dedent("""
+        from stylegan_fast.ops.triton import _launch, bias_act as k
+        io = {"x_ptr": "bf16", "b_ptr": "fp32", "y_ptr": "bf16"}
+        flags = dict(HAS_BIAS=True, HAS_CLAMP=True, IS_FP64=False, INT64=False, BLOCK=4096)
+        _launch.compile_for_gpu(k._bias_act_forward_kernel, io, dict(flags, ACT=8), num_warps=8)
+        io = {"x_ptr": "fp16", "b_ptr": "fp16", "y_ptr": "fp16"}
+        flags = dict(HAS_BIAS=False, HAS_CLAMP=False, IS_FP64=False, INT64=True, BLOCK=1024)
+        _launch.compile_for_gpu(k._bias_act_forward_kernel, io, dict(flags, ACT=2))
+        io = {name: "fp32" for name in ["g_ptr", "gg_ptr", "x_ptr", "b_ptr", "out_ptr"]}
+        flags = dict(HAS_BIAS=True, HAS_CLAMP=True, IS_FP64=False, INT64=False, BLOCK=1024)
+        _launch.compile_for_gpu(k._bias_act_backward_kernel, io, dict(flags, ACT=3, ORDER=1))
+        io = {name: "fp64" for name in ["g_ptr", "gg_ptr", "x_ptr", "b_ptr", "out_ptr"]}
+        flags = dict(HAS_BIAS=True, HAS_CLAMP=True, IS_FP64=True, INT64=False, BLOCK=1024)
+        _launch.compile_for_gpu(k._bias_act_backward_kernel, io, dict(flags, ACT=6, ORDER=2))
+    """))

@@ -1,0 +1,186 @@
+"""upfirdn2d with impl='triton' against the reference: values, gradients, layouts and
+torch.compile. On a machine without a GPU the kernel runs through the Triton interpreter
+(tests/conftest.py), so images stay small.
+
+Accuracy rule: the kernel's error against the float64 reference is at most twice the error of
+the reference computed by PyTorch in the kernel's dtype, plus one ulp of the largest sum of
+|terms| (a filter output is a sum; its rounding grows with the terms, not with the result)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from stylegan_fast.ops import upfirdn2d
+from stylegan_fast.ops.triton import upfirdn2d as kernels
+from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+# (up, down, padding (x0, x1, y0, y1), filter shape, flip_filter, gain)
+CASES = {
+    "upsample2d 4x4": ((2, 2), (1, 1), (2, 1, 2, 1), (4, 4), False, 4.0),  # StyleGAN2's up layers
+    "upsample2d 4-tap separable": ((2, 2), (1, 1), (2, 1, 2, 1), (4,), False, 4.0),
+    "downsample2d 4x4": ((1, 1), (2, 2), (1, 1, 1, 1), (4, 4), False, 1.0),  # and its down layers
+    "filter2d 3x3": ((1, 1), (1, 1), (1, 1, 1, 1), (3, 3), True, 1.0),
+    "up 3x2, down 2x3, crop": ((3, 2), (2, 3), (-1, 0, 2, 1), (2, 5), True, 0.5),
+    "up x, down y, 3-tap separable": ((2, 1), (1, 2), (3, -2, 1, 2), (3,), False, 1.7),
+    "10-tap separable, two passes": ((2, 2), (1, 1), (5, 4, 5, 4), (10,), True, 4.0),
+}
+
+
+def randn(shape, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(DEVICE, dtype)
+
+
+def random_filter(shape, seed=1):
+    """Positive, non-symmetric float32 taps, as setup_filter makes them."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.1).to(DEVICE, torch.float32)
+
+
+def assert_error_within_baseline(out, truth, baseline, scale, what):
+    ulp = torch.finfo(out.dtype).eps * scale
+    err = (out.double() - truth).abs().max().item()
+    base_err = (baseline.double() - truth).abs().max().item()
+    if out.dtype == torch.float64:
+        # Nothing more precise to measure PyTorch's own float64 error against: take it as one
+        # ulp, a correctly rounded result.
+        base_err = ulp
+    assert err <= 2 * base_err + ulp, f"{what}: error {err:.3g}, PyTorch's error in {out.dtype} {base_err:.3g}"
+
+
+def magnitude(x, f, *args):
+    """The largest sum of |terms| in an output pixel."""
+    return _upfirdn2d_ref(x.double().abs(), f.double().abs(), *args).max().item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference(case, dtype):
+    up, down, padding, f_shape, flip, gain = CASES[case]
+    x, f = randn([2, 3, 7, 9], dtype), random_filter(f_shape)
+    args = (up, down, padding, flip, gain)
+    out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
+    truth = _upfirdn2d_ref(x.double(), f.double(), *args)
+    assert out.dtype == dtype and out.shape == truth.shape
+    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), magnitude(x, f, *args), "y")
+
+
+def gradient(impl, x, f, dy, up, down, padding, flip, gain):
+    x = x.detach().requires_grad_()
+    y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl=impl)
+    return torch.autograd.grad(y, x, dy)[0]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradient_matches_reference(case):
+    up, down, padding, f_shape, flip, gain = CASES[case]
+    x, f = randn([2, 3, 7, 9], torch.float32), random_filter(f_shape)
+    args = (up, down, padding, flip, gain)
+    dy = randn(_upfirdn2d_ref(x, f, *args).shape, torch.float32, seed=2)
+    out = gradient("triton", x, f, dy, *args)
+    truth = gradient("ref", x.double(), f.double(), dy.double(), *args)
+    baseline = gradient("ref", x, f, dy, *args)
+    # The gradient is a filter over dy: its scale is the sum of |dy| * |taps| per pixel.
+    scale = gradient("ref", x.double(), f.double().abs(), dy.double().abs(), *args).max().item()
+    assert out.shape == x.shape
+    assert_error_within_baseline(out, truth, baseline, scale, "dx")
+
+
+@pytest.mark.parametrize("case", ["upsample2d 4-tap separable", "up 3x2, down 2x3, crop"])
+def test_gradgradcheck(case):
+    # First-order gradients are checked against the reference above; this checks that the
+    # gradient's own gradient (the forward op again) is right, numerically, in float64.
+    up, down, padding, f_shape, flip, gain = CASES[case]
+    x, f = randn([1, 2, 4, 5]).requires_grad_(), random_filter(f_shape).double()
+
+    def fn(x):
+        return upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
+
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_layouts(layout):
+    up, down, padding, f_shape, flip, gain = CASES["upsample2d 4x4"]
+    x = randn([2, 5, 6, 7], torch.float32)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    else:
+        x = randn([2, 5, 6, 14], torch.float32)[..., ::2]
+        assert not x.is_contiguous()
+    f = random_filter(f_shape)
+    args = (up, down, padding, flip, gain)
+    out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
+    truth = _upfirdn2d_ref(x.double(), f.double(), *args)
+    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), magnitude(x, f, *args), "y")
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    dx = gradient("triton", x, f, torch.ones_like(out), *args)
+    assert dx.shape == x.shape
+
+
+def test_filter_gradient_is_rejected():
+    x, f = randn([1, 1, 4, 4]), random_filter((3, 3)).requires_grad_()
+    with pytest.raises(ValueError, match="f"):
+        upfirdn2d(x, f, impl="triton")
+
+
+def compiled_matches_eager(backend):
+    up, down, padding, f_shape, flip, gain = CASES["upsample2d 4x4"]
+    x = randn([2, 3, 5, 6], torch.float32).requires_grad_()
+    f = random_filter(f_shape)
+
+    def fn(x):
+        # The kernel module directly: the public function's dispatch is not part of this test.
+        return kernels.upfirdn2d(x, f, up, down, padding, flip, gain)
+
+    y = torch.compile(fn, fullgraph=True, backend=backend)(x)
+    (dx,) = torch.autograd.grad(y.square().sum(), x)
+    y_eager = fn(x)
+    (dx_eager,) = torch.autograd.grad(y_eager.square().sum(), x)
+    torch.testing.assert_close(y, y_eager)
+    torch.testing.assert_close(dx, dx_eager)
+
+
+def test_compile_fullgraph_traces_the_op():
+    # Dynamo only: shows the op and its autograd trace without a graph break. Inductor and
+    # AOTAutograd inline the Triton kernel, which the interpreter cannot do: see the GPU test.
+    torch._dynamo.reset()
+    compiled_matches_eager("eager")
+
+
+@pytest.mark.gpu
+def test_compile_fullgraph_inductor():
+    torch._dynamo.reset()
+    compiled_matches_eager("inductor")
+
+
+def compiles_for_hopper(code):
+    """Run `code` (which calls _launch.compile_for_gpu) in a process without the interpreter."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def test_kernel_compiles_for_hopper():
+    # The interpreter skips Triton's compiler; this builds real sm_90 cubins, without a GPU.
+    compiles_for_hopper(textwrap.dedent("""
+        from stylegan_fast.ops.triton import _launch, upfirdn2d as k
+        tile = dict(BLOCK_C=1, BLOCK_H=16, BLOCK_W=64)
+        variants = [
+            ("bf16", dict(UPX=2, UPY=2, DOWNX=1, DOWNY=1, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=False)),
+            ("fp16", dict(UPX=1, UPY=1, DOWNX=2, DOWNY=2, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=True)),
+            ("fp64", dict(UPX=3, UPY=2, DOWNX=2, DOWNY=3, PAD_RX=2, PAD_RY=0, FW=5, FH=2, FLIP=True, SEPARABLE=False)),
+        ]
+        for dtype, constexprs in variants:
+            io = {"x_ptr": dtype, "f_ptr": "fp32", "y_ptr": dtype}
+            _launch.compile_for_gpu(k._upfirdn2d_forward_kernel, io, dict(constexprs, IS_FP64=dtype == "fp64", **tile))
+    """))
