@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +61,7 @@ class TrainOptions:
     impl: str = "auto"  # Kernel implementation: 'auto', 'ref', 'triton' or 'cuda'.
     device: str | None = None  # 'cuda' or 'cpu'; None = CUDA when available.
     max_nonfinite: int = 20  # Stop after this many consecutive optimiser steps with non-finite gradients.
+    tensorboard: bool = False  # Also log the per-tick statistics to TensorBoard (needs the tensorboard package).
     overrides: dict = dataclasses.field(default_factory=dict)  # Other config fields to change, e.g. {'channel_base': 4096}.
 
 
@@ -265,13 +266,21 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     tick, tick_start_nimg, tick_start_time = 0, trainer.cur_nimg, time.perf_counter()
     tick_stats: dict[str, list[float]] = {}
     stats_file = run_dir / "stats.jsonl"
+    board = _tensorboard(run_dir) if opts.tensorboard and process.is_main else None
+    live = process.is_main and log is print and sys.stdout.isatty()  # a live status line between ticks
     while True:
         step_stats = trainer.train_step()
         for key, value in step_stats.items():
             tick_stats.setdefault(key, []).append(value)
         done = trainer.cur_nimg >= total_nimg
         if not done and trainer.cur_nimg < tick_start_nimg + tick_nimg:
+            if live:
+                done_frac = (trainer.cur_nimg - tick_start_nimg) / tick_nimg
+                rate = (trainer.cur_nimg - tick_start_nimg) / max(time.perf_counter() - tick_start_time, 1e-9)
+                print(f"\r  kimg {trainer.cur_nimg / 1000:.2f}/{total_nimg / 1000:g}  tick {done_frac:4.0%}  {rate:7.1f} img/s", end="", flush=True)
             continue
+        if live:
+            print("\r" + " " * 60 + "\r", end="")
         tick += 1
         elapsed = time.perf_counter() - tick_start_time
         images = trainer.cur_nimg - tick_start_nimg
@@ -288,6 +297,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         if process.is_main:
             with open(stats_file, "a") as file:
                 file.write(json.dumps(record) + "\n")
+        if board is not None:
+            for key, value in record.items():
+                board.add_scalar(key, value, global_step=int(trainer.cur_nimg / 1000))
+            board.flush()
         log(_progress_line(record, total_nimg))
         if done or tick % opts.snap_ticks == 0:
             _save(trainer, run_dir, grid if process.is_main else None)
@@ -296,6 +309,14 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         tick_stats, tick_start_nimg, tick_start_time = {}, trainer.cur_nimg, time.perf_counter()
     distributed.barrier(process)
     return run_dir
+
+
+def _tensorboard(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as error:
+        raise RuntimeError(f"tensorboard logging was asked for but is not available ({error}); pip install tensorboard") from error
+    return SummaryWriter(str(run_dir))
 
 
 def _save(trainer: Trainer, run_dir: Path, grid) -> None:
