@@ -23,8 +23,8 @@ from stylegan_fast.models.layers import (
     mp_dtype_of,
     normalize_2nd_moment,
 )
-from stylegan_fast.ops.bias_act import ACTIVATIONS, bias_act
-from stylegan_fast.ops.modulated_conv2d import modulated_conv2d
+from stylegan_fast.ops.bias_act import ACTIVATIONS
+from stylegan_fast.ops.modulated_conv2d import modulated_conv2d_bias_act
 from stylegan_fast.ops.upfirdn2d import setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
@@ -177,13 +177,14 @@ class SynthesisLayer(nn.Module):
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength  # [HW]
 
-        x = modulated_conv2d(
-            x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+        # One fused call: modulated convolution, demodulation, noise, bias, activation, gain, clamp.
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return modulated_conv2d_bias_act(
+            x, self.weight, styles, noise=noise, bias=self.bias.to(x.dtype), act=self.activation,
+            gain=self.act_gain * gain, clamp=clamp, up=self.up, padding=self.padding,
             resample_filter=self.resample_filter, flip_weight=(self.up == 1), fused_modconv=fused_modconv,
             impl=self.impl,
-        )
-        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp, impl=self.impl)
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         o, i, k, _ = self.weight.shape
@@ -218,10 +219,10 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:  # [NIHW] -> [NOHW]
         # Without demodulation, the equalised-lr gain goes on the styles.
         styles = self.affine(w) * self.weight_gain  # [NI]
-        x = modulated_conv2d(
-            x, self.weight, styles, padding=self.padding, demodulate=False, fused_modconv=fused_modconv, impl=self.impl
-        )
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, impl=self.impl)
+        return modulated_conv2d_bias_act(
+            x, self.weight, styles, bias=self.bias.to(x.dtype), clamp=self.conv_clamp, padding=self.padding,
+            demodulate=False, fused_modconv=fused_modconv, impl=self.impl,
+        )  # fmt: skip
 
 
 class SynthesisBlock(nn.Module):

@@ -4,7 +4,7 @@ them are the pure-PyTorch specification."""
 
 from stylegan_fast.ops.bias_act import bias_act
 from stylegan_fast.ops.conv2d_resample import conv2d_resample
-from stylegan_fast.ops.modulated_conv2d import modulated_conv2d
+from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from stylegan_fast.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upsample2d
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "downsample2d",
     "filter2d",
     "modulated_conv2d",
+    "modulated_conv2d_bias_act",
     "setup_filter",
     "upfirdn2d",
     "upsample2d",

@@ -1,4 +1,5 @@
-"""StyleGAN2's modulated convolution: per-sample weights w * style, demodulated, then conv2d_resample.
+"""StyleGAN2's modulated convolution: per-sample weights w * style, demodulated, then conv2d_resample;
+and modulated_conv2d_bias_act, the same followed by bias_act, which kernels fuse.
 
 For sample n, output channel o:  w'[n, o] = weight[o] * styles[n] (broadcast over the in
 channels), and with demodulation w''[n, o] = w'[n, o] / sqrt(sum(w'[n, o] ** 2) + 1e-8),
@@ -6,7 +7,10 @@ the sum running over in channels and kernel taps. The output is conv2d_resample(
 plus noise.
 
 A kernel module's modulated_conv2d(x, weight, styles, noise, up, down, padding,
-resample_filter, demodulate, flip_weight, fused_modconv) gets padding as (x0, x1, y0, y1).
+resample_filter, demodulate, flip_weight, fused_modconv) gets padding as (x0, x1, y0, y1). It
+may also expose modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain,
+clamp, up, down, padding, resample_filter, demodulate, flip_weight, fused_modconv), alpha and
+gain floats and clamp a float or None; without it, the fused op runs its two ops in turn.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 import torch
 
 from stylegan_fast.ops import _checks, _dispatch
+from stylegan_fast.ops.bias_act import ACTIVATIONS, _bias_act_ref, bias_act
 from stylegan_fast.ops.conv2d_resample import conv2d_resample, output_size
 
 
@@ -61,6 +66,82 @@ def modulated_conv2d(
         coefficients are computed in the dtype of weight and styles, then cast to x.dtype.
         Differentiable to any order with respect to x, weight, styles and noise.
     """
+    args = _normalised_args(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
+                            fused_modconv)  # fmt: skip
+
+    choice = _dispatch.resolve("modulated_conv2d", impl, x.device)
+    if choice == "ref":
+        return _modulated_conv2d_ref(*args, impl=impl)
+    return _dispatch.kernels("modulated_conv2d", choice).modulated_conv2d(*args)
+
+
+def modulated_conv2d_bias_act(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding=0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """bias_act(modulated_conv2d(x, weight, styles, noise, ...), bias, act=act, alpha=alpha,
+    gain=gain, clamp=clamp): a synthesis layer's convolution and activation, which kernels
+    run as one pass (the bias, activation, gain and clamp in the convolution's epilogue).
+
+    Args:
+        x, weight, styles, noise, up, down, padding, resample_filter, demodulate,
+            flip_weight, fused_modconv: as for modulated_conv2d.
+        bias: [O] bias of the out channels, cast to x.dtype; None adds nothing.
+        act, alpha, gain, clamp: as for bias_act (act one of its ACTIVATIONS; alpha and
+            gain None for the activation's defaults; clamp None or >= 0).
+        impl: 'auto', 'ref', 'triton' or 'cuda' (see stylegan_fast.ops._dispatch), chosen
+            for the op 'modulated_conv2d'; an implementation without a fused kernel runs its
+            modulated_conv2d, then its bias_act.
+
+    Returns:
+        [N, O, Ho, Wo] in x.dtype. Differentiable to any order with respect to x, weight,
+        styles, noise and bias (the Triton kernel: twice for tanh, sigmoid, elu, selu,
+        softplus and swish, as its bias_act).
+    """
+    args = _normalised_args(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
+                            fused_modconv)  # fmt: skip
+    if bias is not None:
+        _checks.tensor("bias", bias, ndim=1)
+        _checks.same_device(x=x, bias=bias)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"bias must have weight.shape[0] = {weight.shape[0]} elements, got {bias.shape[0]}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
+    alpha = float(ACTIVATIONS[act].def_alpha if alpha is None else alpha)
+    gain = float(ACTIVATIONS[act].def_gain if gain is None else gain)
+    if clamp is not None:
+        clamp = float(clamp)
+        if not clamp >= 0:
+            raise ValueError(f"clamp must be None or >= 0, got {clamp}")
+
+    choice = _dispatch.resolve("modulated_conv2d", impl, x.device)
+    if choice == "ref":
+        return _bias_act_ref(_modulated_conv2d_ref(*args, impl=impl), bias, 1, act, alpha, gain, clamp)
+    kernels = _dispatch.kernels("modulated_conv2d", choice)
+    if hasattr(kernels, "modulated_conv2d_bias_act"):
+        x, weight, styles, noise, *rest = args
+        return kernels.modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, clamp, *rest)
+    return bias_act(kernels.modulated_conv2d(*args), bias, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=choice)
+
+
+def _normalised_args(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
+                     fused_modconv) -> tuple:  # fmt: skip
+    """Check the arguments of modulated_conv2d; return them as a kernel module takes them."""
     _checks.tensor("x", x, ndim=4)
     _checks.tensor("weight", weight, ndim=4)
     _checks.tensor("styles", styles, ndim=2)
@@ -82,12 +163,7 @@ def modulated_conv2d(
     if noise is not None:
         _checks.broadcastable("noise", noise, (batch_size, out_channels, height, width), "the output [N, O, Ho, Wo]")
     flags = bool(demodulate), bool(flip_weight), bool(fused_modconv)
-    args = (x, weight, styles, noise, up, down, padding, resample_filter, *flags)
-
-    choice = _dispatch.resolve("modulated_conv2d", impl, x.device)
-    if choice == "ref":
-        return _modulated_conv2d_ref(*args, impl=impl)
-    return _dispatch.kernels("modulated_conv2d", choice).modulated_conv2d(*args)
+    return (x, weight, styles, noise, up, down, padding, resample_filter, *flags)
 
 
 def _modulated_conv2d_ref(

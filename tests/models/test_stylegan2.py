@@ -375,3 +375,24 @@ def test_impl_reaches_every_op_call(monkeypatch, make_tiny):
         D(G(torch.randn(4, 16), c), c).sum().backward()
     assert {op for op, _ in requested} == {"bias_act", "upfirdn2d", "modulated_conv2d"}
     assert {impl for _, impl in requested} == {"ref"}
+
+
+@pytest.mark.parametrize("architecture", ["skip", "resnet"])
+def test_triton_kernels_give_the_reference_images_and_gradients(architecture):
+    # Every op of G has a Triton kernel; without a GPU they run in the Triton interpreter
+    # (tests/conftest.py), hence 8x8 images and 16 channels (the smallest dot tile).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=128, channel_max=16, architecture=architecture))  # fmt: skip
+    torch.manual_seed(0)
+    reference = Generator(**kwargs, impl="ref").to(device)
+    triton = Generator(**kwargs, impl="triton").to(device)
+    triton.load_state_dict(reference.state_dict())
+    z = torch.randn(2, 8, device=device)
+    results = []
+    for G in (reference, triton):
+        img = G(z, None, noise_mode="const")
+        img.square().sum().backward()
+        results.append([img] + [p.grad for p in G.parameters()])
+    for ref, tri in zip(*results):
+        torch.testing.assert_close(tri, ref, rtol=1e-4, atol=1e-5)

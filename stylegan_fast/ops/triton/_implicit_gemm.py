@@ -1,0 +1,337 @@
+"""The Triton kernel behind modulated_conv2d: a scaled 2-D convolution as an implicit GEMM,
+with a fused epilogue, closed under transposition so that its gradients are itself.
+
+One op, stylegan_fast::triton_scaled_conv2d, computes for each sample n and out channel o
+
+    u[n, o] = sum_{c, ky, kx} weight[o, c, ky, kx] * in_scale[n, c] * X[n, c, oy*S + ky - py, ox*S + kx - px]
+    z[n, o] = out_scale[n, o] * u[n, o] + noise[n, o] + bias[o]
+    y[n, o] = clamp(act(z) * gain, -clamp, clamp)
+
+where X is x with D - 1 zeros inserted between its pixels (D = `dilate`; 1 for none) and
+zero outside, S = `stride`, (py, px) the padding before (any sign: negative crops) and the
+output size is given. Modulated convolution is in_scale = styles, out_scale = the
+demodulation coefficients. The transposed convolution (the gradient with respect to x) is
+the same op with S and D swapped, the weight flipped and transposed, the padding k - 1 - p,
+and the scales exchanged; so the backward below calls the op, and any order of gradients
+works.
+
+The GEMM, per sample: M = output pixels, N = out channels, K = in channels x taps. A
+program owns a [BM pixels, BN out channels] tile and walks K tap by tap (compile-time loop),
+BK in channels at a time: it loads the x tile [BM, BK] gathered at the tap's shifted pixels
+(masked outside the image and on the inserted zeros) and the weight tile [BK, BN].
+
+The style modulation goes on the weight tile, not on the x tile: (1) the per-sample
+weight is formed as the reference forms it, weight * style in float32, rounded once to the
+dot dtype, so float16 x never meets an unnormalised style product; (2) the x tile goes to
+tl.dot as loaded; (3) it costs BK * BN multiplies per BM * BN * BK MACs, 1 / BM of the
+work. The per-sample weights [N, O, I, kh, kw] never exist in memory.
+
+Epilogue: the [BM, BN] float32 (float64) accumulator is u; it is optionally stored (the
+backward needs it for the gradient of out_scale and to rebuild z for the activation's
+derivative), then scaled, noise and bias added, activated, scaled, clamped and stored once.
+
+Dot dtypes: x's dtype (float16, bfloat16; float32 as TF32 where
+torch.backends.cudnn.allow_tf32 says PyTorch's own convolutions would use it; float64 with
+a float64 accumulator). Under the Triton interpreter bfloat16 tiles are multiplied in float32:
+its bfloat16 dot and its float32 -> bfloat16 rounding are wrong (see TOOLCHAIN.md).
+"""
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from stylegan_fast.ops.triton import _launch
+from stylegan_fast.ops.triton.bias_act import ACT_CODES, _act
+
+# Codes of the dot operand dtype.
+_FP16 = tl.constexpr(0)
+_BF16 = tl.constexpr(1)
+_FP32 = tl.constexpr(2)
+_TF32 = tl.constexpr(3)
+_FP64 = tl.constexpr(4)
+
+# Tile bounds. tl.dot needs every tile dimension >= 16 on a GPU. 128 x 128 float32
+# accumulators are 64 KiB of registers per program, the most that 8 warps hold without
+# spilling (rule of thumb for sm_80/sm_90, not measured yet).
+MIN_TILE, MAX_TILE_M, MAX_TILE_N = 16, 128, 128
+# K step: 64 in channels of 2-byte types are 128-byte rows of x and weight; half that for
+# float32 and float64, so that the tiles of a pipeline stage stay within ~32 KiB of shared memory.
+MAX_TILE_K_HALF, MAX_TILE_K_WIDE = 64, 32
+# Pipeline depth of the K loop (shared-memory buffers); float64 tiles are twice as large.
+STAGES, STAGES_FP64 = 3, 2
+
+
+def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+    """(BM, BN, BK, num_warps, num_stages) for `pixels` output pixels per sample.
+
+    Rule: each tile dimension is the problem's size rounded up to a power of two, clamped to
+    [MIN_TILE, MAX_TILE_*] (so small layers launch few, mostly full programs); 8 warps for
+    tiles of 128 x 64 or more, else 4. Not autotuned; the benchmarks are where to tune it.
+    """
+    bm = min(max(triton.next_power_of_2(pixels), MIN_TILE), MAX_TILE_M)
+    bn = min(max(triton.next_power_of_2(out_channels), MIN_TILE), MAX_TILE_N)
+    wide = dtype in (torch.float32, torch.float64)
+    bk = min(max(triton.next_power_of_2(in_channels), MIN_TILE), MAX_TILE_K_WIDE if wide else MAX_TILE_K_HALF)
+    warps = 8 if bm * bn >= 128 * 64 else 4
+    return bm, bn, bk, warps, STAGES_FP64 if dtype == torch.float64 else STAGES
+
+
+@triton.jit
+def _input_index(q, size, DILATE: tl.constexpr):
+    """Index into x of position q of the zero-inserted image, and whether it is a real pixel."""
+    if DILATE == 1:
+        i = q
+        ok = (q >= 0) & (q < size)
+    else:
+        qc = tl.maximum(q, 0)  # no division of negatives: C and numpy round them differently
+        i = qc // DILATE
+        ok = (q >= 0) & (qc % DILATE == 0) & (i < size)
+    return i, ok
+
+
+@triton.jit
+def _dot(a, b, acc, DOT: tl.constexpr):
+    if DOT == _FP16:
+        acc = tl.dot(a.to(tl.float16), b.to(tl.float16), acc)
+    elif DOT == _BF16:
+        acc = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), acc)
+    elif DOT == _TF32:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="tf32")
+    elif DOT == _FP64:
+        acc = tl.dot(a.to(tl.float64), b.to(tl.float64), acc)
+    else:
+        acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    return acc
+
+
+@triton.jit
+def _scaled_conv2d_kernel(
+    x_ptr, w_ptr, a_ptr, s_ptr, noise_ptr, bias_ptr, y_ptr, u_ptr,
+    in_channels, in_h, in_w, out_channels, out_h, out_w, pad_y, pad_x, k_blocks,
+    sxn, sxc, sxh, sxw, swo, swc, swh, sww, san, sac, ssn, sso,
+    snn, sno, snh, snw, syn, syo, syh, syw, sun, suo, suh, suw,
+    alpha: tl.float64, gain: tl.float64, clamp: tl.float64,  # float64 arguments keep float64 exact
+    KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, DILATE: tl.constexpr,
+    ACT: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, HAS_NOISE: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, STORE_U: tl.constexpr, DOT: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+):  # fmt: skip
+    pid_m = tl.program_id(0)
+    pid_o = tl.program_id(1)
+    n = tl.program_id(2).to(tl.int64)  # n * stride can pass 2**31 at 1024^2
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    oy = offs_m // out_w
+    ox = offs_m % out_w
+    m_ok = offs_m < out_h * out_w
+    offs_o = pid_o * BN + tl.arange(0, BN)
+    o_ok = offs_o < out_channels
+    offs_k = tl.arange(0, BK)
+    if DOT == _FP64:
+        acc = tl.zeros([BM, BN], tl.float64)
+    else:
+        acc = tl.zeros([BM, BN], tl.float32)
+
+    x_base = x_ptr + n * sxn
+    for ky in tl.static_range(KH):
+        iy, row_ok = _input_index(oy * STRIDE + ky - pad_y, in_h, DILATE)
+        for kx in tl.static_range(KW):
+            ix, col_ok = _input_index(ox * STRIDE + kx - pad_x, in_w, DILATE)
+            pix_ok = m_ok & row_ok & col_ok
+            pix = iy * sxh + ix * sxw
+            w_tap = w_ptr + ky * swh + kx * sww
+            for kb in range(k_blocks):  # not range(0, C, BK): triton 3.6's interpreter fails on it
+                c = kb * BK + offs_k
+                c_ok = c < in_channels
+                xt_ok = pix_ok[:, None] & c_ok[None, :]
+                xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=xt_ok, other=0.0)  # [BM, BK]
+                wt_ok = c_ok[:, None] & o_ok[None, :]
+                wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=wt_ok, other=0.0)  # [BK, BN]
+                if HAS_IN_SCALE:
+                    a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
+                    wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
+                acc = _dot(xt, wt, acc, DOT)
+
+    out_ok = m_ok[:, None] & o_ok[None, :]
+    pix_out = (oy * syh + ox * syw)[:, None]
+    if STORE_U:
+        u_offs = n * sun + offs_o[None, :] * suo + (oy * suh + ox * suw)[:, None]
+        tl.store(u_ptr + u_offs, acc.to(u_ptr.dtype.element_ty), mask=out_ok)
+    z = acc
+    if HAS_OUT_SCALE:
+        z = z * tl.load(s_ptr + n * ssn + offs_o * sso, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
+    if HAS_NOISE:
+        noise_offs = n * snn + offs_o[None, :] * sno + (oy * snh + ox * snw)[:, None]
+        z += tl.load(noise_ptr + noise_offs, mask=out_ok, other=0.0).to(acc.dtype)
+    if HAS_BIAS:
+        z += tl.load(bias_ptr + offs_o, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
+    y = _act(z, tl.full([], alpha, acc.dtype), ACT) * tl.full([], gain, acc.dtype)
+    if HAS_CLAMP:
+        limit = tl.full([], clamp, acc.dtype)
+        y = tl.minimum(tl.maximum(y, -limit), limit)
+    tl.store(y_ptr + n * syn + offs_o[None, :] * syo + pix_out, y.to(y_ptr.dtype.element_ty), mask=out_ok)
+
+
+def _dot_code(x: torch.Tensor) -> int:
+    if x.dtype == torch.float64:
+        return _FP64.value
+    if x.dtype == torch.float16:
+        return _FP16.value
+    if x.dtype == torch.bfloat16:
+        return _FP32.value if x.device.type == "cpu" else _BF16.value  # cpu: the interpreter
+    allow_tf32 = x.device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    return _TF32.value if allow_tf32 else _FP32.value
+
+
+def _empty_output(x: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
+    """[N, channels, height, width] in x.dtype, channels_last if x is."""
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.empty(
+        [x.shape[0], channels, height, width],
+        dtype=x.dtype,
+        device=x.device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
+
+
+def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
+    return (0,) * ndim if t is None else t.stride()
+
+
+@_launch.triton_op("stylegan_fast::triton_scaled_conv2d")
+def _conv_op(
+    x: torch.Tensor, weight: torch.Tensor, in_scale: torch.Tensor | None, out_scale: torch.Tensor | None,
+    noise: torch.Tensor | None, bias: torch.Tensor | None, stride: int, dilate: int, padding: list[int],
+    out_size: list[int], act: str, alpha: float, gain: float, clamp: float | None, store_u: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(y, u) as in the module docstring: x [N, C, H, W]; weight [O, C, kh, kw] (correlated);
+    in_scale [N, C], out_scale [N, O], noise [N, O, Ho, Wo] (any strides, 0 to broadcast),
+    bias [O], or None; padding (py, px) before; out_size (Ho, Wo). u is empty unless store_u."""
+    batch, in_channels, in_h, in_w = x.shape
+    out_channels, _, kh, kw = weight.shape
+    out_h, out_w = out_size
+    y = _empty_output(x, out_channels, out_h, out_w)
+    u = _empty_output(x, out_channels, out_h, out_w) if store_u else x.new_empty([0])
+    if y.numel() == 0:
+        return y, u
+    bm, bn, bk, warps, stages = conv_config(out_h * out_w, out_channels, in_channels, x.dtype)
+    grid = (triton.cdiv(out_h * out_w, bm), triton.cdiv(out_channels, bn), batch)
+    _launch.wrap_triton(_scaled_conv2d_kernel)[grid](
+        x, weight, x if in_scale is None else in_scale, x if out_scale is None else out_scale,
+        x if noise is None else noise, x if bias is None else bias, y, y if u.numel() == 0 else u,
+        in_channels, in_h, in_w, out_channels, out_h, out_w, padding[0], padding[1], triton.cdiv(in_channels, bk),
+        *x.stride(), *weight.stride(), *_strides(in_scale, 2), *_strides(out_scale, 2),
+        *_strides(noise, 4), *y.stride(), *(u.stride() if store_u else y.stride()),
+        alpha, gain, 0.0 if clamp is None else clamp,
+        KH=kh, KW=kw, STRIDE=stride, DILATE=dilate, ACT=ACT_CODES[act],
+        HAS_IN_SCALE=in_scale is not None, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
+        HAS_BIAS=bias is not None, HAS_CLAMP=clamp is not None, STORE_U=store_u, DOT=_dot_code(x),
+        BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    return y, u
+
+
+@_conv_op.register_fake
+def _(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size, act, alpha, gain, clamp, store_u):
+    # Shapes only: triton_op would trace the host function, which cannot launch the
+    # interpreter's raw kernel on fake tensors.
+    y = _empty_output(x, weight.shape[0], *out_size)
+    return y, (_empty_output(x, weight.shape[0], *out_size) if store_u else x.new_empty([0]))
+
+
+def scaled_conv2d(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size,
+                  act="linear", alpha=0.0, gain=1.0, clamp=None, store_u=None):  # fmt: skip
+    """The op's y; store_u=None stores u exactly when the backward will need it."""
+    if store_u is None:
+        store_u = needs_u(x, weight, in_scale, out_scale, noise, bias, act, clamp)
+    return _conv_op(x, weight, in_scale, out_scale, noise, bias, stride, dilate, list(padding), list(out_size),
+                    act, alpha, gain, clamp, store_u)[0]  # fmt: skip
+
+
+def needs_u(x, weight, in_scale, out_scale, noise, bias, act, clamp) -> bool:
+    """Whether the backward will need u: for the activation's derivative, or for out_scale's gradient."""
+    tensors = (x, weight, in_scale, out_scale, noise, bias)
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
+        return False
+    return act != "linear" or clamp is not None or (out_scale is not None and out_scale.requires_grad)
+
+
+def _sum_to(t: torch.Tensor, dims: list[int], like: torch.Tensor) -> torch.Tensor:
+    """t summed over dims (float32 accumulation for half types), in like's dtype."""
+    acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    return t.sum(dims, dtype=acc).to(like.dtype)
+
+
+def _channel(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[N, C] or [C] -> broadcastable over [N, C, H, W]."""
+    v = v.to(dtype)
+    return v[:, :, None, None] if v.ndim == 2 else v[None, :, None, None]
+
+
+def _zero_insert(x: torch.Tensor, dilate: int) -> torch.Tensor:
+    """x with dilate - 1 zeros between its pixels: [N, C, (H - 1) * dilate + 1, (W - 1) * dilate + 1]."""
+    if dilate == 1:
+        return x
+    n, c, h, w = x.shape
+    x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, dilate - 1, 0, 0, 0, dilate - 1]).reshape(n, c, h * dilate, w * dilate)
+    return x[:, :, : (h - 1) * dilate + 1, : (w - 1) * dilate + 1]
+
+
+def _weight_grad(xs, g, kh, kw, stride, dilate, padding):
+    """d(sum g * conv(xs, weight)) / d weight, with ATen's (differentiable) conv2d: the samples
+    are the reduction dim of a convolution of xs's channels with g's channels as weights."""
+    xs = _zero_insert(xs, dilate)
+    out_h, out_w = g.shape[2:]
+    (py, px), need_h, need_w = padding, stride * (out_h - 1) + kh, stride * (out_w - 1) + kw
+    xs = F.pad(xs, [px, need_w - xs.shape[3] - px, py, need_h - xs.shape[2] - py])  # negative crops
+    return F.conv2d(xs.transpose(0, 1), g.transpose(0, 1), dilation=stride).transpose(0, 1)
+
+
+def _setup(ctx, inputs, output):
+    x, weight, in_scale, out_scale, noise, bias, *ctx.args = inputs
+    ctx.save_for_backward(x, weight, in_scale, out_scale, noise, bias, output[1])
+    ctx.set_materialize_grads(False)  # du is None, not zeros, unless u is used: keeps the fold below
+
+
+def _backward(ctx, dy, du):
+    x, weight, a, s, noise, bias, u = ctx.saved_tensors
+    stride, dilate, (py, px), _, act, alpha, gain, clamp, _ = ctx.args
+    need_x, need_w, need_a, need_s, need_noise, need_bias = ctx.needs_input_grad[:6]
+    kh, kw = weight.shape[2:]
+    if dy is None:  # only u was used
+        dy = torch.zeros_like(u)
+
+    # Gradient with respect to z (the pre-activation), from dy; z is rebuilt from u.
+    if act != "linear" or clamp is not None:
+        z = u if s is None else u * _channel(s, u.dtype)
+        z = z if noise is None else z + noise
+        z = z if bias is None else z + _channel(bias, z.dtype)
+        dz = torch.ops.stylegan_fast.triton_bias_act_grad(dy, z, None, 1, act, alpha, gain, clamp)
+    else:
+        dz = dy * gain if gain != 1 else dy
+    d_noise = dz if need_noise else None
+    d_bias = _sum_to(dz, [0, 2, 3], bias) if need_bias else None
+    d_s = _sum_to(dz * u, [2, 3], s) if need_s else None
+
+    # Gradient with respect to u: out_scale folds into the transposed convolution's in_scale,
+    # unless a gradient of u itself (second order) comes along.
+    fold = s
+    if du is not None:
+        dz = (dz if s is None else dz * _channel(s, dz.dtype)) + du
+        fold = None
+    d_x = d_a = d_w = None
+    if need_x or need_a:
+        # The transposed convolution: stride and dilation swap, the weight flips and transposes.
+        w_t = weight.flip([2, 3]).transpose(0, 1)
+        d_x, dxs = _conv_op(dz, w_t, fold, a, None, None, dilate, stride, [kh - 1 - py, kw - 1 - px],
+                            list(x.shape[2:]), "linear", 0.0, 1.0, None, need_a)  # fmt: skip
+        d_a = _sum_to(dxs * x, [2, 3], a) if need_a else None
+        d_x = d_x if need_x else None
+    if need_w:
+        g = dz if fold is None else dz * _channel(fold, dz.dtype)
+        xs = x if a is None else x * _channel(a, x.dtype)
+        d_w = _weight_grad(xs, g, kh, kw, stride, dilate, (py, px)).to(weight.dtype)
+    return d_x, d_w, d_a, d_s, d_noise, d_bias, *([None] * 9)
+
+
+_conv_op.register_autograd(_backward, setup_context=_setup)

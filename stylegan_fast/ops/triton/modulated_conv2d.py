@@ -1,0 +1,86 @@
+"""modulated_conv2d with Triton: the implicit-GEMM kernel of `_implicit_gemm`, with the
+demodulation, noise, bias, activation, gain and clamp in its epilogue.
+
+What runs where, per call:
+- demodulation coefficients d[n, o] = rsqrt(styles[n]^2 @ sum_k weight[o]^2 + 1e-8): one small
+  ATen matmul ([N, I] x [I, O]) in the dtype of weight and styles (float32 for float16 x);
+- resampling (up > 1 or down > 1): the FIR filter runs first, on the input, through
+  upfirdn2d(impl='triton'), which is conv2d_resample's definition (filter and convolution
+  commute); the convolution then runs with stride `down` and the epilogue sees the final
+  output. For up=2 this convolves the upsampled image: 4x the FLOPs of a transposed
+  convolution (to fuse in-kernel later, as a polyphase gather of the zero-inserted input);
+- the convolution with the modulation, demodulation and epilogue: one Triton kernel.
+fused_modconv only chooses between two orders of the same arithmetic in the reference; the
+kernel has one (modulated weight tiles, never per-sample weights in memory), so it is ignored.
+
+Gradients (see _implicit_gemm): x and styles through the same kernel (a transposed
+convolution, with the demodulation as its in_scale and the styles as its out_scale, which is
+what makes it differentiable again); weight with ATen's conv2d; noise, bias and the scales
+with ATen reductions; the activation's derivative with the bias_act Triton op.
+"""
+
+import math
+
+import torch
+
+from stylegan_fast.ops.conv2d_resample import _resampling_padding, output_size
+from stylegan_fast.ops.triton import _implicit_gemm
+from stylegan_fast.ops.upfirdn2d import filter_size, upfirdn2d
+
+
+def modulated_conv2d(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
+                     fused_modconv):  # fmt: skip
+    """modulated_conv2d with the Triton kernel; arguments as normalised by
+    stylegan_fast.ops.modulated_conv2d (padding (x0, x1, y0, y1)). Differentiable to any order."""
+    return modulated_conv2d_bias_act(x, weight, styles, noise, None, "linear", 0.0, 1.0, None, up, down, padding,
+                                     resample_filter, demodulate, flip_weight, fused_modconv)  # fmt: skip
+
+
+def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, clamp, up, down, padding,
+                              resample_filter, demodulate, flip_weight, fused_modconv):  # fmt: skip
+    """bias_act(modulated_conv2d(...)) in one kernel; arguments as normalised by
+    stylegan_fast.ops.modulated_conv2d_bias_act (alpha, gain floats; clamp float or None)."""
+    batch_size = x.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    out_h, out_w = output_size(x.shape[2], x.shape[3], kh, kw, resample_filter, up, down, padding)
+
+    # As the reference does: keep float16 products from overflowing (demodulation cancels it).
+    if demodulate and x.dtype == torch.float16:
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.abs().amax(dim=1, keepdim=True)
+    dcoefs = None
+    if demodulate:
+        param_dtype = torch.promote_types(weight.dtype, styles.dtype)
+        w2 = weight.to(param_dtype).square().sum(dim=[2, 3])  # [O, I]
+        dcoefs = (styles.to(param_dtype).square() @ w2.t() + 1e-8).rsqrt()  # [N, O]
+    if not flip_weight:
+        weight = weight.flip([2, 3])
+
+    x, stride, pad = _resample_first(x, kh, kw, up, down, padding, resample_filter)
+    if noise is not None:
+        noise = noise.to(x.dtype).expand(batch_size, out_channels, out_h, out_w)
+    if bias is not None:
+        bias = bias.to(x.dtype)
+    return _implicit_gemm.scaled_conv2d(
+        x, weight, styles, dcoefs, noise, bias, stride, 1, pad, (out_h, out_w), act, alpha, gain, clamp
+    )
+
+
+def _resample_first(x, kh, kw, up, down, padding, f):
+    """(x', stride, (py, px)): conv2d_resample(x, w, f, up, down, padding) is the convolution
+    of x' with w at that stride and padding (conv2d_resample's definition, filter moved first)."""
+    fw, fh = filter_size(f)
+    px0, px1 = _resampling_padding(fw, up, down, padding[0], padding[1])
+    py0, py1 = _resampling_padding(fh, up, down, padding[2], padding[3])
+    pads = [px0, px1, py0, py1]
+    if up == 1 and down == 1:
+        return x, 1, (py0, px0)
+    one_by_one = kh == kw == 1  # a 1x1 convolution commutes with the subsampling too: fewer pixels
+    if up > 1:
+        x = upfirdn2d(x, f, up=up, padding=pads, gain=up**2, impl="triton")
+        if down == 1:
+            return x, 1, (0, 0)
+        x = upfirdn2d(x, f, down=down if one_by_one else 1, impl="triton")
+    else:
+        x = upfirdn2d(x, f, down=down if one_by_one else 1, padding=pads, impl="triton")
+    return x, 1 if one_by_one else down, (0, 0)

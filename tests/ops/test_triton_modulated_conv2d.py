@@ -1,0 +1,257 @@
+"""modulated_conv2d and modulated_conv2d_bias_act with impl='triton' against the reference:
+values for every resampling, epilogue and dtype, first and second derivatives, layouts and
+torch.compile. Without a GPU the kernels run through the Triton interpreter
+(tests/conftest.py), so shapes stay tiny: N=2, 16-40 channels, images of 4x5 to 8x8 pixels.
+
+Accuracy rule: the kernel's error against the float64 reference is at most twice the error of
+the reference computed by PyTorch in the kernel's dtype, plus one ulp of the result's scale."""
+
+import pytest
+import torch
+
+from stylegan_fast.ops import setup_filter
+from stylegan_fast.ops.conv2d_resample import output_size
+from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
+from stylegan_fast.ops.triton import _implicit_gemm
+from stylegan_fast.ops.triton import modulated_conv2d as kernels
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+F1331 = setup_filter([1, 3, 3, 1], device=DEVICE)
+
+RESAMPLING = {  # name: (up, down, padding, flip_weight)
+    "same": (1, 1, 1, True),
+    "up": (2, 1, 1, False),  # StyleGAN2 upsamples with flip_weight=False
+    "down": (1, 2, 1, True),
+    "up-crop": (2, 1, [0, -1, 1, 0], True),
+    "1x1": (1, 1, 0, True),
+    "up-down": (2, 2, 1, True),
+    "asymmetric-crop": (1, 1, [0, 2, 1, -1], False),
+}
+
+
+def randn(shape, seed, dtype=torch.float64, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
+
+
+def make_inputs(resampling, n=2, i=20, o=20, hw=(7, 9), k=3, dtype=torch.float64, param_dtype=torch.float64):
+    """(x, weight, styles, noise [N, 1, Ho, Wo], bias) and the resampling kwargs."""
+    up, down, padding, flip_weight = RESAMPLING[resampling]
+    x = randn([n, i, *hw], 0, dtype)
+    weight = randn([o, i, k, k], 1, param_dtype)
+    styles = randn([n, i], 2, param_dtype) + 1
+    out_hw = output_size(*hw, k, k, F1331, up, down, padding)
+    noise = randn([n, 1, *out_hw], 3, param_dtype)
+    bias = randn([o], 4, param_dtype)
+    kwargs = dict(up=up, down=down, padding=padding, resample_filter=F1331, flip_weight=flip_weight)
+    return (x, weight, styles, noise, bias), kwargs
+
+
+def run(impl, tensors, dy=None, **kwargs):
+    """The output, and with dy the gradients of every input tensor."""
+    tensors = [t.detach().requires_grad_(dy is not None) for t in tensors]
+    y = modulated_conv2d_bias_act(*tensors[:3], noise=tensors[3], bias=tensors[4], impl=impl, **kwargs)
+    if dy is None:
+        return y.detach(), []
+    return y.detach(), list(torch.autograd.grad(y, tensors, dy.to(y.dtype)))
+
+
+def assert_error_within_baseline(out, truth, baseline, what):
+    ulp = torch.finfo(out.dtype).eps * truth.abs().max().item()
+    err = (out.double() - truth).abs().max().item()
+    base_err = ulp if out.dtype == torch.float64 else (baseline.double() - truth).abs().max().item()
+    assert err <= 2 * base_err + ulp, f"{what}: error {err:.3g}, PyTorch's error in {out.dtype} {base_err:.3g}"
+
+
+CASES = {  # name: (resampling, make_inputs kwargs, op kwargs)
+    "3x3-lrelu-clamp": ("same", dict(), dict(act="lrelu", clamp=0.5)),
+    "3x3-nodemod-unfused": ("same", dict(), dict(demodulate=False, fused_modconv=False, act="lrelu")),
+    "torgb-1x1-nodemod": ("1x1", dict(k=1, o=3), dict(demodulate=False, clamp=1.0)),
+    "up-lrelu": ("up", dict(), dict(act="lrelu", gain=0.7)),
+    "up-crop": ("up-crop", dict(hw=(4, 5)), dict()),
+    "down-nodemod": ("down", dict(), dict(demodulate=False)),
+    "down-1x1": ("down", dict(k=1, hw=(8, 8)), dict()),
+    "up-1x1": ("up", dict(k=1, i=16, o=16, hw=(4, 5)), dict()),
+    "up-down": ("up-down", dict(i=16, o=16, hw=(4, 5)), dict(act="lrelu")),
+    "asymmetric-crop": ("asymmetric-crop", dict(i=16, o=16, hw=(5, 6)), dict()),
+    "down-4x4": ("down", dict(i=16, o=16, k=4, hw=(6, 7)), dict()),
+    # Several K steps (40 in channels, BK = 32), two pixel tiles (144 > 128), two out-channel tiles.
+    "k-steps-m-tiles": ("same", dict(i=40, o=16, hw=(12, 12)), dict(act="lrelu")),
+    "n-tiles-1x1": ("1x1", dict(i=16, o=130, k=1, hw=(4, 4)), dict()),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference_float64(case):
+    resampling, shape, op_kwargs = CASES[case]
+    tensors, kwargs = make_inputs(resampling, **shape)
+    out, _ = run("triton", tensors, **kwargs, **op_kwargs)
+    truth, _ = run("ref", tensors, **kwargs, **op_kwargs)
+    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("resampling", ["same", "up", "down"])
+def test_low_precision_within_baseline(resampling, dtype):
+    # Float32 parameters with low-precision activations, as in a mixed-precision model.
+    tensors, kwargs = make_inputs(resampling, i=16, o=16, hw=(6, 7), param_dtype=torch.float32, dtype=dtype)
+    kwargs |= dict(act="lrelu", clamp=1.0)
+    truth, _ = run("ref", [t.double() for t in tensors], **(kwargs | dict(resample_filter=F1331.double())))
+    baseline, _ = run("ref", tensors, **kwargs)
+    out, _ = run("triton", tensors, **kwargs)
+    assert out.dtype == dtype and out.shape == truth.shape
+    assert_error_within_baseline(out, truth, baseline, "y")
+
+
+def test_modulated_conv2d_matches_reference():
+    # The kernel module's plain modulated_conv2d: no bias, linear, noise of the output's shape.
+    (x, weight, styles, _, _), kwargs = make_inputs("same", i=16, o=16, hw=(5, 6))
+    noise = randn([2, 16, 5, 6], 5)
+    out = modulated_conv2d(x, weight, styles, noise, impl="triton", **kwargs)
+    torch.testing.assert_close(out, modulated_conv2d(x, weight, styles, noise, impl="ref", **kwargs))
+
+
+def test_float16_prenormalisation_prevents_overflow():
+    # Styles of ~1e5 do not fit in float16; demodulation makes them irrelevant.
+    (x, weight, styles, _, _), kwargs = make_inputs("same", i=16, o=16, hw=(5, 6), param_dtype=torch.float32)
+    weight, styles = weight * 1e3, styles * 1e5
+    out = modulated_conv2d(x.half(), weight, styles, impl="triton", **kwargs)
+    truth = modulated_conv2d(x, weight.double(), styles.double(), impl="ref", **kwargs)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), truth, rtol=0, atol=0.02)
+
+
+def test_channels_last_in_channels_last_out():
+    (x, *rest), kwargs = make_inputs("same", i=16, o=16, hw=(5, 6))
+    tensors = [x.to(memory_format=torch.channels_last), *rest]
+    out, _ = run("triton", tensors, act="lrelu", **kwargs)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, run("ref", tensors, act="lrelu", **kwargs)[0])
+
+
+GRAD_CASES = {  # name: (resampling, op kwargs)
+    "same-lrelu-clamp": ("same", dict(act="lrelu", clamp=0.8)),
+    "up-demod": ("up", dict(act="lrelu")),
+    "down-nodemod-tanh": ("down", dict(demodulate=False, act="tanh")),
+}
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_gradients_match_reference(case):
+    # Gradients with respect to x, weight, styles, noise and bias, float64.
+    resampling, op_kwargs = GRAD_CASES[case]
+    tensors, kwargs = make_inputs(resampling, i=16, o=16, hw=(5, 6))
+    dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
+    _, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
+    _, truth = run("ref", tensors, dy, **kwargs, **op_kwargs)
+    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+
+
+def test_gradients_float32_within_baseline():
+    tensors, kwargs = make_inputs("up", i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=torch.float32)
+    kwargs |= dict(act="lrelu")
+    dy = randn(run("ref", tensors, **kwargs)[0].shape, 6, torch.float32)
+    _, truth = run("ref", [t.double() for t in tensors], dy.double(), **(kwargs | dict(resample_filter=F1331.double())))
+    _, baseline = run("ref", tensors, dy, **kwargs)
+    _, grads = run("triton", tensors, dy, **kwargs)
+    for name, g, t, b in zip(["x", "weight", "styles", "noise", "bias"], grads, truth, baseline):
+        assert_error_within_baseline(g, t, b, f"d{name}")
+
+
+@pytest.mark.parametrize("case", ["same-lrelu-clamp", "down-nodemod-tanh"])
+def test_second_order_matches_reference(case):
+    # What R1 and path length do: the gradient of a function of the first gradients.
+    resampling, op_kwargs = GRAD_CASES[case]
+    tensors, kwargs = make_inputs(resampling, i=16, o=16, hw=(5, 6))
+
+    def second_order(impl):
+        inputs = [t.detach().requires_grad_() for t in tensors]
+        y = modulated_conv2d_bias_act(*inputs[:3], noise=inputs[3], bias=inputs[4], impl=impl, **kwargs, **op_kwargs)
+        dx, dstyles = torch.autograd.grad(y.square().sum(), [inputs[0], inputs[2]], create_graph=True)
+        return torch.autograd.grad(dx.square().sum() + dstyles.sum(), inputs)
+
+    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], second_order("triton"), second_order("ref")):
+        torch.testing.assert_close(g, t, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
+
+
+def test_gradgradcheck():
+    # Stride 2 forward, dilation 2 in the backward, stride 2 again in the double backward;
+    # tanh's second derivative takes the path through the stored pre-scale output u. One
+    # sample halves its few hundred launches (each a few tenths of a second when interpreted);
+    # samples meet in test_second_order_matches_reference, as do noise and bias.
+    up, down, padding, flip_weight = RESAMPLING["down"]
+    kwargs = dict(up=up, down=down, padding=padding, resample_filter=F1331.double(), flip_weight=flip_weight)
+    noise, bias = randn([1, 1, *output_size(5, 4, 3, 3, F1331, up, down, padding)], 3), randn([2], 4)
+
+    def op(x, weight, styles):
+        return modulated_conv2d_bias_act(x, weight, styles, noise, bias, act="tanh", clamp=0.9, impl="triton", **kwargs)
+
+    args = tuple(t.requires_grad_() for t in (randn([1, 3, 5, 4], 0), randn([2, 3, 3, 3], 1), randn([1, 3], 2) + 1))
+    assert torch.autograd.gradgradcheck(op, args, fast_mode=True)
+
+
+def test_store_u_only_when_needed():
+    (x, weight, styles, noise, bias), _ = make_inputs("same", i=4, o=4, hw=(3, 3))
+    d = styles.clone()
+    assert not _implicit_gemm.needs_u(x, weight, styles, d, noise, bias, "lrelu", None)  # no gradients wanted
+    x.requires_grad_()
+    assert _implicit_gemm.needs_u(x, weight, styles, d, noise, bias, "lrelu", None)  # for the activation
+    assert _implicit_gemm.needs_u(x, weight, styles, d, noise, bias, "linear", 1.0)  # for the clamp
+    assert not _implicit_gemm.needs_u(x, weight, styles, d, noise, bias, "linear", None)
+    assert _implicit_gemm.needs_u(x, weight, styles, d.requires_grad_(), noise, bias, "linear", None)  # for dd
+
+
+def test_conv_config_rule():
+    assert _implicit_gemm.conv_config(16, 3, 20, torch.float16)[:3] == (16, 16, 32)  # tiles >= 16
+    assert _implicit_gemm.conv_config(1024**2, 512, 512, torch.bfloat16) == (128, 128, 64, 8, 3)
+    assert _implicit_gemm.conv_config(64, 512, 512, torch.float32)[:3] == (64, 128, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(bias=torch.zeros(3)), ValueError, r"bias must have weight.shape\[0\] = 4 elements"),
+        (dict(bias=torch.zeros(4, 1)), ValueError, "bias must be 1-D"),
+        (dict(act="gelu"), ValueError, "act must be one of"),
+        (dict(clamp=-1.0), ValueError, "clamp must be None or >= 0"),
+        (dict(styles=torch.ones(2, 4)), ValueError, r"styles must have shape \(2, 3\)"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_fused_entry_point_rejects(kwargs, error, message):
+    args = dict(x=torch.zeros(2, 3, 7, 6), weight=torch.zeros(4, 3, 3, 3), styles=torch.ones(2, 3), padding=1)
+    with pytest.raises(error, match=message):
+        modulated_conv2d_bias_act(**(args | kwargs))
+
+
+def compiled_matches_eager(backend):
+    tensors, _ = make_inputs("same", i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=torch.float32)
+    tensors = [t.requires_grad_() for t in tensors]
+
+    def fn(x, weight, styles, noise, bias):
+        # The kernel module directly: the public function's dispatch is not part of this test.
+        return kernels.modulated_conv2d_bias_act(
+            x, weight, styles, noise, bias, "lrelu", 0.2, 2**0.5, 0.9, 1, 1, (1, 1, 1, 1), None, True, True, True
+        )
+
+    y = torch.compile(fn, fullgraph=True, backend=backend)(*tensors)
+    grads = torch.autograd.grad(y.square().sum(), tensors)
+    y_eager = fn(*tensors)
+    grads_eager = torch.autograd.grad(y_eager.square().sum(), tensors)
+    torch.testing.assert_close(y, y_eager)
+    for g, g_eager in zip(grads, grads_eager):
+        torch.testing.assert_close(g, g_eager)
+
+
+def test_compile_fullgraph_traces_the_ops():
+    # Dynamo only: the ops and their autograd trace without a graph break. AOTAutograd and
+    # Inductor run the kernels on fake-backed storage, which the interpreter cannot: see below.
+    torch._dynamo.reset()
+    compiled_matches_eager("eager")
+
+
+@pytest.mark.gpu
+def test_compile_fullgraph_inductor():
+    torch._dynamo.reset()
+    compiled_matches_eager("inductor")
