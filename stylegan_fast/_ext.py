@@ -8,48 +8,59 @@ beside this file, so that a missing extension can be explained in the user's ter
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 from pathlib import Path
 
-import torch  # noqa: F401  (must be imported before the extension: it links against libtorch)
+import torch  # must be imported before the extension: it links against libtorch
 
 _BUILD_INFO = Path(__file__).with_name("_build_info.json")
+_REINSTALL = "reinstall with `pip install --no-build-isolation` (see setup.py)"
 
 
 @functools.cache
 def build_info() -> dict:
-    """What setup.py recorded: {'built': bool, 'reason': str, 'archs': str, ...}; {} if unknown."""
+    """What setup.py recorded: {'built', 'reason', 'archs', 'torch', 'cuda'}; {} if not installed with pip."""
     try:
         return json.loads(_BUILD_INFO.read_text())
     except (OSError, ValueError):
         return {}
 
 
-@functools.cache
 def _load():
     try:
-        from stylegan_fast import _C
+        module = importlib.import_module("stylegan_fast._C")
     except ImportError as error:
-        info = build_info()
-        if info and not info.get("built", False):
-            return None, f"the CUDA extension was not built at install time: {info.get('reason', 'no reason recorded')}"
-        if not info:
-            return None, f"the CUDA extension is not installed ({error}); reinstall with a CUDA build of torch and a CUDA toolkit"
-        return None, f"the CUDA extension was built but fails to load: {error} (a different torch than the one it was built against?)"
-    return _C, None
+        return None, _explain(build_info(), error), frozenset()
+    return module, None, frozenset(module.kernel_ops())
+
+
+def _explain(info: dict, error: ImportError) -> str:
+    if not info:
+        return f"the CUDA extension is not installed ({error}); {_REINSTALL}"
+    if not info.get("built", False):
+        return f"the CUDA extension was not built at install time: {info.get('reason') or 'no reason recorded'}"
+    built_with = info.get("torch", "")
+    if built_with and built_with != torch.__version__:
+        return f"the CUDA extension was built against torch {built_with} but torch {torch.__version__} is running; {_REINSTALL}"
+    return f"the CUDA extension was built but fails to load: {error}"
+
+
+# Loaded once, at import: it registers the torch.ops.stylegan_fast ops, and code traced by
+# torch.compile can then read the outcome without running an import.
+_STATE = _load()
 
 
 def load():
     """The `_C` module, or None when it is not available (see `unavailable_reason`)."""
-    return _load()[0]
+    return _STATE[0]
 
 
 def unavailable_reason() -> str | None:
     """None when `_C` loaded, else a sentence saying why it is not there."""
-    return _load()[1]
+    return _STATE[1]
 
 
 def kernel_ops() -> frozenset[str]:
     """Names of the public ops that have a CUDA kernel compiled into `_C`."""
-    module = load()
-    return frozenset(module.kernel_ops()) if module is not None else frozenset()
+    return _STATE[2]

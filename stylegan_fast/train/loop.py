@@ -16,6 +16,7 @@ optimiser matches running both every step.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -92,14 +93,16 @@ class Trainer:
         self.rounds = self.batch // (self.batch_gpu * W)
         self.num_chunks = self.batch // self.batch_gpu
 
-        self.dataset = open_dataset(opts.data, resolution=opts.resolution, channels=3, mirror=opts.mirror, labels=(opts.labels if opts.cond else False))
-        self.loader = make_loader(self.dataset, self.batch // W, seed=opts.seed, rank=self.process.rank, world_size=W, num_workers=opts.workers)
-        torch.manual_seed(opts.seed)
+        labels = opts.labels if opts.cond else False
+        self.dataset = open_dataset(opts.data, resolution=opts.resolution, channels=3, mirror=opts.mirror, labels=labels)
+        self.loader = make_loader(
+            self.dataset, self.batch // W, seed=opts.seed, rank=self.process.rank, world_size=W, num_workers=opts.workers
+        )
+        torch.manual_seed(opts.seed)  # the same initial networks on every process
         G, D = make_networks(self.config, opts.resolution, img_channels=3, c_dim=self.dataset.label_dim, impl=opts.impl)
-        self.G, self.D = G.to(self.device).train().requires_grad_(False), D.to(self.device).train().requires_grad_(False)
-        self.G_ema = make_networks(self.config, opts.resolution, img_channels=3, c_dim=self.dataset.label_dim, impl=opts.impl)[0]
-        self.G_ema = self.G_ema.to(self.device).eval().requires_grad_(False)
-        self.G_ema.load_state_dict(self.G.state_dict())
+        self.G = G.to(self.device).train().requires_grad_(False)
+        self.D = D.to(self.device).train().requires_grad_(False)
+        self.G_ema = copy.deepcopy(self.G).eval()
 
         self.loss = StyleGAN2Loss(
             self.G, self.D, loss=opts.loss, r1_gamma=self.config.gamma, pl_weight=self.config.pl_weight,
