@@ -46,6 +46,14 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(argv: list[str]) -> int:
+    try:
+        from benchmarks.run import main as bench_main
+    except ImportError as error:
+        raise SystemExit(f"stylegan-fast bench runs the suite in benchmarks/ of a source checkout; run it from there ({error})")
+    return bench_main(argv)
+
+
 def _seeds(text: str) -> list[int]:
     """'0-7,10,12-13' -> [0, 1, ..., 7, 10, 12, 13]."""
     seeds = []
@@ -119,10 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("source", help="network-snapshot-*.pkl")
     conv.add_argument("dest", help="output .safetensors")
     conv.set_defaults(run=_convert)
+
+    # Listed for --help only: main() hands everything after "bench" to benchmarks.run untouched.
+    commands.add_parser("bench", help="run the benchmark suite of a source checkout (arguments: python -m benchmarks.run --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (see /work/shared/DEVICE.md): install with the CUDA kernels,
+# print `stylegan-fast info`, run the whole test suite on the GPU, run the benchmarks, and
+# leave logs and results in $OUT (at most 8 files come back). Ends within the device tool's
+# 10-minute command limit: every stage has a time budget, a failing stage does not stop the
+# next one, and the last thing printed is a summary of the stages and the measurements.
+#
+#   bash benchmarks/gpu_session.sh                     # everything
+#   SKIP_TESTS=1 bash benchmarks/gpu_session.sh         # a lease for benchmarks only
+#   SKIP_INSTALL=1 ...                                  # already installed (a warm machine)
+#   BENCH_ARGS="--suite train" bash benchmarks/gpu_session.sh
+#   STYLEGAN_FAST_COMMIT=<hash> bash ...               # .git does not travel: name the commit
+#
+# Files in $OUT: stages.txt, install.log, info.txt, tests.log, bench.log, the result
+# <date>_<device>_<suites>.json, and report.md (the markdown tables for that result).
+# Commit the JSON to benchmarks/results/ and run `python -m benchmarks.report`.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-$PWD/out}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+TOTAL_S="${TOTAL_S:-570}"  # the device tool kills a command at 600 s
+INSTALL_S="${INSTALL_S:-240}"
+TESTS_S="${TESTS_S:-180}"
+REPORT_S=30  # kept back at the end for the report and the summary
+START=$SECONDS
+STAGES="$OUT/stages.txt"
+: >"$STAGES"
+
+left() { echo $((TOTAL_S - (SECONDS - START))); }
+min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+
+# stage NAME SECONDS COMMAND: run the shell command (a function below, or a command line)
+# under a time limit; record its status and duration in stages.txt.
+stage() {
+  local name="$1" limit="$2" command="$3" began=$SECONDS status result="ok"
+  if [ "$limit" -le 5 ]; then
+    printf '%-8s skipped (no time left)\n' "$name" | tee -a "$STAGES"
+    return 1
+  fi
+  printf '\n==> [%ss] %s (limit %ss)\n' "$((SECONDS - START))" "$name" "$limit"
+  timeout --signal=INT --kill-after=15 "$limit" bash -c "$command"
+  status=$?
+  if [ "$status" -eq 124 ]; then result="TIMEOUT after ${limit}s"; elif [ "$status" -ne 0 ]; then result="FAILED (exit $status)"; fi
+  printf '%-8s %-24s %4ss\n' "$name" "$result" "$((SECONDS - began))" | tee -a "$STAGES"
+  return "$status"
+}
+
+# The CUDA toolkit: the folder holding the real nvcc (the one on PATH may be a wrapper script).
+find_cuda_home() {
+  local candidate
+  for candidate in "${CUDA_HOME:-}" /usr/local/cuda /usr/local/cuda-*; do
+    if [ -n "$candidate" ] && [ -x "$candidate/bin/nvcc" ] && [ -d "$candidate/include" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+install() {
+  CUDA_HOME="$(find_cuda_home)" || { echo "no CUDA toolkit found under /usr/local/cuda*"; return 1; }
+  export CUDA_HOME TORCH_CUDA_ARCH_LIST=9.0 STYLEGAN_FAST_CUDA_ARCHS=9.0 STYLEGAN_FAST_BUILD_CUDA=1
+  echo "CUDA_HOME=$CUDA_HOME"
+  python -m pip install --no-build-isolation --no-deps --no-index -v -e . && return 0
+  echo "!! the build with the CUDA kernels failed; installing without them so that the rest can run"
+  STYLEGAN_FAST_BUILD_CUDA=0 python -m pip install --no-build-isolation --no-deps --no-index -e .
+  return 1
+}
+
+info() {
+  if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; fi
+  if command -v stylegan-fast >/dev/null; then stylegan-fast info; else python -m stylegan_fast.cli info; fi
+}
+
+tests() {
+  local extra=()
+  python -c 'import pytest_benchmark' 2>/dev/null && extra+=(--benchmark-disable)
+  python -m pytest -q -p no:cacheprovider "${extra[@]}"
+}
+
+export -f find_cuda_home install info tests
+export OUT
+echo "python $(python --version 2>&1 | cut -d' ' -f2), $(python -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' 2>&1)"
+
+if [ -z "${SKIP_INSTALL:-}" ]; then
+  stage install "$(min "$INSTALL_S" "$(($(left) - REPORT_S))")" install 2>&1 | tee "$OUT/install.log" | tail -n 25
+else
+  printf '%-8s skipped (SKIP_INSTALL)\n' install | tee -a "$STAGES"
+fi
+stage info 30 info 2>&1 | tee "$OUT/info.txt"
+if [ -z "${SKIP_TESTS:-}" ]; then
+  stage tests "$(min "$TESTS_S" "$(($(left) - REPORT_S))")" tests 2>&1 | tee "$OUT/tests.log" | tail -n 40
+else
+  printf '%-8s skipped (SKIP_TESTS)\n' tests | tee -a "$STAGES"
+fi
+# The benchmark ends itself in time (--budget); the stage's timeout is a safety net.
+BENCH_LIMIT=$(($(left) - REPORT_S))
+stage bench "$BENCH_LIMIT" "python -m benchmarks.run --suite all --out '$OUT' --budget $((BENCH_LIMIT - 25)) ${BENCH_ARGS:-}" \
+  2>&1 | tee "$OUT/bench.log" | grep -v ': done$' | grep -v '^|' | tail -n 25
+
+RESULT="$(ls -t "$OUT"/*.json 2>/dev/null | head -n 1)"
+echo
+echo "==================== summary ===================="
+cat "$STAGES"
+if [ -n "$RESULT" ]; then
+  timeout 20 python -m benchmarks.report --results "$OUT" --out "$OUT/report.md" --include-quick >/dev/null 2>&1
+  timeout 20 python -c 'import json, sys; from benchmarks import report; doc = json.load(open(sys.argv[1])); doc["_file"] = sys.argv[1].rsplit("/", 1)[-1]; print(report.summary(doc))' "$RESULT"
+else
+  echo "no benchmark result was written"
+fi
+echo "total ${SECONDS}s"
