@@ -146,7 +146,9 @@ class Trainer:
 
     # One optimiser step of every due phase.
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One minibatch: every due phase, the running means and the EMA. Returns this process's
+        mean of each statistic (0-d tensors, left on the device to avoid a sync per step)."""
         images, labels = next(self.loader)
         real = to_float(images.to(self.device, non_blocking=True))
         real_c = labels.to(self.device, non_blocking=True)
@@ -179,7 +181,7 @@ class Trainer:
         self.cur_nimg += self.batch
         self.step += 1
         update_ema(self.G_ema, self.G, ema_beta(self.batch, self.config.ema_kimg, self.config.ema_rampup, self.cur_nimg))
-        return {key: torch.stack(values).mean().item() for key, values in stats.items()}
+        return {key: torch.stack(values).mean() for key, values in stats.items()}
 
     def _seed_chunk(self, phase_index: int, chunk: int) -> None:
         # One independent stream per (seed, step, phase, chunk): see the module docstring.
@@ -261,13 +263,13 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         (run_dir / "config.json").write_text(json.dumps({"train": dataclasses.asdict(opts), "networks": dataclasses.asdict(trainer.config)}, indent=2))
         grid = samples.SampleGrid(trainer.G_ema, trainer.dataset, seed=opts.seed, device=trainer.device)
         samples.save_image_grid(grid.reals(), run_dir / "reals.png", grid.shape)
-    log(f"run directory {run_dir}; {len(trainer.dataset)} images at {opts.resolution}x{opts.resolution}; "
+    trainer.log(f"run directory {run_dir}; {len(trainer.dataset)} images at {opts.resolution}x{opts.resolution}; "
         f"batch {trainer.batch} = {process.world_size} processes x {trainer.rounds} rounds x {trainer.batch_gpu}")  # fmt: skip
 
     total_nimg = int(opts.kimg * 1000)
     tick_nimg = max(int(opts.tick_kimg * 1000), 1)
     tick, tick_start_nimg, tick_start_time = 0, trainer.cur_nimg, time.perf_counter()
-    tick_stats: dict[str, list[float]] = {}
+    tick_stats: dict[str, list[torch.Tensor]] = {}
     stats_file = run_dir / "stats.jsonl"
     board = _tensorboard(run_dir) if opts.tensorboard and process.is_main else None
     live = process.is_main and log is print and sys.stdout.isatty()  # a live status line between ticks
@@ -295,7 +297,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             "images_per_sec": images / max(elapsed, 1e-9),
             "nonfinite_skips": trainer.nonfinite_skips,
             **({"peak_memory_gb": torch.cuda.max_memory_allocated(trainer.device) / 2**30} if trainer.device.type == "cuda" else {}),
-            **{key: float(np.mean(values)) for key, values in sorted(tick_stats.items())},
+            **_tick_means(tick_stats, process),
         }
         if process.is_main:
             with open(stats_file, "a") as file:
@@ -304,7 +306,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             for key, value in record.items():
                 board.add_scalar(key, value, global_step=int(trainer.cur_nimg / 1000))
             board.flush()
-        log(_progress_line(record, total_nimg))
+        trainer.log(_progress_line(record, total_nimg))
         if done or tick % opts.snap_ticks == 0:
             _save(trainer, run_dir, grid if process.is_main else None)
         if done:
@@ -312,6 +314,16 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         tick_stats, tick_start_nimg, tick_start_time = {}, trainer.cur_nimg, time.perf_counter()
     distributed.barrier(process)
     return run_dir
+
+
+def _tick_means(tick_stats: dict[str, list[torch.Tensor]], process: distributed.Process) -> dict[str, float]:
+    """Mean of each statistic over the tick's steps and all processes (every process has the same keys)."""
+    keys = sorted(tick_stats)
+    if not keys:
+        return {}
+    means = torch.stack([torch.stack(tick_stats[key]).mean().float() for key in keys])
+    distributed.all_reduce_sum_([means], process)
+    return dict(zip(keys, (means / process.world_size).tolist()))
 
 
 def _tensorboard(run_dir: Path):
