@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from stylegan_fast import cli
 from stylegan_fast.compat import NVlabsPickleError, UnsafePickleError, convert, load_nvlabs, read_nvlabs_pickle
 from stylegan_fast.compat.safe_pickle import PersistentRecord, load
 from stylegan_fast.models import Discriminator, Generator
@@ -364,3 +365,14 @@ def test_a_tensor_larger_than_its_storage_is_refused(tmp_path):
                    collections.OrderedDict())
     with pytest.raises(NVlabsPickleError, match="does not fit its storage"):
         load_nvlabs(_write(tmp_path / "oob.pkl", {"G": tensor}))
+
+
+def test_convert_command_then_generate(tmp_path, marker, capsys):
+    path, _ = _ada_snapshot(tmp_path, marker, c_dim=2)
+    out = tmp_path / "converted.safetensors"
+    assert cli.main(["convert", str(path), str(out)]) == 0
+    assert "wrote G, D, G_ema" in capsys.readouterr().out
+    assert cli.main(["generate", "--network", str(out), "--seeds", "1,3", "--class", "1",
+                     "--outdir", str(tmp_path / "images"), "--device", "cpu"]) == 0  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["seed0001.png", "seed0003.png"]
+    assert not marker.exists()
