@@ -11,14 +11,13 @@ num_ws = 2 * log2(img_resolution) - 2 (18 at 1024x1024). Runs in float32.
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import torch
 from torch import nn
 
 from stylegan_fast.models.layers import Conv2dLayer, FullyConnectedLayer, check_resolution, check_shape
-from stylegan_fast.models.stylegan2 import NOISE_MODES, MappingNetwork
+from stylegan_fast.models.stylegan2 import NOISE_MODES, MappedGenerator
 from stylegan_fast.ops.bias_act import bias_act
 from stylegan_fast.ops.upfirdn2d import setup_filter, upsample2d
 
@@ -154,7 +153,7 @@ class StyleGAN1Synthesis(nn.Module):
         return self.torgb(x)
 
 
-class StyleGAN1Generator(nn.Module):
+class StyleGAN1Generator(MappedGenerator):
     """z, c -> image: MappingNetwork then StyleGAN1Synthesis; the API of stylegan2.Generator."""
 
     def __init__(
@@ -168,31 +167,9 @@ class StyleGAN1Generator(nn.Module):
         synthesis_kwargs: dict | None = None,  # Arguments for StyleGAN1Synthesis.
         impl: str = "auto",  # Implementation of the ops: 'auto', 'ref', 'triton' or 'cuda'.
     ):
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
         synthesis_kwargs = dict(synthesis_kwargs or {})
-        # What rebuilds this network (checkpoint.py); `impl` is a run-time choice, not saved.
-        self.init_kwargs = copy.deepcopy(dict(
-            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-            mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs,
-        ))
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.synthesis = StyleGAN1Synthesis(w_dim, img_resolution, img_channels, impl=impl, **synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, impl=impl, **mapping_kwargs)
-
-    def forward(
-        self,
-        z: torch.Tensor,  # [N, z_dim] latents.
-        c: torch.Tensor | None,  # [N, c_dim] labels (ignored when c_dim == 0).
-        truncation_psi: float = 1,  # 1 = no truncation, 0 = the average image.
-        truncation_cutoff: int | None = None,  # Truncate only the first `cutoff` ws; None = all.
-        update_emas: bool | None = None,  # Update the mapping's w_avg? None = in training mode only.
-        noise_mode: str = "random",  # 'random', 'const' or 'none'.
-    ) -> torch.Tensor:  # [N, img_channels, img_resolution, img_resolution] float32
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
-        return self.synthesis(ws, noise_mode=noise_mode)
+        synthesis = StyleGAN1Synthesis(w_dim, img_resolution, img_channels, impl=impl, **synthesis_kwargs)
+        super().__init__(
+            synthesis, impl, z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+            img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs or {}), synthesis_kwargs=synthesis_kwargs,
+        )  # fmt: skip

@@ -387,7 +387,40 @@ class SynthesisNetwork(nn.Module):
         return f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, img_channels={self.img_channels}"
 
 
-class Generator(nn.Module):
+class MappedGenerator(nn.Module):
+    """z, c -> ws -> image: a MappingNetwork feeding a synthesis network. The API both
+    generators share; subclasses build the synthesis network and pass their init kwargs."""
+
+    def __init__(self, synthesis: nn.Module, impl: str, **init_kwargs):
+        super().__init__()
+        # What rebuilds this network (checkpoint.py); `impl` is a run-time choice, not saved.
+        self.init_kwargs = copy.deepcopy(init_kwargs)
+        self.z_dim = init_kwargs["z_dim"]
+        self.c_dim = init_kwargs["c_dim"]
+        self.w_dim = init_kwargs["w_dim"]
+        self.img_resolution = init_kwargs["img_resolution"]
+        self.img_channels = init_kwargs["img_channels"]
+        self.synthesis = synthesis
+        self.num_ws = synthesis.num_ws
+        self.mapping = MappingNetwork(
+            z_dim=self.z_dim, c_dim=self.c_dim, w_dim=self.w_dim, num_ws=self.num_ws, impl=impl,
+            **init_kwargs["mapping_kwargs"],
+        )  # fmt: skip
+
+    def forward(
+        self,
+        z: torch.Tensor,  # [N, z_dim] latents.
+        c: torch.Tensor | None,  # [N, c_dim] labels (ignored when c_dim == 0).
+        truncation_psi: float = 1,  # 1 = no truncation, 0 = the average image.
+        truncation_cutoff: int | None = None,  # Truncate only the first `cutoff` ws; None = all.
+        update_emas: bool | None = None,  # Update the mapping's w_avg? None = in training mode only.
+        **synthesis_kwargs,  # noise_mode, and for StyleGAN2 force_fp32, fused_modconv.
+    ) -> torch.Tensor:  # [N, img_channels, img_resolution, img_resolution] float32
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
+        return self.synthesis(ws, **synthesis_kwargs)
+
+
+class Generator(MappedGenerator):
     """z, c -> image: MappingNetwork then SynthesisNetwork."""
 
     def __init__(
@@ -402,34 +435,13 @@ class Generator(nn.Module):
         mp_dtype: str = "float16",  # Reduced-precision dtype of the num_fp16_res highest resolutions.
         impl: str = "auto",  # Implementation of the ops: 'auto', 'ref', 'triton' or 'cuda'.
     ):
-        super().__init__()
-        mapping_kwargs = dict(mapping_kwargs or {})
         synthesis_kwargs = dict(synthesis_kwargs or {})
-        # What rebuilds this network (checkpoint.py); `impl` is a run-time choice, not saved.
-        self.init_kwargs = copy.deepcopy(dict(
-            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-            mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs, mp_dtype=mp_dtype,
-        ))
-        self.z_dim = z_dim
-        self.c_dim = c_dim
-        self.w_dim = w_dim
-        self.img_resolution = img_resolution
-        self.img_channels = img_channels
-        self.synthesis = SynthesisNetwork(
+        synthesis = SynthesisNetwork(
             w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, mp_dtype=mp_dtype, impl=impl,
             **synthesis_kwargs,
         )
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, impl=impl, **mapping_kwargs)
-
-    def forward(
-        self,
-        z: torch.Tensor,  # [N, z_dim] latents.
-        c: torch.Tensor | None,  # [N, c_dim] labels (ignored when c_dim == 0).
-        truncation_psi: float = 1,  # 1 = no truncation, 0 = the average image.
-        truncation_cutoff: int | None = None,  # Truncate only the first `cutoff` ws; None = all.
-        update_emas: bool | None = None,  # Update the mapping's w_avg? None = in training mode only.
-        **synthesis_kwargs,  # noise_mode, force_fp32, fused_modconv.
-    ) -> torch.Tensor:  # [N, img_channels, img_resolution, img_resolution] float32
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
-        return self.synthesis(ws, **synthesis_kwargs)
+        super().__init__(
+            synthesis, impl, z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+            img_channels=img_channels, mapping_kwargs=dict(mapping_kwargs or {}), synthesis_kwargs=synthesis_kwargs,
+            mp_dtype=mp_dtype,
+        )  # fmt: skip
