@@ -5,11 +5,7 @@ interpreter (tests/conftest.py), so tensors stay small: a few thousand elements.
 Accuracy rule: the kernel's error against the float64 reference is at most twice the error of
 the reference computed by PyTorch in the kernel's dtype, plus one ulp of the result's scale."""
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +14,7 @@ from stylegan_fast.ops import bias_act
 from stylegan_fast.ops.bias_act import ACTIVATIONS
 from stylegan_fast.ops.triton import _launch
 from stylegan_fast.ops.triton import bias_act as kernels
+from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -27,19 +24,6 @@ ACTS = list(ACTIVATIONS)
 def randn(shape, dtype=torch.float64, seed=0, scale=2.0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
-
-
-def assert_error_within_baseline(out, truth, baseline, what, scale=None):
-    """scale: what one ulp is taken of; max |truth| for elementwise results, the largest sum
-    of |terms| for a sum (its rounding grows with the terms, not with the result)."""
-    ulp = torch.finfo(out.dtype).eps * (truth.abs().max().item() if scale is None else scale)
-    err = (out.double() - truth).abs().max().item()
-    base_err = (baseline.double() - truth).abs().max().item()
-    if out.dtype == torch.float64:
-        # Nothing more precise to measure PyTorch's own float64 error against: take it as one
-        # ulp, a correctly rounded result.
-        base_err = ulp
-    assert err <= 2 * base_err + ulp, f"{what}: error {err:.3g}, PyTorch's error in {out.dtype} {base_err:.3g}"
 
 
 def sum_scale(terms, dim):
@@ -198,14 +182,6 @@ def test_compile_fullgraph_traces_the_ops():
 def test_compile_fullgraph_inductor():
     torch._dynamo.reset()
     compiled_matches_eager("inductor")
-
-
-def compiles_for_hopper(code):
-    """Run `code` (which calls _launch.compile_for_gpu) in a process without the interpreter."""
-    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
 
 
 def test_kernels_compile_for_hopper():

@@ -14,6 +14,7 @@ from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from stylegan_fast.ops.triton import _implicit_gemm
 from stylegan_fast.ops.triton import modulated_conv2d as kernels
+from tests.ops.kernel_checks import assert_error_within_baseline
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F1331 = setup_filter([1, 3, 3, 1], device=DEVICE)
@@ -54,13 +55,6 @@ def run(impl, tensors, dy=None, **kwargs):
     if dy is None:
         return y.detach(), []
     return y.detach(), list(torch.autograd.grad(y, tensors, dy.to(y.dtype)))
-
-
-def assert_error_within_baseline(out, truth, baseline, what):
-    ulp = torch.finfo(out.dtype).eps * truth.abs().max().item()
-    err = (out.double() - truth).abs().max().item()
-    base_err = ulp if out.dtype == torch.float64 else (baseline.double() - truth).abs().max().item()
-    assert err <= 2 * base_err + ulp, f"{what}: error {err:.3g}, PyTorch's error in {out.dtype} {base_err:.3g}"
 
 
 CASES = {  # name: (resampling, make_inputs kwargs, op kwargs)

@@ -6,11 +6,7 @@ Accuracy rule: the kernel's error against the float64 reference is at most twice
 the reference computed by PyTorch in the kernel's dtype, plus one ulp of the largest sum of
 |terms| (a filter output is a sum; its rounding grows with the terms, not with the result)."""
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +14,7 @@ import torch
 from stylegan_fast.ops import upfirdn2d
 from stylegan_fast.ops.triton import upfirdn2d as kernels
 from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
+from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -45,17 +42,6 @@ def random_filter(shape, seed=1):
     return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.1).to(DEVICE, torch.float32)
 
 
-def assert_error_within_baseline(out, truth, baseline, scale, what):
-    ulp = torch.finfo(out.dtype).eps * scale
-    err = (out.double() - truth).abs().max().item()
-    base_err = (baseline.double() - truth).abs().max().item()
-    if out.dtype == torch.float64:
-        # Nothing more precise to measure PyTorch's own float64 error against: take it as one
-        # ulp, a correctly rounded result.
-        base_err = ulp
-    assert err <= 2 * base_err + ulp, f"{what}: error {err:.3g}, PyTorch's error in {out.dtype} {base_err:.3g}"
-
-
 def magnitude(x, f, *args):
     """The largest sum of |terms| in an output pixel."""
     return _upfirdn2d_ref(x.double().abs(), f.double().abs(), *args).max().item()
@@ -70,7 +56,7 @@ def test_matches_reference(case, dtype):
     out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
     truth = _upfirdn2d_ref(x.double(), f.double(), *args)
     assert out.dtype == dtype and out.shape == truth.shape
-    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), magnitude(x, f, *args), "y")
+    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), "y", magnitude(x, f, *args))
 
 
 def gradient(impl, x, f, dy, up, down, padding, flip, gain):
@@ -91,7 +77,7 @@ def test_gradient_matches_reference(case):
     # The gradient is a filter over dy: its scale is the sum of |dy| * |taps| per pixel.
     scale = gradient("ref", x.double(), f.double().abs(), dy.double().abs(), *args).max().item()
     assert out.shape == x.shape
-    assert_error_within_baseline(out, truth, baseline, scale, "dx")
+    assert_error_within_baseline(out, truth, baseline, "dx", scale)
 
 
 @pytest.mark.parametrize("case", ["upsample2d 4-tap separable", "up 3x2, down 2x3, crop"])
@@ -120,7 +106,7 @@ def test_layouts(layout):
     args = (up, down, padding, flip, gain)
     out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
     truth = _upfirdn2d_ref(x.double(), f.double(), *args)
-    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), magnitude(x, f, *args), "y")
+    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), "y", magnitude(x, f, *args))
     assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
     dx = gradient("triton", x, f, torch.ones_like(out), *args)
     assert dx.shape == x.shape
@@ -160,14 +146,6 @@ def test_compile_fullgraph_traces_the_op():
 def test_compile_fullgraph_inductor():
     torch._dynamo.reset()
     compiled_matches_eager("inductor")
-
-
-def compiles_for_hopper(code):
-    """Run `code` (which calls _launch.compile_for_gpu) in a process without the interpreter."""
-    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
 
 
 def test_kernel_compiles_for_hopper():
