@@ -160,12 +160,12 @@ class Trainer:
             net, opt = getattr(self, phase.net), self.optimizers[phase.net]
             opt.zero_grad(set_to_none=True)
             net.requires_grad_(True)
+            gain = phase.interval / self.num_chunks  # sums over chunks and processes give the batch mean
             for i in range(self.rounds):
                 chunk = self.process.rank + self.process.world_size * i
                 self._seed_chunk(phase_index, chunk)
                 gen_z = torch.randn([self.batch_gpu, self.G.z_dim], device=self.device)
                 gen_c = self._sample_labels(self.batch_gpu)
-                gain = phase.interval / self.num_chunks
                 if phase.net == "G":
                     out = phase.run(gen_z, gen_c, gain=gain)
                 else:
@@ -197,7 +197,8 @@ class Trainer:
     def _apply_gradients(self, net: torch.nn.Module, opt: torch.optim.Optimizer, phase: Phase) -> None:
         grads = [p.grad for p in net.parameters() if p.grad is not None]
         distributed.all_reduce_sum_(grads, self.process)
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        # One host sync for the whole network, not one per parameter tensor.
+        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
         if finite:
             opt.step()
             self._nonfinite_run[phase.net] = 0
