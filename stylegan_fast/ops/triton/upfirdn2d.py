@@ -160,7 +160,7 @@ def _forward_op(
         return _run(x, f, (n, n), (1, 1), True, up, down, padding, flip_filter, gain, x.dtype)
     # Two 1-D passes: along x (rows keep their size), then along y.
     buffer = torch.float64 if x.dtype == torch.float64 else torch.float32
-    (upx, upy), (downx, downy), (x0, _, y0, _) = up, down, padding  # the far paddings only size the output
+    (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, padding
     t = _run(x, f, (n, 1), (1, 0), False, (upx, 1), (downx, 1), (x0, x1, 0, 0), flip_filter, gain, buffer)
     return _run(t, f, (1, n), (0, 1), False, (1, upy), (1, downy), (0, 0, y0, y1), flip_filter, 1.0, x.dtype)
 
