@@ -82,7 +82,7 @@ def device_slug(meta: dict) -> str:
 def git_revision() -> dict:
     """The commit measured, whether the tree differed from it, and a hash of the sources
     (which identifies the code even where .git did not travel, e.g. on a lent GPU machine)."""
-    commit = _git("rev-parse", "HEAD") or os.environ.get("STYLEGAN_FAST_COMMIT")
+    commit = os.environ.get("STYLEGAN_FAST_COMMIT") or _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status), "source_sha256": source_digest()}
 

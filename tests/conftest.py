@@ -25,3 +25,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _full_float32_precision():
+    """float32 tests compare full float32 arithmetic on every machine: PyTorch lets cuDNN
+    convolutions (and the Triton convolution, which follows the same switch) use TF32 by
+    default on GPUs, which would make both sides of a float32 comparison 1000x less precise.
+    Tests of TF32 itself turn it back on."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+

@@ -101,5 +101,14 @@ def _bias_act_ref(
     if gain != 1:
         x = x * gain
     if clamp is not None:
-        x = x.clamp(-clamp, clamp)
+        x = _clamp(x, clamp)
     return x
+
+
+def _clamp(x: torch.Tensor, clamp: float) -> torch.Tensor:
+    """x clamped to [-clamp, clamp], with the gradient passing only strictly inside the bounds.
+
+    torch.clamp's gradient at the bound itself has changed between PyTorch releases (1 in
+    2.11, 0 in 2.14), so the specification does not rest on it: here, as in the kernels, an
+    output equal to the bound counts as clamped."""
+    return torch.where(x.abs() < clamp, x, x.detach().clamp(-clamp, clamp))

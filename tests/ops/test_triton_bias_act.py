@@ -194,6 +194,9 @@ def test_kernels_compile_for_hopper():
         io = {"x_ptr": "fp16", "b_ptr": "fp16", "y_ptr": "fp16"}
         flags = dict(HAS_BIAS=False, HAS_CLAMP=False, IS_FP64=False, INT64=True, BLOCK=1024)
         _launch.compile_for_gpu(k._bias_act_forward_kernel, io, dict(flags, ACT=2))
+        io = {"x_ptr": "fp64", "b_ptr": "fp64", "y_ptr": "fp64"}  # tanh from libdevice, in float64
+        flags = dict(HAS_BIAS=True, HAS_CLAMP=False, IS_FP64=True, INT64=False, BLOCK=1024)
+        _launch.compile_for_gpu(k._bias_act_forward_kernel, io, dict(flags, ACT=3))
         io = {name: "fp32" for name in ["g_ptr", "gg_ptr", "x_ptr", "b_ptr", "out_ptr"]}
         flags = dict(HAS_BIAS=True, HAS_CLAMP=True, IS_FP64=False, INT64=False, BLOCK=1024)
         _launch.compile_for_gpu(k._bias_act_backward_kernel, io, dict(flags, ACT=3, ORDER=1))

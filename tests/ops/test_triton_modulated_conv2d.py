@@ -246,6 +246,24 @@ def test_compile_fullgraph_traces_the_ops():
 
 
 @pytest.mark.gpu
+def test_tf32_follows_pytorchs_convolution_switch():
+    # torch.backends.cudnn.allow_tf32 (PyTorch's default: on) makes float32 convolutions use
+    # TF32, PyTorch's and this one alike: 10-bit operand mantissas, relative errors near 1e-4
+    # to 1e-3 (the conftest turns it off for every other test).
+    (x, weight, styles, noise, bias), kwargs = make_inputs("same", i=64, o=32, hw=(16, 16), dtype=torch.float32,
+                                                           param_dtype=torch.float32)  # fmt: skip
+    tensors = (x, weight, styles, noise, bias)
+    truth = run("ref", [t.double() for t in tensors], **kwargs)[0]
+    errors = {}
+    for allow in (False, True):
+        torch.backends.cudnn.allow_tf32 = allow
+        y = run("triton", tensors, **kwargs)[0]
+        errors[allow] = ((y.double() - truth).norm() / truth.norm()).item()
+    assert errors[False] < 1e-6, errors
+    assert 1e-5 < errors[True] < 2e-3, errors
+
+
+@pytest.mark.gpu
 def test_compile_fullgraph_inductor():
     torch._dynamo.reset()
     compiled_matches_eager("inductor")

@@ -99,7 +99,7 @@ def _dot(a, b, acc, DOT: tl.constexpr):
     elif DOT == _TF32:
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="tf32")
     elif DOT == _FP64:
-        acc = tl.dot(a.to(tl.float64), b.to(tl.float64), acc)
+        acc = tl.dot(a.to(tl.float64), b.to(tl.float64), acc, out_dtype=tl.float64)
     else:
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     return acc
@@ -194,6 +194,14 @@ def _empty_output(x: torch.Tensor, channels: int, height: int, width: int) -> to
     )
 
 
+def _taps_major(weight: torch.Tensor) -> torch.Tensor:
+    """weight [O, C, kh, kw] as a view of [kh, kw, C, O] memory: a program's [BK, BN] weight
+    tile is then BK rows of BN contiguous out channels (coalesced), where the usual layout
+    would put consecutive out channels C * kh * kw elements apart. One copy of the weight
+    (at most a few MB) per call, against one strided gather of it per program."""
+    return weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+
+
 def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
     return (0,) * ndim if t is None else t.stride()
 
@@ -215,6 +223,7 @@ def _conv_op(
     if y.numel() == 0:
         return y, u
     bm, bn, bk, warps, stages = conv_config(out_h * out_w, out_channels, in_channels, x.dtype)
+    weight = _taps_major(weight)
     grid = (triton.cdiv(out_h * out_w, bm), triton.cdiv(out_channels, bn), batch)
     _launch.wrap_triton(_scaled_conv2d_kernel)[grid](
         x, weight, x if in_scale is None else in_scale, x if out_scale is None else out_scale,
@@ -277,14 +286,17 @@ def _zero_insert(x: torch.Tensor, dilate: int) -> torch.Tensor:
     return x[:, :, : (h - 1) * dilate + 1, : (w - 1) * dilate + 1]
 
 
-def _weight_grad(xs, g, kh, kw, stride, dilate, padding):
-    """d(sum g * conv(xs, weight)) / d weight, with ATen's (differentiable) conv2d: the samples
-    are the reduction dim of a convolution of xs's channels with g's channels as weights."""
+def _weight_grad(xs, g, weight, stride, dilate, padding):
+    """d(sum g * conv(xs, weight)) / d weight: ATen's convolution_backward for the weight alone
+    (cuDNN's weight-gradient kernels on a GPU; differentiable, for the orders beyond)."""
     xs = _zero_insert(xs, dilate)
+    kh, kw = weight.shape[2:]
     out_h, out_w = g.shape[2:]
     (py, px), need_h, need_w = padding, stride * (out_h - 1) + kh, stride * (out_w - 1) + kw
     xs = F.pad(xs, [px, need_w - xs.shape[3] - px, py, need_h - xs.shape[2] - py])  # negative crops
-    return F.conv2d(xs.transpose(0, 1), g.transpose(0, 1), dilation=stride).transpose(0, 1)
+    return torch.ops.aten.convolution_backward(
+        g, xs, weight, None, [stride, stride], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False]
+    )[1]
 
 
 def _setup(ctx, inputs, output):
@@ -330,7 +342,7 @@ def _backward(ctx, dy, du):
     if need_w:
         g = dz if fold is None else dz * _channel(fold, dz.dtype)
         xs = x if a is None else x * _channel(a, x.dtype)
-        d_w = _weight_grad(xs, g, kh, kw, stride, dilate, (py, px)).to(weight.dtype)
+        d_w = _weight_grad(xs, g.to(xs.dtype), weight.detach().to(xs.dtype), stride, dilate, (py, px)).to(weight.dtype)
     return d_x, d_w, d_a, d_s, d_noise, d_bias, *([None] * 9)
 
 

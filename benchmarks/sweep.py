@@ -1,0 +1,163 @@
+"""Sweep the launch-configuration rules of the Triton kernels on the GPU at hand.
+
+    python -m benchmarks.sweep [--only upfirdn2d|conv|bias_act] [--out FILE.json]
+
+The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
+_launch.py, _implicit_gemm.conv_config). This times each kernel's forward on StyleGAN2's
+heaviest shapes under a handful of alternative settings, next to the copy and matmul ceilings
+measured in the same run, and prints one table per op: the evidence for changing a rule.
+Forward passes only (the backward passes are the same kernels). Not part of `benchmarks.run`:
+it is a tuning tool, its numbers are not the project's results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import contextmanager
+
+import torch
+
+from benchmarks import ceilings, harness
+
+SETTINGS = harness.Settings(warmup=3, target_s=0.1, min_reps=10, max_reps=50)
+
+
+@contextmanager
+def patched(module, **values):
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+def timed(fn, make_inputs) -> float:
+    """Median seconds of fn(*inputs) over rotated input sets."""
+    sets = [make_inputs(i) for i in range(SETTINGS.input_sets)]
+    fn(*sets[0])
+    return harness.measure(lambda i: fn(*sets[i % len(sets)]), torch.device("cuda"), SETTINGS)["median_s"]
+
+
+def sweep_upfirdn2d(copy_gbs: float) -> list[dict]:
+    from stylegan_fast.ops import setup_filter, upfirdn2d
+    from stylegan_fast.ops.triton import _launch
+
+    f = setup_filter([1, 3, 3, 1], device="cuda")
+    cases = {  # name: (shape, up, down, padding)
+        "down2 32x32x1024^2": ([32, 32, 1024, 1024], 1, 2, 1),
+        "filter 32x32x1025^2": ([32, 32, 1025, 1025], 1, 1, 0),
+        "up2 32x128x128^2": ([32, 128, 128, 128], 2, 1, [2, 1, 2, 1]),
+    }
+    configs = [(1024, 4, 64), (1024, 8, 64), (2048, 4, 64), (2048, 8, 128), (4096, 8, 128), (4096, 8, 256)]
+    rows = []
+    for name, (shape, up, down, padding) in cases.items():
+        for layout in ("nchw", "nhwc"):
+
+            def make(i, shape=shape, layout=layout):
+                x = torch.randn(shape, device="cuda", dtype=torch.float16)
+                return (x.to(memory_format=torch.channels_last) if layout == "nhwc" else x,)
+
+            def call(x, up=up, down=down, padding=padding):
+                return upfirdn2d(x, f, up=up, down=down, padding=padding, impl="triton")
+
+            x0 = make(0)[0]
+            y0 = call(x0)
+            nbytes = (x0.numel() + y0.numel()) * x0.element_size()
+            del x0, y0
+            for positions, warps, run in configs:
+                with patched(_launch, TILE_POSITIONS=positions, TILE_WARPS=warps, TILE_MAX_RUN=run):
+                    try:
+                        seconds = timed(call, make)
+                        rows.append(dict(op="upfirdn2d", case=name, layout=layout, config=[positions, warps, run],
+                                         ms=seconds * 1e3, copy_fraction=nbytes / seconds / 1e9 / copy_gbs))  # fmt: skip
+                    except Exception as error:  # noqa: BLE001 (a config that fails is a result too)
+                        rows.append(dict(op="upfirdn2d", case=name, layout=layout, config=[positions, warps, run],
+                                         error=repr(error)[:200]))  # fmt: skip
+                print(_row(rows[-1]), flush=True)
+            torch.cuda.empty_cache()
+    return rows
+
+
+def sweep_conv(matmul_tflops: dict) -> list[dict]:
+    from stylegan_fast.ops.triton import _implicit_gemm as gemm
+
+    cases = {  # name: (batch, in, out, size, dtype)
+        "512->512 64^2 bf16": (32, 512, 512, 64, torch.bfloat16),
+        "128->128 256^2 fp16": (32, 128, 128, 256, torch.float16),
+        "32->32 1024^2 fp16": (32, 32, 32, 1024, torch.float16),
+    }
+    configs = [None, (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 4, 4),
+               (64, 128, 64, 4, 4), (128, 64, 64, 4, 4)]  # fmt: skip
+    rows = []
+    for name, (batch, cin, cout, size, dtype) in cases.items():
+        for layout in ("nchw", "nhwc"):
+
+            def make(i, batch=batch, cin=cin, cout=cout, size=size, dtype=dtype, layout=layout):
+                x = torch.randn([batch, cin, size, size], device="cuda", dtype=dtype)
+                if layout == "nhwc":
+                    x = x.to(memory_format=torch.channels_last)
+                w = torch.randn([cout, cin, 3, 3], device="cuda") / (cin * 9) ** 0.5
+                a = torch.randn([batch, cin], device="cuda") + 1
+                s = torch.rand([batch, cout], device="cuda") + 0.5
+                b = torch.randn([cout], device="cuda")
+                return x, w, a, s, b
+
+            def call(x, w, a, s, b):
+                return gemm.scaled_conv2d(x, w, a, s, None, b, 1, 1, (1, 1), x.shape[2:], act="lrelu", alpha=0.2,
+                                          gain=2**0.5, clamp=256.0, store_u=False)  # fmt: skip
+
+            flops = 2 * batch * size * size * cout * cin * 9
+            peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
+            for config in configs:
+                rule = gemm.conv_config
+                if config is not None:
+                    gemm.conv_config = lambda *args, config=config: config
+                try:
+                    seconds = timed(call, make)
+                    rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule", ms=seconds * 1e3,
+                                     tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
+                except Exception as error:  # noqa: BLE001
+                    rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule", error=repr(error)[:200]))
+                finally:
+                    gemm.conv_config = rule
+                print(_row(rows[-1]), flush=True)
+            torch.cuda.empty_cache()
+    return rows
+
+
+def _row(r: dict) -> str:
+    if "error" in r:
+        return f"{r['op']:9} {r['case']:24} {r['layout']:5} {str(r['config']):24} ERROR {r['error']}"
+    extra = (f"{r['copy_fraction']:6.1%} of copy" if "copy_fraction" in r
+             else f"{r['tflops']:7.1f} TFLOP/s {r['matmul_fraction']:6.1%} of matmul")  # fmt: skip
+    return f"{r['op']:9} {r['case']:24} {r['layout']:5} {str(r['config']):24} {r['ms']:9.3f} ms  {extra}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["upfirdn2d", "conv"])
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    started = time.monotonic()
+    copy_gbs = ceilings.copy_bandwidth(device, 1 << 30, SETTINGS)["bytes_per_s"] / 1e9
+    matmul = {kind: ceilings.matmul_rate(device, 8192, kind, SETTINGS)["flop_per_s"] / 1e12 for kind in ("bfloat16", "float16")}
+    print(f"copy {copy_gbs:.0f} GB/s, matmul {matmul}", flush=True)
+    rows = []
+    if args.only in (None, "conv"):
+        rows += sweep_conv(matmul)
+    if args.only in (None, "upfirdn2d"):
+        rows += sweep_upfirdn2d(copy_gbs)
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump(dict(copy_gb_per_s=copy_gbs, matmul_tflop_per_s=matmul, rows=rows), file, indent=1)
+    print(f"swept in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
