@@ -9,7 +9,7 @@
 #   SKIP_TESTS=1 bash benchmarks/gpu_session.sh         # a lease for benchmarks only
 #   SKIP_INSTALL=1 ...                                  # already installed (a warm machine)
 #   BENCH_ARGS="--suite train" bash benchmarks/gpu_session.sh
-#   SWEEP=1 ...                                         # also sweep the kernels' launch configs (sweep.json)
+#   SWEEP=1 SWEEP_ARGS="--only conv" ...                 # also sweep the kernels' launch configs (sweep.json)
 #   STYLEGAN_FAST_COMMIT=<hash> bash ...               # .git does not travel: name the commit
 #
 # Files in $OUT: stages.txt, install.log, info.txt, tests.log, bench.log, the result
@@ -104,7 +104,7 @@ else
   printf '%-8s skipped (SKIP_TESTS)\n' tests | tee -a "$STAGES"
 fi
 if [ -n "${SWEEP:-}" ]; then
-  stage sweep "$(min "${SWEEP_S:-180}" "$(($(left) - REPORT_S))")" "python -m benchmarks.sweep --out '$OUT/sweep.json'" \
+  stage sweep "$(min "${SWEEP_S:-180}" "$(($(left) - REPORT_S))")" "python -m benchmarks.sweep --out '$OUT/sweep.json' ${SWEEP_ARGS:-}" \
     2>&1 | tee "$OUT/sweep.log"
 fi
 # The benchmark ends itself in time (--budget); the stage's timeout is a safety net.
