@@ -70,7 +70,8 @@ def sweep_upfirdn2d(copy_gbs: float) -> list[dict]:
             nbytes = (x0.numel() + y0.numel()) * x0.element_size()
             del x0, y0
             for positions, warps, run in configs:
-                with patched(_launch, TILE_POSITIONS=positions, TILE_WARPS=warps, TILE_MAX_RUN=run):
+                tiles = {key: (positions, warps, run) for key in _launch.UPFIRDN2D_TILES}
+                with patched(_launch, UPFIRDN2D_TILES=tiles):
                     try:
                         seconds = timed(call, make)
                         rows.append(dict(op="upfirdn2d", case=name, layout=layout, config=[positions, warps, run],

@@ -6,6 +6,8 @@ torch.compile. Without a GPU the kernels run through the Triton interpreter
 Accuracy rule: the kernel's error against the float64 reference is at most twice the error of
 the reference computed by PyTorch in the kernel's dtype, plus one ulp of the result's scale."""
 
+import textwrap
+
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from stylegan_fast.ops.triton import _implicit_gemm
 from stylegan_fast.ops.triton import modulated_conv2d as kernels
-from tests.ops.kernel_checks import assert_error_within_baseline
+from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F1331 = setup_filter([1, 3, 3, 1], device=DEVICE)
@@ -200,6 +202,11 @@ def test_conv_config_rule():
     assert _implicit_gemm.conv_config(16, 3, 20, torch.float16)[:3] == (16, 16, 32)  # tiles >= 16
     assert _implicit_gemm.conv_config(1024**2, 512, 512, torch.bfloat16) == (128, 128, 64, 8, 3)
     assert _implicit_gemm.conv_config(64, 512, 512, torch.float32)[:3] == (64, 128, 32)
+    # Large channels_last half-precision layers take 256-pixel tiles; NCHW and float32 do not.
+    assert _implicit_gemm.conv_config(64 * 64, 512, 512, torch.bfloat16, channels_last=True)[:2] == (256, 128)
+    assert _implicit_gemm.conv_config(64 * 64, 512, 512, torch.bfloat16, channels_last=False)[:2] == (128, 128)
+    assert _implicit_gemm.conv_config(64 * 64, 512, 512, torch.float32, channels_last=True)[:2] == (128, 128)
+    assert _implicit_gemm.conv_config(32 * 32, 512, 512, torch.float16, channels_last=True)[:2] == (128, 128)
 
 
 @pytest.mark.parametrize(
@@ -243,6 +250,21 @@ def test_compile_fullgraph_traces_the_ops():
     # Inductor run the kernels on fake-backed storage, which the interpreter cannot: see below.
     torch._dynamo.reset()
     compiled_matches_eager("eager")
+
+
+def test_kernel_compiles_for_hopper():
+    # The interpreter skips Triton's compiler: build real sm_90 cubins (no GPU needed) for the
+    # large-tile bf16 configuration and the float64 one (tl.dot with a float64 accumulator).
+    compiles_for_hopper(textwrap.dedent("""
+        from stylegan_fast.ops.triton import _launch, _implicit_gemm as g
+        names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
+        flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=True, HAS_OUT_SCALE=True, HAS_NOISE=True,
+                     HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False)
+        io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
+        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=1, BM=256, BN=128, BK=64), num_warps=8)
+        io = {name: "fp64" for name in names}
+        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, BM=32, BN=32, BK=16, DILATE=2))
+    """))
 
 
 @pytest.mark.gpu

@@ -60,16 +60,26 @@ MIN_TILE, MAX_TILE_M, MAX_TILE_N = 16, 128, 128
 MAX_TILE_K_HALF, MAX_TILE_K_WIDE = 64, 32
 # Pipeline depth of the K loop (shared-memory buffers); float64 tiles are twice as large.
 STAGES, STAGES_FP64 = 3, 2
+# channels_last half-precision layers with >= 64 x 64 pixels and >= 128 out channels take
+# 256-pixel tiles: on an H100, 512->512 at 64^2 bf16 1.92 ms against 2.61 with 128, and
+# 128->128 at 256^2 fp16 2.59 against 3.40 (benchmarks/NOTES.md, sweep of 2026-11-23). With
+# NCHW x the same tiles were slower (3.63 vs 3.53 ms, 6.06 vs 4.41 ms).
+LARGE_TILE_M, LARGE_TILE_MIN_PIXELS, LARGE_TILE_MIN_OUT = 256, 64 * 64, 128
 
 
-def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.dtype) -> tuple[int, int, int, int, int]:
+def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.dtype,
+                channels_last: bool = False) -> tuple[int, int, int, int, int]:  # fmt: skip
     """(BM, BN, BK, num_warps, num_stages) for `pixels` output pixels per sample.
 
     Rule: each tile dimension is the problem's size rounded up to a power of two, clamped to
-    [MIN_TILE, MAX_TILE_*] (so small layers launch few, mostly full programs); 8 warps for
-    tiles of 128 x 64 or more, else 4. Not autotuned; the benchmarks are where to tune it.
+    [MIN_TILE, MAX_TILE_*] (so small layers launch few, mostly full programs), BM up to
+    LARGE_TILE_M for large channels_last half-precision layers; 8 warps for tiles of
+    128 x 64 or more, else 4 (4 warps on 128 x 128 tiles measured 2x slower). Not autotuned:
+    `python -m benchmarks.sweep` is where to tune it.
     """
-    bm = min(max(triton.next_power_of_2(pixels), MIN_TILE), MAX_TILE_M)
+    half = dtype in (torch.float16, torch.bfloat16)
+    large = channels_last and half and pixels >= LARGE_TILE_MIN_PIXELS and out_channels >= LARGE_TILE_MIN_OUT
+    bm = min(max(triton.next_power_of_2(pixels), MIN_TILE), LARGE_TILE_M if large else MAX_TILE_M)
     bn = min(max(triton.next_power_of_2(out_channels), MIN_TILE), MAX_TILE_N)
     wide = dtype in (torch.float32, torch.float64)
     bk = min(max(triton.next_power_of_2(in_channels), MIN_TILE), MAX_TILE_K_WIDE if wide else MAX_TILE_K_HALF)
@@ -222,7 +232,8 @@ def _conv_op(
     u = _empty_output(x, out_channels, out_h, out_w) if store_u else x.new_empty([0])
     if y.numel() == 0:
         return y, u
-    bm, bn, bk, warps, stages = conv_config(out_h * out_w, out_channels, in_channels, x.dtype)
+    channels_last = x.stride(1) == 1 and in_channels > 1
+    bm, bn, bk, warps, stages = conv_config(out_h * out_w, out_channels, in_channels, x.dtype, channels_last)
     weight = _taps_major(weight)
     grid = (triton.cdiv(out_h * out_w, bm), triton.cdiv(out_channels, bn), batch)
     _launch.wrap_triton(_scaled_conv2d_kernel)[grid](

@@ -1,8 +1,9 @@
 """Shared by the Triton kernel modules: launch configurations chosen by a stated rule instead of
 autotuning, and the torch.library registration they use.
 
-The numbers below are rules of thumb from the H100's memory system (about 3 TB/s, 132 SMs);
-they have not been measured yet, and the op benchmarks are where to tune them.
+The elementwise numbers are rules of thumb from the H100's memory system (about 3 TB/s, 132
+SMs), borne out by bias_act's forward at the copy bandwidth on an H100; the upfirdn2d tiles
+come from `python -m benchmarks.sweep` (benchmarks/NOTES.md).
 """
 
 import torch
@@ -19,11 +20,17 @@ SMALL_BLOCK, SMALL_WARPS, SMALL_NUMEL = 1024, 4, 1 << 20
 INT32_LIMIT = 2**31 - 1
 
 # upfirdn2d: a program computes a [planes, rows, columns] tile of phase positions, each of
-# which yields up_x * up_y outputs; 1024 positions over 4 warps is 8 per thread.
-TILE_POSITIONS, TILE_WARPS = 1024, 4
-# Widest run of pixels along a row (NCHW) or of channels (channels_last) in one tile: 64 x 4
-# bytes covers two 128-byte lines, enough for coalescing without starving the other axes.
-TILE_MAX_RUN = 64
+# which yields up_x * up_y outputs. (positions per program, warps, widest run of pixels along
+# a row (NCHW) or of channels (channels_last)) by (channels_last, upsampling), from the sweep
+# on an H100 (benchmarks/NOTES.md, 2026-11-23): channels_last down=2 1.06 ms with 2048-position
+# 4-warp tiles against 1.13 with 1024, up=2 0.23 ms with 2048-position 8-warp 128-wide tiles
+# against 0.32; for NCHW no setting tried moved the time by more than 3%.
+UPFIRDN2D_TILES = {
+    (False, False): (1024, 4, 64),
+    (False, True): (1024, 4, 64),
+    (True, False): (2048, 4, 64),
+    (True, True): (2048, 8, 128),
+}
 
 
 def elementwise_config(numel: int) -> tuple[int, int, bool]:
@@ -32,24 +39,25 @@ def elementwise_config(numel: int) -> tuple[int, int, bool]:
     return block, warps, numel + block > INT32_LIMIT
 
 
-def upfirdn2d_config(planes: int, height: int, width: int, channels_last: bool) -> tuple[int, int, int, int]:
+def upfirdn2d_config(planes: int, height: int, width: int, channels_last: bool, upsampling: bool = False
+                     ) -> tuple[int, int, int, int]:  # fmt: skip
     """(BLOCK_C, BLOCK_H, BLOCK_W, num_warps) for a tile over a [planes, height, width] grid,
     a plane being one channel of one image.
 
-    The axis contiguous in memory gets up to TILE_MAX_RUN elements (width for NCHW, planes
-    for channels_last), the others share the rest of TILE_POSITIONS, so that small images
-    put many planes in one program instead of launching mostly-masked ones.
+    The axis contiguous in memory gets up to the widest run (width for NCHW, planes for
+    channels_last), the others share the rest of the positions, so that small images put many
+    planes in one program instead of launching mostly-masked ones.
     """
-    budget = TILE_POSITIONS
+    budget, warps, run = UPFIRDN2D_TILES[channels_last, upsampling]
     if channels_last:
-        block_c = min(triton.next_power_of_2(planes), TILE_MAX_RUN)
+        block_c = min(triton.next_power_of_2(planes), run)
         block_w = min(triton.next_power_of_2(width), budget // block_c)
         block_h = min(triton.next_power_of_2(height), budget // (block_c * block_w))
     else:
-        block_w = min(triton.next_power_of_2(width), TILE_MAX_RUN)
+        block_w = min(triton.next_power_of_2(width), run)
         block_h = min(triton.next_power_of_2(height), budget // block_w)
         block_c = min(triton.next_power_of_2(planes), budget // (block_w * block_h))
-    return block_c, block_h, block_w, TILE_WARPS
+    return block_c, block_h, block_w, warps
 
 
 def is_dense(t: torch.Tensor) -> bool:

@@ -132,7 +132,7 @@ def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain,
     grid_h, grid_w = triton.cdiv(out_h, upy), triton.cdiv(out_w, upx)
     channels_last = y.stride(1) == 1
     planes = x.shape[0] * x.shape[1]
-    block_c, block_h, block_w, warps = _launch.upfirdn2d_config(planes, grid_h, grid_w, channels_last)
+    block_c, block_h, block_w, warps = _launch.upfirdn2d_config(planes, grid_h, grid_w, channels_last, upx * upy > 1)
     programs = triton.cdiv(planes, block_c) * triton.cdiv(grid_h, block_h) * triton.cdiv(grid_w, block_w)
     _launch.wrap_triton(_upfirdn2d_forward_kernel)[(programs,)](
         x, f, y,
