@@ -24,6 +24,8 @@ def _train(args: argparse.Namespace) -> int:
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key] = json.loads(value) if value not in ("", "None") else None
+    if args.augment is not None:
+        overrides["augment"] = args.augment
     fields = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
     train(TrainOptions(**fields, overrides=overrides))
     return 0
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ema-kimg", dest="ema_kimg", type=float, help="G_ema half-life in kimg (default: the config's)")
     train.add_argument("--loss", default="ns", choices=["ns", "wgan-gp", "lsgan"], help="adversarial loss (default: ns)")
     train.add_argument("--mirror", action="store_true", help="add x-flipped copies of the images")
+    train.add_argument("--augment", metavar="POLICIES",
+                       help="differentiable augmentation of D's inputs: a comma-separated subset of color,translation,"
+                            "cutout, or '' for none (default: the config's, none in the built-in ones)")  # fmt: skip
     train.add_argument("--cond", action="store_true", help="train a class-conditional model on the data's labels")
     train.add_argument("--labels", help="with --cond: a JSON labels file instead of the data's own")
     train.add_argument("--tick-kimg", dest="tick_kimg", type=float, default=4, help="progress report interval in kimg (default: 4)")

@@ -23,6 +23,7 @@ from stylegan_fast.models.discriminator import ARCHITECTURES, Discriminator
 from stylegan_fast.models.layers import MP_DTYPES
 from stylegan_fast.models.stylegan1 import StyleGAN1Generator
 from stylegan_fast.models.stylegan2 import Generator
+from stylegan_fast.train.augment import parse_policy
 
 GENERATORS = ("stylegan2", "stylegan1")
 
@@ -78,6 +79,7 @@ class Config:
     ema_rampup: float | None = None  # Cap the half-life at ema_rampup * images seen so far; None = no cap.
     pl_weight: float = 2  # Path-length regularisation weight; 0 = off.
     style_mixing_prob: float = 0.9  # Probability of style-mixing regularisation; 0 = off.
+    augment: str = ""  # DiffAugment policies for every image D sees, e.g. 'color,translation,cutout'; '' = none.
 
     def __post_init__(self):
         _check_choice("generator", self.generator, GENERATORS)
@@ -96,6 +98,9 @@ class Config:
         _check_number("style_mixing_prob", self.style_mixing_prob)
         if self.style_mixing_prob > 1:
             raise ValueError(f"style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}")
+        if not isinstance(self.augment, str):
+            raise TypeError(f"augment must be a string of comma-separated policies, got {self.augment!r}")
+        parse_policy(self.augment)
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:

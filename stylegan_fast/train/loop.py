@@ -106,7 +106,7 @@ class Trainer:
 
         self.loss = StyleGAN2Loss(
             self.G, self.D, loss=opts.loss, r1_gamma=self.config.gamma, pl_weight=self.config.pl_weight,
-            style_mixing_prob=self.config.style_mixing_prob,
+            style_mixing_prob=self.config.style_mixing_prob, augment=self.config.augment,
         )  # fmt: skip
         self.loss.pl_mean = self.loss.pl_mean.to(self.device)
         self.phases, self.optimizers = self._phases()

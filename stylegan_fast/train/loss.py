@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from stylegan_fast.train.augment import augment, parse_policy
+
 LOSSES = ("ns", "wgan-gp", "lsgan")
 
 
@@ -39,6 +41,7 @@ class StyleGAN2Loss:
         style_mixing_prob: float = 0.9,  # probability of mixing two w's at a random crossover
         gp_lambda: float = 10.0,  # WGAN-GP gradient-penalty weight
         wgan_drift: float = 0.001,  # WGAN-GP drift term on real logits
+        augment: str = "",  # DiffAugment policies applied to every image D sees (see augment.py)
     ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -52,6 +55,7 @@ class StyleGAN2Loss:
         self.pl_batch_shrink, self.pl_decay = pl_batch_shrink, pl_decay
         self.style_mixing_prob = style_mixing_prob
         self.gp_lambda, self.wgan_drift = gp_lambda, wgan_drift
+        self.augment = parse_policy(augment)
         self.pl_mean = torch.zeros([])
 
     # Generator and discriminator passes.
@@ -71,6 +75,8 @@ class StyleGAN2Loss:
         return self.G.synthesis(ws), ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        if self.augment:
+            img = augment(img, self.augment)
         return self.D(img, c)
 
     # Phases.

@@ -16,7 +16,9 @@ from stylegan_fast.train.ema import ema_beta, update_ema
 from stylegan_fast.train.loop import Trainer, TrainingDiverged, TrainOptions
 
 # A network small enough that a training step takes tens of milliseconds on a CPU.
-TINY = {"channel_base": 128, "channel_max": 8, "z_dim": 8, "w_dim": 8, "map_layers": 1, "mbstd_group": 2, "pl_weight": 2.0}
+# With augmentation: resume and multi-process equality then cover its randomness too.
+TINY = {"channel_base": 128, "channel_max": 8, "z_dim": 8, "w_dim": 8, "map_layers": 1, "mbstd_group": 2, "pl_weight": 2.0,
+        "augment": "color,translation,cutout"}
 
 
 @pytest.fixture(scope="module")
