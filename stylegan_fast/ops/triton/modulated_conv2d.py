@@ -15,8 +15,9 @@ kernel has one (modulated weight tiles, never per-sample weights in memory), so 
 
 Gradients (see _implicit_gemm): x and styles through the same kernel (a transposed
 convolution, with the demodulation as its in_scale and the styles as its out_scale, which is
-what makes it differentiable again); weight with ATen's convolution_backward (cuDNN's weight-gradient kernels); noise, bias and the scales
-with ATen reductions; the activation's derivative with the bias_act Triton op.
+what makes it differentiable again); weight with ATen's convolution_backward (cuDNN's
+weight-gradient kernels); noise, bias and the scales with ATen reductions; the activation's
+derivative with the bias_act Triton op.
 """
 
 import math
