@@ -117,6 +117,23 @@ def test_float16_prenormalisation_prevents_overflow():
     torch.testing.assert_close(out.double(), truth, rtol=0, atol=0.02)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_large_channels_last_tiles_within_baseline(dtype):
+    # 64x64 pixels, 128 out channels, channels_last, half precision: the 256-pixel tiles of
+    # conv_config, which the small shapes of the other tests never reach.
+    tensors, kwargs = make_inputs("same", n=2, i=128, o=128, hw=(64, 64), param_dtype=torch.float32, dtype=dtype)
+    x, *rest = tensors
+    tensors = [x.to(memory_format=torch.channels_last), *rest]
+    kwargs |= dict(act="lrelu", clamp=1.0)
+    assert _implicit_gemm.conv_config(64 * 64, 128, 128, dtype, channels_last=True)[0] == 256
+    truth, _ = run("ref", [t.double() for t in tensors], **(kwargs | dict(resample_filter=F1331.double())))
+    baseline, _ = run("ref", tensors, **kwargs)
+    out, _ = run("triton", tensors, **kwargs)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_error_within_baseline(out, truth, baseline, "y")
+
+
 def test_channels_last_in_channels_last_out():
     (x, *rest), kwargs = make_inputs("same", i=16, o=16, hw=(5, 6))
     tensors = [x.to(memory_format=torch.channels_last), *rest]

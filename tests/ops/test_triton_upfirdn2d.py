@@ -112,6 +112,21 @@ def test_layouts(layout):
     assert dx.shape == x.shape
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ["upsample2d 4x4", "downsample2d 4x4"])
+def test_large_channels_last_tiles(case):
+    # Enough planes and pixels for the channels_last tiles of _launch.UPFIRDN2D_TILES to be
+    # full (64-128 channels x several rows), which the interpreter-sized tests never reach.
+    up, down, padding, f_shape, flip, gain = CASES[case]
+    x = randn([2, 160, 40, 36], torch.float16).to(memory_format=torch.channels_last)
+    f = random_filter(f_shape)
+    args = (up, down, padding, flip, gain)
+    out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
+    truth = _upfirdn2d_ref(x.double(), f.double(), *args)
+    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), "y", magnitude(x, f, *args))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_filter_gradient_is_rejected():
     x, f = randn([1, 1, 4, 4]), random_filter((3, 3)).requires_grad_()
     with pytest.raises(ValueError, match="f"):
