@@ -196,6 +196,10 @@ EAGER_TOP_OPS, EAGER_NETWORKS, EAGER_OPS, COMPILED_SMALLEST, COMPILED_OPS, COMPI
 TOP_RANKS = 8  # An op's signatures measured before the networks.
 # Budget a compile task needs to be worth starting on a GPU (seconds).
 COMPILE_OP_MIN_S, COMPILE_NETWORK_MIN_S = 30.0, 60.0
+# Budget an eager network task needs on a GPU: on an H100 at 256^2 the first kernel call
+# compiles Triton kernels for ~30 s, and a reference training measurement takes ~90 s (its
+# R1 and path-length phases run seconds each). Started with less, they end as timeouts.
+EAGER_NETWORK_MIN_S = {"model": 45.0, "train": 90.0}
 
 
 def _ops_priority(compiled: bool, rank: int) -> int:
@@ -273,7 +277,7 @@ def _model_tasks(plan: Plan, suite: str, device: torch.device, settings) -> tupl
                 run=functools.partial(measure, plan.cfg, resolution, plan.batch, provider, device, settings,
                                       plan.compile_backend, plan.overrides),
                 store=functools.partial(_store, entry, provider),
-                min_s=COMPILE_NETWORK_MIN_S if compiled and not plan.quick else 0.0,
+                min_s=0.0 if plan.quick else COMPILE_NETWORK_MIN_S if compiled else EAGER_NETWORK_MIN_S[suite],
             ))  # fmt: skip
     return results, tasks
 
