@@ -105,6 +105,37 @@ def test_int64_offsets(monkeypatch):
     check_against_reference(x, b, torch.float32, act="swish", clamp=1.0)
 
 
+@pytest.mark.parametrize("shape, layout", [([4, 5, 9, 13], "channels_last"), ([2, 3, 20, 17], "contiguous")])
+def test_bias_gradient_sums_the_partials_of_many_programs(monkeypatch, shape, layout):
+    # db comes from per-program partial sums of dx: small tiles make many programs per channel
+    # (59 row tiles of channels_last; 3 blocks per 340-element run of NCHW).
+    monkeypatch.setattr(kernels, "ROWS_TILE", 64)
+    monkeypatch.setattr(kernels, "RUNS_BLOCK", 128)
+    x = randn(shape, torch.float32)
+    x = x.to(memory_format=torch.channels_last) if layout == "channels_last" else x
+    check_against_reference(x, randn([shape[1]], seed=1), torch.float32, act="lrelu", clamp=0.9)
+
+
+def test_empty_input_has_zero_bias_gradient():
+    x, b = randn([0, 3, 5]).requires_grad_(), randn([3]).requires_grad_()
+    (db,) = torch.autograd.grad(bias_act(x, b, act="tanh", impl="triton").sum(), b)
+    assert torch.equal(db, torch.zeros_like(b))
+
+
+def test_bias_gradient_is_differentiable():
+    # The gradients of <db, v> (db is the sum of dx) with respect to x, b and dy, as the
+    # reference gives them: the fused dx + db op passes db's gradient back through dx.
+    x, b, dy, v = randn([3, 4, 5, 6]), randn([4], seed=1), randn([3, 4, 5, 6], seed=2), randn([4], seed=3)
+
+    def grads(impl):
+        xs, bs, dys = (t.detach().requires_grad_() for t in (x, b, dy))
+        (db,) = torch.autograd.grad(bias_act(xs, bs, act="swish", clamp=2.0, impl=impl), bs, dys, create_graph=True)
+        return torch.autograd.grad((db * v).sum(), [xs, bs, dys])
+
+    for got, want in zip(grads("triton"), grads("ref")):
+        torch.testing.assert_close(got, want)
+
+
 def second_order(impl, x, b, dy, v, **kwargs):
     """Gradients of <dx, v> with respect to x, b and dy, where dx = J^T dy (R1's structure)."""
     x, b, dy = (t.detach().requires_grad_() for t in (x, b, dy))
@@ -203,4 +234,9 @@ def test_kernels_compile_for_hopper():
         io = {name: "fp64" for name in ["g_ptr", "gg_ptr", "x_ptr", "b_ptr", "out_ptr"]}
         flags = dict(HAS_BIAS=True, HAS_CLAMP=True, IS_FP64=True, INT64=False, BLOCK=1024)
         _launch.compile_for_gpu(k._bias_act_backward_kernel, io, dict(flags, ACT=6, ORDER=2))
+        io = {"g_ptr": "fp16", "x_ptr": "fp16", "b_ptr": "fp16", "out_ptr": "fp16", "part_ptr": "fp32"}
+        flags = dict(ACT=2, HAS_CLAMP=True, IS_FP64=False, INT64=False)
+        _launch.compile_for_gpu(k._grad_and_bias_grad_rows_kernel, io, dict(flags, BLOCK_R=32, BLOCK_C=128), num_warps=8)
+        io = dict(io, g_ptr="bf16", x_ptr="bf16", out_ptr="bf16")
+        _launch.compile_for_gpu(k._grad_and_bias_grad_runs_kernel, io, dict(flags, ACT=8, INT64=True, BLOCK=4096), num_warps=8)
     """))

@@ -3,9 +3,12 @@
 Three ops, registered with torch.library so that torch.compile(fullgraph=True) traces them:
 - triton_bias_act(x, b, ...) -> y;
 - triton_bias_act_grad(dy, x, b, ...) -> dx = dy * gain * act'(x + b), zero where clamped;
-- triton_bias_act_grad2(dy, ddx, x, b, ...) -> dy * ddx * gain * act''(x + b), zero where clamped.
-The gradient of the first is the second; the gradient of the second is the second again (it
-is linear in dy) and the third, which is what second-order gradients (R1, path length) need.
+- triton_bias_act_grad2(dy, ddx, x, b, ...) -> dy * ddx * gain * act''(x + b), zero where clamped;
+- triton_bias_act_grad_and_bias_grad(dy, x, b, ...) -> (dx, db): the second's dx and its sum
+  over every dim but `dim`, from partial sums of the same pass (deterministic, no atomics).
+The gradient of the first is the second (the fourth when b needs a gradient); the gradient of
+the second is the second again (it is linear in dy) and the third, which is what second-order
+gradients (R1, path length) need.
 Third-order gradients with respect to x are not implemented (they raise).
 
 Each kernel is one streaming pass over x in memory order, on a 1-D grid. x may be contiguous,
@@ -246,6 +249,68 @@ def _bias_act_backward_kernel(
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _grad_and_bias_grad_rows_kernel(
+    g_ptr, x_ptr, b_ptr, out_ptr, part_ptr,
+    rows, channels,
+    alpha: tl.float64, gain: tl.float64, clamp: tl.float64,
+    ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, IS_FP64: tl.constexpr, INT64: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """dx as ORDER 1 of _bias_act_backward_kernel, for memory laid out [rows, channels] (the
+    channel dim innermost: channels_last, or [N, C]); and per program, the sum of its tile's dx
+    over its rows: part[program row, channel]."""
+    pid_r = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    if INT64:
+        pid_r = pid_r.to(tl.int64)
+    r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < channels
+    mask = (r < rows)[:, None] & c_ok[None, :]
+    offs = r[:, None] * channels + c[None, :]
+    z = _load(x_ptr, offs, mask, IS_FP64) + _load(b_ptr, c, c_ok, IS_FP64)[None, :]
+    out = _clamped_grad(_load(g_ptr, offs, mask, IS_FP64), z, alpha, gain, clamp, ACT, HAS_CLAMP)
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(part_ptr + pid_r * channels + c, tl.sum(tl.where(mask, out, 0.0), axis=0), mask=c_ok)
+
+
+@triton.jit
+def _grad_and_bias_grad_runs_kernel(
+    g_ptr, x_ptr, b_ptr, out_ptr, part_ptr,
+    channels, run, blocks,
+    alpha: tl.float64, gain: tl.float64, clamp: tl.float64,
+    ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, IS_FP64: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """The same for memory laid out [outer, channels, run] (run = the channel dim's stride > 1:
+    NCHW and the like): a program covers BLOCK elements of one run, all of one channel, and
+    writes their sum to part[run index, block]."""
+    pid_run = tl.program_id(0)
+    pid_t = tl.program_id(1)
+    if INT64:
+        pid_run = pid_run.to(tl.int64)
+    t = pid_t * BLOCK + tl.arange(0, BLOCK)
+    mask = t < run
+    offs = pid_run * run + t
+    z = _load(x_ptr, offs, mask, IS_FP64) + _load(b_ptr, pid_run % channels + tl.zeros_like(t), mask, IS_FP64)
+    out = _clamped_grad(_load(g_ptr, offs, mask, IS_FP64), z, alpha, gain, clamp, ACT, HAS_CLAMP)
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(part_ptr + pid_run * blocks + pid_t, tl.sum(tl.where(mask, out, 0.0), axis=0))
+
+
+@triton.jit
+def _clamped_grad(g, z, alpha, gain, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr):
+    """g * gain * act'(z), zero where the forward clamped (as _bias_act_backward_kernel)."""
+    a = tl.full([], alpha, z.dtype)
+    k = tl.full([], gain, z.dtype)
+    out = g * _act_grad(z, a, ACT) * k
+    if HAS_CLAMP:
+        y = _act(z, a, ACT) * k
+        limit = tl.full([], clamp, z.dtype)
+        out = tl.where((y > -limit) & (y < limit), out, 0.0)
+    return out
+
+
 def bias_act(x, b, dim, act, alpha, gain, clamp):
     """bias_act with the Triton kernels; arguments as normalised by stylegan_fast.ops.bias_act
     (dim >= 0, alpha and gain floats, clamp a float or None). Differentiable twice."""
@@ -312,6 +377,51 @@ def _grad2_op(
     )
 
 
+# Rows of ROWS_TILE positions x up to ROWS_TILE_C channels per program for the channel-innermost
+# layout; runs of up to RUNS_BLOCK elements per program for the others (rule of thumb: 4096
+# elements per program as the elementwise kernels; not measured yet).
+ROWS_TILE, RUNS_BLOCK, RUNS_MIN_BLOCK = 4096, 4096, 128
+
+
+@_launch.triton_op("stylegan_fast::triton_bias_act_grad_and_bias_grad")
+def _grad_and_bias_grad_op(
+    dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor, dim: int, act: str, alpha: float, gain: float,
+    clamp: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(dx, db): the gradient op's dx, and db = dx summed over every dim but `dim`, from partial
+    sums written by the same pass (no second read of dx; deterministic: no atomics)."""
+    x = _dense(x)
+    dy = _layout_like(dy, x)
+    dx = torch.empty_like(x)
+    channels, run = x.shape[dim], max(x.stride(dim), 1)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if x.numel() == 0:
+        return dx, torch.zeros_like(b)
+    common = dict(ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, IS_FP64=x.dtype == torch.float64,
+                  INT64=x.numel() + RUNS_BLOCK > _launch.INT32_LIMIT)  # fmt: skip
+    scalars = (alpha, gain, 0.0 if clamp is None else clamp)
+    if run == 1 or channels == 1:  # channel innermost; a single channel is that in any layout
+        rows = x.numel() // channels
+        block_c = min(triton.next_power_of_2(channels), 128)
+        block_r = max(ROWS_TILE // block_c, 1)
+        grid = (triton.cdiv(rows, block_r), triton.cdiv(channels, block_c))
+        part = torch.empty([grid[0], channels], dtype=acc, device=x.device)
+        _launch.wrap_triton(_grad_and_bias_grad_rows_kernel)[grid](
+            dy, x, b, dx, part, rows, channels, *scalars, **common, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=8
+        )
+        db = part.sum(0)
+    else:
+        block = min(max(triton.next_power_of_2(run), RUNS_MIN_BLOCK), RUNS_BLOCK)
+        runs, blocks = x.numel() // run, triton.cdiv(run, block)
+        part = torch.empty([runs, blocks], dtype=acc, device=x.device)
+        _launch.wrap_triton(_grad_and_bias_grad_runs_kernel)[(runs, blocks)](
+            dy, x, b, dx, part, channels, run, blocks, *scalars, **common, BLOCK=block,
+            num_warps=8 if block >= 2048 else 4,
+        )  # fmt: skip
+        db = part.view(runs // channels, channels, blocks).sum([0, 2])
+    return dx, db.to(b.dtype)
+
+
 # Fake (meta) implementations: shapes and strides only. triton_op would trace the host
 # function instead, which works on a GPU but not under the Triton interpreter, where
 # wrap_triton hands back the raw kernel and a launch on fake tensors fails.
@@ -323,6 +433,11 @@ def _(x, b, dim, act, alpha, gain, clamp):
 @_grad_op.register_fake
 def _(dy, x, b, dim, act, alpha, gain, clamp):
     return torch.empty_like(_dense(x))
+
+
+@_grad_and_bias_grad_op.register_fake
+def _(dy, x, b, dim, act, alpha, gain, clamp):
+    return torch.empty_like(_dense(x)), torch.empty_like(b)
 
 
 @_grad2_op.register_fake
@@ -346,10 +461,10 @@ def _setup_forward(ctx, inputs, output):
 
 def _backward_forward(ctx, dy):
     x, b = ctx.saved_tensors
-    dim = ctx.args[0]
-    dx = _grad_op(dy, x, b, *ctx.args)
-    db = _bias_grad(dx, b, dim) if b is not None and ctx.needs_input_grad[1] else None
-    return dx, db, None, None, None, None, None
+    if b is not None and ctx.needs_input_grad[1]:
+        dx, db = _grad_and_bias_grad_op(dy, x, b, *ctx.args)
+        return dx, db, None, None, None, None, None
+    return _grad_op(dy, x, b, *ctx.args), None, None, None, None, None, None
 
 
 def _setup_grad(ctx, inputs, output):
@@ -386,6 +501,19 @@ def _backward_grad2(ctx, g):
     return d_dy, d_ddx, None, None, None, None, None, None, None
 
 
+def _backward_grad_and_bias_grad(ctx, ddx, ddb):
+    # db is dx summed over every dim but `dim`: its gradient reaches dx broadcast along them.
+    dim = ctx.args[0]
+    if ddb is not None:
+        _, x, _ = ctx.saved_tensors
+        shape = [-1 if i == dim else 1 for i in range(x.ndim)]
+        ddx = ddb.reshape(shape).expand(x.shape) if ddx is None else ddx + ddb.reshape(shape).to(ddx.dtype)
+    if ddx is None:
+        return None, None, None, None, None, None, None, None
+    return _backward_grad(ctx, ddx)
+
+
 _forward_op.register_autograd(_backward_forward, setup_context=_setup_forward)
+_grad_and_bias_grad_op.register_autograd(_backward_grad_and_bias_grad, setup_context=_setup_grad)
 _grad_op.register_autograd(_backward_grad, setup_context=_setup_grad)
 _grad2_op.register_autograd(_backward_grad2, setup_context=_setup_grad2)
