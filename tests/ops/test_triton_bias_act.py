@@ -98,10 +98,12 @@ def test_no_bias_and_empty_input():
     assert bias_act(empty, randn([3]), act="tanh", impl="triton").shape == empty.shape
 
 
-def test_int64_offsets(monkeypatch):
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_int64_offsets(monkeypatch, layout):
     # Tensors past 2^31 elements switch the kernels to int64 offsets; pretend this one is.
     monkeypatch.setattr(_launch, "INT32_LIMIT", 100)
-    x, b = randn([2, 3, 50], torch.float32), randn([3], torch.float32, seed=1)
+    x, b = randn([2, 3, 5, 10], torch.float32), randn([3], torch.float32, seed=1)
+    x = x.to(memory_format=torch.channels_last) if layout == "channels_last" else x
     check_against_reference(x, b, torch.float32, act="swish", clamp=1.0)
 
 

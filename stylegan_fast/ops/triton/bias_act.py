@@ -397,8 +397,7 @@ def _grad_and_bias_grad_op(
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     if x.numel() == 0:
         return dx, torch.zeros_like(b)
-    common = dict(ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, IS_FP64=x.dtype == torch.float64,
-                  INT64=x.numel() + RUNS_BLOCK > _launch.INT32_LIMIT)  # fmt: skip
+    common = dict(ACT=ACT_CODES[act], HAS_CLAMP=clamp is not None, IS_FP64=x.dtype == torch.float64)
     scalars = (alpha, gain, 0.0 if clamp is None else clamp)
     if run == 1 or channels == 1:  # channel innermost; a single channel is that in any layout
         rows = x.numel() // channels
@@ -406,16 +405,19 @@ def _grad_and_bias_grad_op(
         block_r = max(ROWS_TILE // block_c, 1)
         grid = (triton.cdiv(rows, block_r), triton.cdiv(channels, block_c))
         part = torch.empty([grid[0], channels], dtype=acc, device=x.device)
+        int64 = (rows + block_r) * channels > _launch.INT32_LIMIT  # the last tile's offsets
         _launch.wrap_triton(_grad_and_bias_grad_rows_kernel)[grid](
-            dy, x, b, dx, part, rows, channels, *scalars, **common, BLOCK_R=block_r, BLOCK_C=block_c, num_warps=8
-        )
+            dy, x, b, dx, part, rows, channels, *scalars, **common, INT64=int64, BLOCK_R=block_r, BLOCK_C=block_c,
+            num_warps=8,
+        )  # fmt: skip
         db = part.sum(0)
     else:
         block = min(max(triton.next_power_of_2(run), RUNS_MIN_BLOCK), RUNS_BLOCK)
         runs, blocks = x.numel() // run, triton.cdiv(run, block)
         part = torch.empty([runs, blocks], dtype=acc, device=x.device)
+        int64 = x.numel() + block > _launch.INT32_LIMIT
         _launch.wrap_triton(_grad_and_bias_grad_runs_kernel)[(runs, blocks)](
-            dy, x, b, dx, part, channels, run, blocks, *scalars, **common, BLOCK=block,
+            dy, x, b, dx, part, channels, run, blocks, *scalars, **common, INT64=int64, BLOCK=block,
             num_warps=8 if block >= 2048 else 4,
         )  # fmt: skip
         db = part.view(runs // channels, channels, blocks).sum([0, 2])
