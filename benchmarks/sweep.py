@@ -1,6 +1,6 @@
 """Sweep the launch-configuration rules of the Triton kernels on the GPU at hand.
 
-    python -m benchmarks.sweep [--only upfirdn2d|conv|bias_act] [--out FILE.json]
+    python -m benchmarks.sweep [--only upfirdn2d|conv] [--out FILE.json]
 
 The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
 _launch.py, _implicit_gemm.conv_config). This times each kernel's forward on StyleGAN2's
@@ -115,17 +115,15 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
             flops = 2 * batch * size * size * cout * cin * 9
             peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
             for config in configs:
-                rule = gemm.conv_config
-                if config is not None:
-                    gemm.conv_config = lambda *args, config=config: config
-                try:
-                    seconds = timed(call, make)
-                    rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule", ms=seconds * 1e3,
-                                     tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
-                except Exception as error:  # noqa: BLE001
-                    rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule", error=repr(error)[:200]))
-                finally:
-                    gemm.conv_config = rule
+                rule = gemm.conv_config if config is None else (lambda *args, config=config: config)
+                with patched(gemm, conv_config=rule):
+                    try:
+                        seconds = timed(call, make)
+                        rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule", ms=seconds * 1e3,
+                                         tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
+                    except Exception as error:  # noqa: BLE001
+                        rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule",
+                                         error=repr(error)[:200]))  # fmt: skip
                 print(_row(rows[-1]), flush=True)
             torch.cuda.empty_cache()
     return rows

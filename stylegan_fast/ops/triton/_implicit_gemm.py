@@ -193,17 +193,6 @@ def _dot_code(x: torch.Tensor) -> int:
     return _TF32.value if allow_tf32 else _FP32.value
 
 
-def _empty_output(x: torch.Tensor, channels: int, height: int, width: int) -> torch.Tensor:
-    """[N, channels, height, width] in x.dtype, channels_last if x is."""
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.empty(
-        [x.shape[0], channels, height, width],
-        dtype=x.dtype,
-        device=x.device,
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
-    )
-
-
 def _taps_major(weight: torch.Tensor) -> torch.Tensor:
     """weight [O, C, kh, kw] as a view of [kh, kw, C, O] memory: a program's [BK, BN] weight
     tile is then BK rows of BN contiguous out channels (coalesced), where the usual layout
@@ -228,12 +217,12 @@ def _conv_op(
     batch, in_channels, in_h, in_w = x.shape
     out_channels, _, kh, kw = weight.shape
     out_h, out_w = out_size
-    y = _empty_output(x, out_channels, out_h, out_w)
-    u = _empty_output(x, out_channels, out_h, out_w) if store_u else x.new_empty([0])
+    y = _launch.empty_like_layout(x, out_channels, out_h, out_w)
+    u = _launch.empty_like_layout(x, out_channels, out_h, out_w) if store_u else x.new_empty([0])
     if y.numel() == 0:
         return y, u
-    channels_last = x.stride(1) == 1 and in_channels > 1
-    bm, bn, bk, warps, stages = conv_config(out_h * out_w, out_channels, in_channels, x.dtype, channels_last)
+    config = conv_config(out_h * out_w, out_channels, in_channels, x.dtype, _launch.is_channels_last(x))
+    bm, bn, bk, warps, stages = config
     weight = _taps_major(weight)
     grid = (triton.cdiv(out_h * out_w, bm), triton.cdiv(out_channels, bn), batch)
     _launch.wrap_triton(_scaled_conv2d_kernel)[grid](
@@ -255,8 +244,8 @@ def _conv_op(
 def _(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size, act, alpha, gain, clamp, store_u):
     # Shapes only: triton_op would trace the host function, which cannot launch the
     # interpreter's raw kernel on fake tensors.
-    y = _empty_output(x, weight.shape[0], *out_size)
-    return y, (_empty_output(x, weight.shape[0], *out_size) if store_u else x.new_empty([0]))
+    y = _launch.empty_like_layout(x, weight.shape[0], *out_size)
+    return y, (_launch.empty_like_layout(x, weight.shape[0], *out_size) if store_u else x.new_empty([0]))
 
 
 def scaled_conv2d(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size,

@@ -60,6 +60,22 @@ def upfirdn2d_config(planes: int, height: int, width: int, channels_last: bool, 
     return block_c, block_h, block_w, warps
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """True if the 4-D `t` is channels_last and not also contiguous (a tensor with one channel,
+    or 1x1 pixels, is both: it counts as contiguous)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def empty_like_layout(x: torch.Tensor, channels: int, height: int, width: int, dtype: torch.dtype | None = None):
+    """An uninitialised [N, channels, height, width] output, channels_last if x is; x's dtype by default."""
+    return torch.empty(
+        [x.shape[0], channels, height, width],
+        dtype=x.dtype if dtype is None else dtype,
+        device=x.device,
+        memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format,
+    )
+
+
 def is_dense(t: torch.Tensor) -> bool:
     """True if `t` covers its memory without gaps or overlaps in some order of its dims
     (contiguous, channels_last, any permutation of those); dims of size 1 are ignored."""

@@ -1,6 +1,6 @@
 """Triton kernels for bias_act: y = clamp(act(x + b) * gain, -clamp, +clamp).
 
-Three ops, registered with torch.library so that torch.compile(fullgraph=True) traces them:
+Four ops, registered with torch.library so that torch.compile(fullgraph=True) traces them:
 - triton_bias_act(x, b, ...) -> y;
 - triton_bias_act_grad(dy, x, b, ...) -> dx = dy * gain * act'(x + b), zero where clamped;
 - triton_bias_act_grad2(dy, ddx, x, b, ...) -> dy * ddx * gain * act''(x + b), zero where clamped;
@@ -11,7 +11,8 @@ the second is the second again (it is linear in dy) and the third, which is what
 gradients (R1, path length) need.
 Third-order gradients with respect to x are not implemented (they raise).
 
-Each kernel is one streaming pass over x in memory order, on a 1-D grid. x may be contiguous,
+Each kernel is one streaming pass over x in memory order (on a 1-D grid; the dx + db kernels
+tile the memory as [rows, channels] or [outer, channels, run] instead). x may be contiguous,
 channels_last or any other dense layout: the bias index of the element at memory offset o is
 (o // x.stride(dim)) % x.shape[dim]. Other strided inputs are copied to contiguous first.
 Arithmetic runs in float32 (float64 for float64 inputs) and rounds once, on the store.
@@ -231,22 +232,34 @@ def _bias_act_backward_kernel(
     ACT: tl.constexpr, ORDER: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr,
     IS_FP64: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """ORDER 1: out = g * gain * act'(z); ORDER 2: out = g * gg * gain * act''(z); z = x + b.
-    Both are zero where the forward clamped: like torch.clamp's gradient, wherever
-    |gain * act(z)| >= clamp (the bound itself included)."""
+    """ORDER 1: out = g * gain * act'(z); ORDER 2: out = g * gg * gain * act''(z); z = x + b;
+    zero where the forward clamped (see _grad)."""
     offs, mask = _offsets(numel, INT64, BLOCK)
     z = _pre_activation(x_ptr, b_ptr, offs, mask, channels, channel_stride, HAS_BIAS, IS_FP64)
+    g = _load(g_ptr, offs, mask, IS_FP64)
+    gg = g
+    if ORDER == 2:
+        gg = _load(gg_ptr, offs, mask, IS_FP64)
+    out = _grad(g, gg, z, alpha, gain, clamp, ACT, ORDER, HAS_CLAMP)
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _grad(g, gg, z, alpha, gain, clamp, ACT: tl.constexpr, ORDER: tl.constexpr, HAS_CLAMP: tl.constexpr):
+    """ORDER 1: g * gain * act'(z); ORDER 2: g * gg * gain * act''(z) (gg unused in order 1).
+    Zero wherever the forward clamped, |gain * act(z)| >= clamp with the bound itself included:
+    the reference's rule (stylegan_fast/ops/bias_act.py, _clamp)."""
     a = tl.full([], alpha, z.dtype)
     k = tl.full([], gain, z.dtype)
     if ORDER == 1:
-        out = _load(g_ptr, offs, mask, IS_FP64) * _act_grad(z, a, ACT) * k
+        out = g * _act_grad(z, a, ACT) * k
     else:
-        out = _load(g_ptr, offs, mask, IS_FP64) * _load(gg_ptr, offs, mask, IS_FP64) * _act_grad2(z, ACT) * k
+        out = g * gg * _act_grad2(z, ACT) * k
     if HAS_CLAMP:
         y = _act(z, a, ACT) * k
         limit = tl.full([], clamp, z.dtype)
         out = tl.where((y > -limit) & (y < limit), out, 0.0)
-    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    return out
 
 
 @triton.jit
@@ -257,7 +270,7 @@ def _grad_and_bias_grad_rows_kernel(
     ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, IS_FP64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """dx as ORDER 1 of _bias_act_backward_kernel, for memory laid out [rows, channels] (the
+    """dx as _bias_act_backward_kernel's ORDER 1, for memory laid out [rows, channels] (the
     channel dim innermost: channels_last, or [N, C]); and per program, the sum of its tile's dx
     over its rows: part[program row, channel]."""
     pid_r = tl.program_id(0)
@@ -270,7 +283,8 @@ def _grad_and_bias_grad_rows_kernel(
     mask = (r < rows)[:, None] & c_ok[None, :]
     offs = r[:, None] * channels + c[None, :]
     z = _load(x_ptr, offs, mask, IS_FP64) + _load(b_ptr, c, c_ok, IS_FP64)[None, :]
-    out = _clamped_grad(_load(g_ptr, offs, mask, IS_FP64), z, alpha, gain, clamp, ACT, HAS_CLAMP)
+    g = _load(g_ptr, offs, mask, IS_FP64)
+    out = _grad(g, g, z, alpha, gain, clamp, ACT, 1, HAS_CLAMP)
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
     tl.store(part_ptr + pid_r * channels + c, tl.sum(tl.where(mask, out, 0.0), axis=0), mask=c_ok)
 
@@ -293,22 +307,10 @@ def _grad_and_bias_grad_runs_kernel(
     mask = t < run
     offs = pid_run * run + t
     z = _load(x_ptr, offs, mask, IS_FP64) + _load(b_ptr, pid_run % channels + tl.zeros_like(t), mask, IS_FP64)
-    out = _clamped_grad(_load(g_ptr, offs, mask, IS_FP64), z, alpha, gain, clamp, ACT, HAS_CLAMP)
+    g = _load(g_ptr, offs, mask, IS_FP64)
+    out = _grad(g, g, z, alpha, gain, clamp, ACT, 1, HAS_CLAMP)
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
     tl.store(part_ptr + pid_run * blocks + pid_t, tl.sum(tl.where(mask, out, 0.0), axis=0))
-
-
-@triton.jit
-def _clamped_grad(g, z, alpha, gain, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr):
-    """g * gain * act'(z), zero where the forward clamped (as _bias_act_backward_kernel)."""
-    a = tl.full([], alpha, z.dtype)
-    k = tl.full([], gain, z.dtype)
-    out = g * _act_grad(z, a, ACT) * k
-    if HAS_CLAMP:
-        y = _act(z, a, ACT) * k
-        limit = tl.full([], clamp, z.dtype)
-        out = tl.where((y > -limit) & (y < limit), out, 0.0)
-    return out
 
 
 def bias_act(x, b, dim, act, alpha, gain, clamp):
@@ -377,9 +379,9 @@ def _grad2_op(
     )
 
 
-# Rows of ROWS_TILE positions x up to ROWS_TILE_C channels per program for the channel-innermost
-# layout; runs of up to RUNS_BLOCK elements per program for the others (rule of thumb: 4096
-# elements per program as the elementwise kernels; not measured yet).
+# dx + db tiles: ROWS_TILE elements (up to 128 channels x the rest in rows) per program for the
+# channel-innermost layout; runs of RUNS_MIN_BLOCK to RUNS_BLOCK elements per program for the
+# others (4096 elements per program as the elementwise kernels; not measured yet).
 ROWS_TILE, RUNS_BLOCK, RUNS_MIN_BLOCK = 4096, 4096, 128
 
 
@@ -505,14 +507,10 @@ def _backward_grad2(ctx, g):
 
 def _backward_grad_and_bias_grad(ctx, ddx, ddb):
     # db is dx summed over every dim but `dim`: its gradient reaches dx broadcast along them.
+    # (Both incoming gradients are tensors: torch.library materialises unused ones as zeros.)
     dim = ctx.args[0]
-    if ddb is not None:
-        _, x, _ = ctx.saved_tensors
-        shape = [-1 if i == dim else 1 for i in range(x.ndim)]
-        ddx = ddb.reshape(shape).expand(x.shape) if ddx is None else ddx + ddb.reshape(shape).to(ddx.dtype)
-    if ddx is None:
-        return None, None, None, None, None, None, None, None
-    return _backward_grad(ctx, ddx)
+    shape = [-1 if i == dim else 1 for i in range(ddx.ndim)]
+    return _backward_grad(ctx, ddx + ddb.reshape(shape).to(ddx.dtype))
 
 
 _forward_op.register_autograd(_backward_forward, setup_context=_setup_forward)

@@ -111,28 +111,19 @@ def _output_size(x, taps, up, down, padding):
     return out_h, out_w
 
 
-def _empty_output(x, height, width, dtype):
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.empty(
-        [x.shape[0], x.shape[1], height, width],
-        dtype=dtype,
-        device=x.device,
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
-    )
-
-
 def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain, out_dtype):
     """One kernel launch: taps = (fw, fh), f_strides = (x, y) steps between taps in f."""
     (upx, upy), (downx, downy), (x0, _, y0, _) = up, down, padding  # the far paddings only size the output
     fw, fh = taps
     out_h, out_w = _output_size(x, taps, up, down, padding)
-    y = _empty_output(x, out_h, out_w, out_dtype)
+    y = _launch.empty_like_layout(x, x.shape[1], out_h, out_w, out_dtype)
     if y.numel() == 0:
         return y
     grid_h, grid_w = triton.cdiv(out_h, upy), triton.cdiv(out_w, upx)
-    channels_last = y.stride(1) == 1
     planes = x.shape[0] * x.shape[1]
-    block_c, block_h, block_w, warps = _launch.upfirdn2d_config(planes, grid_h, grid_w, channels_last, upx * upy > 1)
+    block_c, block_h, block_w, warps = _launch.upfirdn2d_config(
+        planes, grid_h, grid_w, _launch.is_channels_last(y), upx * upy > 1
+    )
     programs = triton.cdiv(planes, block_c) * triton.cdiv(grid_h, block_h) * triton.cdiv(grid_w, block_w)
     _launch.wrap_triton(_upfirdn2d_forward_kernel)[(programs,)](
         x, f, y,
@@ -170,7 +161,7 @@ def _(x, f, up, down, padding, flip_filter, gain):
     # Shapes only: triton_op would trace the host function, which cannot launch the
     # interpreter's raw kernel on fake tensors.
     out_h, out_w = _output_size(x, _taps(f), up, down, padding)
-    return _empty_output(x, out_h, out_w, x.dtype)
+    return _launch.empty_like_layout(x, x.shape[1], out_h, out_w)
 
 
 def _setup(ctx, inputs, output):
