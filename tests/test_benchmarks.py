@@ -5,6 +5,7 @@ reference ops, so that Python-layer regressions show. No test asserts a time."""
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +207,18 @@ def test_budget_and_time_limit():
         with harness.time_limit(0.05):
             while True:
                 pass
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="the Triton ops take CPU tensors only under TRITON_INTERPRET=1")
+def test_host_overhead_measures_every_case_with_both_impls():
+    from benchmarks import host_overhead
+    from stylegan_fast.ops.triton import _launch
+
+    launches = _launch.wrap_triton
+    rows = host_overhead.measure(reps=1)
+    assert _launch.wrap_triton is launches  # restored
+    assert {(case, impl) for case, impl, *_ in rows} == {(c, i) for c in host_overhead.cases() for i in ("ref", "triton")}
+    assert all(forward > 0 and both > 0 for *_, forward, both in rows)
 
 
 # pytest-benchmark: the reference ops on tiny CPU tensors, forward + backward, where the

@@ -43,6 +43,7 @@ import triton.language as tl
 
 from stylegan_fast.ops.triton import _launch
 from stylegan_fast.ops.triton.bias_act import ACT_CODES, _act
+from stylegan_fast.ops.triton.bias_act import _grad_op as _bias_act_grad
 
 # Codes of the dot operand dtype.
 _FP16 = tl.constexpr(0)
@@ -79,10 +80,10 @@ def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.d
     """
     half = dtype in (torch.float16, torch.bfloat16)
     large = channels_last and half and pixels >= LARGE_TILE_MIN_PIXELS and out_channels >= LARGE_TILE_MIN_OUT
-    bm = min(max(triton.next_power_of_2(pixels), MIN_TILE), LARGE_TILE_M if large else MAX_TILE_M)
-    bn = min(max(triton.next_power_of_2(out_channels), MIN_TILE), MAX_TILE_N)
+    bm = min(max(_launch.next_power_of_2(pixels), MIN_TILE), LARGE_TILE_M if large else MAX_TILE_M)
+    bn = min(max(_launch.next_power_of_2(out_channels), MIN_TILE), MAX_TILE_N)
     wide = dtype in (torch.float32, torch.float64)
-    bk = min(max(triton.next_power_of_2(in_channels), MIN_TILE), MAX_TILE_K_WIDE if wide else MAX_TILE_K_HALF)
+    bk = min(max(_launch.next_power_of_2(in_channels), MIN_TILE), MAX_TILE_K_WIDE if wide else MAX_TILE_K_HALF)
     warps = 8 if bm * bn >= 128 * 64 else 4
     return bm, bn, bk, warps, STAGES_FP64 if dtype == torch.float64 else STAGES
 
@@ -224,11 +225,11 @@ def _conv_op(
     config = conv_config(out_h * out_w, out_channels, in_channels, x.dtype, _launch.is_channels_last(x))
     bm, bn, bk, warps, stages = config
     weight = _taps_major(weight)
-    grid = (triton.cdiv(out_h * out_w, bm), triton.cdiv(out_channels, bn), batch)
+    grid = (_launch.cdiv(out_h * out_w, bm), _launch.cdiv(out_channels, bn), batch)
     _launch.wrap_triton(_scaled_conv2d_kernel)[grid](
         x, weight, x if in_scale is None else in_scale, x if out_scale is None else out_scale,
         x if noise is None else noise, x if bias is None else bias, y, y if u.numel() == 0 else u,
-        in_channels, in_h, in_w, out_channels, out_h, out_w, padding[0], padding[1], triton.cdiv(in_channels, bk),
+        in_channels, in_h, in_w, out_channels, out_h, out_w, padding[0], padding[1], _launch.cdiv(in_channels, bk),
         *x.stride(), *weight.stride(), *_strides(in_scale, 2), *_strides(out_scale, 2),
         *_strides(noise, 4), *y.stride(), *(u.stride() if store_u else y.stride()),
         alpha, gain, 0.0 if clamp is None else clamp,
@@ -318,7 +319,7 @@ def _backward(ctx, dy, du):
         z = u if s is None else u * _channel(s, u.dtype)
         z = z if noise is None else z + noise
         z = z if bias is None else z + _channel(bias, z.dtype)
-        dz = torch.ops.stylegan_fast.triton_bias_act_grad(dy, z, None, 1, act, alpha, gain, clamp)
+        dz = _bias_act_grad(dy, z, None, 1, act, alpha, gain, clamp)
     else:
         dz = dy * gain if gain != 1 else dy
     d_noise = dz if need_noise else None

@@ -6,6 +6,8 @@ SMs), borne out by bias_act's forward at the copy bandwidth on an H100; the upfi
 come from `python -m benchmarks.sweep` (benchmarks/NOTES.md).
 """
 
+import threading
+
 import torch
 import triton
 from triton.runtime.jit import JITFunction
@@ -50,13 +52,13 @@ def upfirdn2d_config(planes: int, height: int, width: int, channels_last: bool, 
     """
     budget, warps, run = UPFIRDN2D_TILES[channels_last, upsampling]
     if channels_last:
-        block_c = min(triton.next_power_of_2(planes), run)
-        block_w = min(triton.next_power_of_2(width), budget // block_c)
-        block_h = min(triton.next_power_of_2(height), budget // (block_c * block_w))
+        block_c = min(next_power_of_2(planes), run)
+        block_w = min(next_power_of_2(width), budget // block_c)
+        block_h = min(next_power_of_2(height), budget // (block_c * block_w))
     else:
-        block_w = min(triton.next_power_of_2(width), run)
-        block_h = min(triton.next_power_of_2(height), budget // block_w)
-        block_c = min(triton.next_power_of_2(planes), budget // (block_w * block_h))
+        block_w = min(next_power_of_2(width), run)
+        block_h = min(next_power_of_2(height), budget // block_w)
+        block_c = min(next_power_of_2(planes), budget // (block_w * block_h))
     return block_c, block_h, block_w, warps
 
 
@@ -87,21 +89,110 @@ def is_dense(t: torch.Tensor) -> bool:
     return True
 
 
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for ints; triton.cdiv in plain Python (triton's costs ~2 µs a call since 3.8)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1); triton.next_power_of_2 in plain Python."""
+    return 1 << max(n - 1, 0).bit_length()
+
+
+class TritonOp:
+    """A host function that launches Triton kernels, callable two ways.
+
+    - Registered with torch.library (torch.library.triton_op where torch has it): what
+      torch.compile, torch.export and every dispatcher-level tracer see. The custom-op path
+      costs ~60 µs of host time per call in eager mode (benchmarks/host_overhead.py), more
+      than many of StyleGAN2's small layers take on the GPU.
+    - In eager mode, through a plain torch.autograd.Function with the same backward and
+      setup_context, and raw kernel launches: what runs when nothing traces.
+
+    `op(*args)` picks the registered op whenever a tracer could be watching (torch.compile,
+    any TorchDispatchMode such as fake tensors or make_fx, tensor subclasses), else the eager
+    function. Both run the same host code and kernels; the tests run both.
+    """
+
+    def __init__(self, name: str, fn):
+        self.name = name
+        self.fn = fn
+        self.op = _register(name, fn)
+        self._function = None
+
+    def register_fake(self, fake):
+        return self.op.register_fake(fake)
+
+    def register_autograd(self, backward, setup_context):
+        """The backward (which should call TritonOps, so that it is differentiable in turn)."""
+        self.op.register_autograd(backward, setup_context=setup_context)
+        fn = self.fn
+
+        # forward(ctx, *args) calls setup_context itself: with a separate setup_context,
+        # autograd.Function.apply binds the arguments through inspect.signature on every call.
+        def forward(ctx, *args):
+            with raw_launches():
+                output = fn(*args)
+            setup_context(ctx, args, output)
+            return output
+
+        namespace = dict(forward=staticmethod(forward), backward=staticmethod(backward))
+        self._function = type(self.name.split("::")[-1], (torch.autograd.Function,), namespace)
+
+    def __call__(self, *args):
+        if self._function is None or tracing(args):
+            return self.op(*args)
+        return self._function.apply(*args)
+
+
+# Tensor types the eager path takes; a subclass (FakeTensor, FunctionalTensor, DTensor, ...)
+# goes through the registered op, which knows how to handle it.
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def tracing(args) -> bool:
+    """Whether a call with `args` may be traced: under torch.compile, a TorchDispatchMode, or
+    with a tensor subclass among the arguments."""
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+        return True
+    return any(isinstance(a, torch.Tensor) and type(a) not in _PLAIN_TENSORS for a in args)
+
+
+_raw = threading.local()
+
+
+class raw_launches:
+    """Within it, wrap_triton returns the kernel itself: the eager path launches directly,
+    as triton_op's own eager body does, instead of through the tracing wrapper."""
+
+    def __enter__(self):
+        self._outer = getattr(_raw, "on", False)
+        _raw.on = True
+
+    def __exit__(self, *exc):
+        _raw.on = self._outer
+
+
 def triton_op(name: str):
-    """Register a custom op whose body launches Triton kernels: torch.library.triton_op where
-    torch has it (2.6+; Inductor then sees the kernels), else an opaque custom_op."""
+    """Decorator: the host function as a TritonOp named `name` ("namespace::op")."""
+    return lambda fn: TritonOp(name, fn)
+
+
+def _register(name: str, fn):
+    """torch.library.triton_op where torch has it (2.6+; Inductor then sees the kernels), else
+    an opaque custom_op."""
     if hasattr(torch.library, "triton_op"):
-        return torch.library.triton_op(name, mutates_args=())
-    return torch.library.custom_op(name, mutates_args=())
+        return torch.library.triton_op(name, fn, mutates_args=())
+    return torch.library.custom_op(name, fn, mutates_args=())
 
 
 def wrap_triton(kernel):
-    """The kernel, made traceable inside a triton_op where torch supports it. Under the
-    interpreter (TRITON_INTERPRET=1) @triton.jit gives no JITFunction: the kernel is returned
-    as it is and can only run eagerly, on real tensors."""
-    if hasattr(torch.library, "wrap_triton") and isinstance(kernel, JITFunction):
-        return torch.library.wrap_triton(kernel)
-    return kernel
+    """The kernel, made traceable inside a triton_op where torch supports it; the kernel itself
+    within raw_launches(). Under the interpreter (TRITON_INTERPRET=1) @triton.jit gives no
+    JITFunction: the kernel is returned as it is and can only run eagerly, on real tensors."""
+    if getattr(_raw, "on", False) or not isinstance(kernel, JITFunction) or not hasattr(torch.library, "wrap_triton"):
+        return kernel
+    return torch.library.wrap_triton(kernel)
 
 
 def compile_for_gpu(kernel, pointers: dict[str, str], constexprs: dict, arch: int = 90, num_warps: int = 4):

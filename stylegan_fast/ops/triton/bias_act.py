@@ -316,7 +316,7 @@ def _grad_and_bias_grad_runs_kernel(
 def bias_act(x, b, dim, act, alpha, gain, clamp):
     """bias_act with the Triton kernels; arguments as normalised by stylegan_fast.ops.bias_act
     (dim >= 0, alpha and gain floats, clamp a float or None). Differentiable twice."""
-    return torch.ops.stylegan_fast.triton_bias_act(x, b, dim, act, alpha, gain, clamp)
+    return _forward_op(x, b, dim, act, alpha, gain, clamp)
 
 
 def _dense(t):
@@ -337,7 +337,7 @@ def _launch_kernel(kernel, out, tensors, x, b, dim, act, alpha, gain, clamp, **c
     block, warps, int64 = _launch.elementwise_config(numel)
     channels = x.shape[dim] if b is not None else 1
     channel_stride = max(x.stride(dim), 1)  # any value works when there is a single channel
-    _launch.wrap_triton(kernel)[(triton.cdiv(numel, block),)](
+    _launch.wrap_triton(kernel)[(_launch.cdiv(numel, block),)](
         *tensors, x, x if b is None else b, out,
         numel, channels, channel_stride,
         alpha, gain, 0.0 if clamp is None else clamp,
@@ -403,9 +403,9 @@ def _grad_and_bias_grad_op(
     scalars = (alpha, gain, 0.0 if clamp is None else clamp)
     if run == 1 or channels == 1:  # channel innermost; a single channel is that in any layout
         rows = x.numel() // channels
-        block_c = min(triton.next_power_of_2(channels), 128)
+        block_c = min(_launch.next_power_of_2(channels), 128)
         block_r = max(ROWS_TILE // block_c, 1)
-        grid = (triton.cdiv(rows, block_r), triton.cdiv(channels, block_c))
+        grid = (_launch.cdiv(rows, block_r), _launch.cdiv(channels, block_c))
         part = torch.empty([grid[0], channels], dtype=acc, device=x.device)
         int64 = (rows + block_r) * channels > _launch.INT32_LIMIT  # the last tile's offsets
         _launch.wrap_triton(_grad_and_bias_grad_rows_kernel)[grid](
@@ -414,8 +414,8 @@ def _grad_and_bias_grad_op(
         )  # fmt: skip
         db = part.sum(0)
     else:
-        block = min(max(triton.next_power_of_2(run), RUNS_MIN_BLOCK), RUNS_BLOCK)
-        runs, blocks = x.numel() // run, triton.cdiv(run, block)
+        block = min(max(_launch.next_power_of_2(run), RUNS_MIN_BLOCK), RUNS_BLOCK)
+        runs, blocks = x.numel() // run, _launch.cdiv(run, block)
         part = torch.empty([runs, blocks], dtype=acc, device=x.device)
         int64 = x.numel() + block > _launch.INT32_LIMIT
         _launch.wrap_triton(_grad_and_bias_grad_runs_kernel)[(runs, blocks)](

@@ -96,7 +96,7 @@ def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
     (x0, x1, y0, y1); gain a float. Differentiable to any order with respect to x."""
     if f.requires_grad and torch.is_grad_enabled():
         raise ValueError("upfirdn2d with impl='triton' has no gradient with respect to f: detach f or use impl='ref'")
-    return torch.ops.stylegan_fast.triton_upfirdn2d(x, f, list(up), list(down), list(padding), flip_filter, gain)
+    return _forward_op(x, f, list(up), list(down), list(padding), flip_filter, gain)
 
 
 def _taps(f):
@@ -119,12 +119,12 @@ def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain,
     y = _launch.empty_like_layout(x, x.shape[1], out_h, out_w, out_dtype)
     if y.numel() == 0:
         return y
-    grid_h, grid_w = triton.cdiv(out_h, upy), triton.cdiv(out_w, upx)
+    grid_h, grid_w = _launch.cdiv(out_h, upy), _launch.cdiv(out_w, upx)
     planes = x.shape[0] * x.shape[1]
     block_c, block_h, block_w, warps = _launch.upfirdn2d_config(
         planes, grid_h, grid_w, _launch.is_channels_last(y), upx * upy > 1
     )
-    programs = triton.cdiv(planes, block_c) * triton.cdiv(grid_h, block_h) * triton.cdiv(grid_w, block_w)
+    programs = _launch.cdiv(planes, block_c) * _launch.cdiv(grid_h, block_h) * _launch.cdiv(grid_w, block_w)
     _launch.wrap_triton(_upfirdn2d_forward_kernel)[(programs,)](
         x, f, y,
         planes, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, grid_h, grid_w,
