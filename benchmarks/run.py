@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--providers", nargs="+", help="only these of ref, ref+compile, triton, cuda, auto, auto+compile")
     parser.add_argument("--compile-backend", help="torch.compile backend (default: inductor; --quick: eager)")
     parser.add_argument("--compile-top", type=int, help="signatures per op measured under torch.compile (default: 8)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a config field of the networks, e.g. --set channels_last=true (JSON values)")
     parser.add_argument("--capture-device", help="where the networks run to capture op calls: meta (default) or the device")
     return parser
 
@@ -106,13 +108,20 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     for name in ("resolutions", "batch", "ops", "providers", "compile_backend", "compile_top", "capture_device", "budget_s"):
         if getattr(args, name) is not None:
             setattr(plan, name, getattr(args, name))
+    from stylegan_fast.models.configs import parse_overrides
+
+    plan.overrides = {**plan.overrides, **parse_overrides(args.set)}
     return plan
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m benchmarks.run` and of `stylegan-fast bench`; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    plan = plan_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        plan = plan_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
     if plan.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but no CUDA GPU is visible to torch", file=sys.stderr)
         return 2

@@ -18,12 +18,12 @@ def _info(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from stylegan_fast.train.loop import TrainOptions, train
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = json.loads(value) if value not in ("", "None") else None
+    from stylegan_fast.models.configs import parse_overrides
+
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as error:
+        raise SystemExit(f"--set: {error}") from None
     if args.augment is not None:
         overrides["augment"] = args.augment
     fields = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}

@@ -187,6 +187,15 @@ def test_an_unknown_op_gets_the_generic_cost():
     assert cost["rule"] == "generic" and cost["forward"]["bytes"] == 2 * 64
 
 
+def test_set_overrides_the_networks_config_fields():
+    from benchmarks import run
+
+    plan = run.plan_from_args(run.build_parser().parse_args(["--quick", "--set", "channels_last=true"]))
+    assert plan.overrides["channels_last"] is True and plan.overrides["channel_base"] == 256  # the quick plan's stay
+    with pytest.raises(SystemExit):
+        run.main(["--quick", "--set", "channels_last"])
+
+
 def test_summarize_orders_its_quantiles():
     stats = harness.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
     assert stats["min_s"] == 1.0 and stats["median_s"] == 3.0 and stats["reps"] == 5

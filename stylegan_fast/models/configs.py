@@ -14,6 +14,7 @@ A Config is plain data: `asdict(config)` is JSON, `Config.from_dict` reads it ba
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class Config:
     num_fp16_res: int = 4  # Highest resolutions run in mp_dtype (the StyleGAN1 G is always float32).
     conv_clamp: float | None = 256  # Clamp convolution outputs to +-X; None disables clamping.
     mp_dtype: str = "float16"  # Reduced precision of those resolutions: 'float16' or 'bfloat16'.
+    channels_last: bool = False  # Run those resolutions in channels_last memory format (fp16_channels_last)?
     g_architecture: str = "skip"  # StyleGAN2 G: 'orig', 'skip' or 'resnet'.
     d_architecture: str = "resnet"  # D: 'orig', 'skip' or 'resnet'.
     mbstd_group: int = 4  # Group size of D's minibatch-stddev layer.
@@ -87,6 +89,8 @@ class Config:
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("num_fp16_res", self.num_fp16_res, minimum=0)
         _check_choice("mp_dtype", self.mp_dtype, tuple(MP_DTYPES))
+        if not isinstance(self.channels_last, bool):
+            raise TypeError(f"channels_last must be True or False, got {self.channels_last!r}")
         _check_choice("g_architecture", self.g_architecture, ARCHITECTURES)
         _check_choice("d_architecture", self.d_architecture, ARCHITECTURES)
         _check_number("conv_clamp", self.conv_clamp, positive=True, optional=True)
@@ -141,6 +145,21 @@ CONFIGS: dict[str, Config] = {
 }  # fmt: skip
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """Config overrides from KEY=VALUE strings (the `--set` of the CLIs), VALUE in JSON
+    ('' and None mean None): ["channel_base=4096", "channels_last=true"]."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a config override must be KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value) if value not in ("", "None") else None
+        except json.JSONDecodeError:
+            raise ValueError(f"the value of {key} must be JSON (strings in double quotes), got {value!r}") from None
+    return overrides
+
+
 def get_config(cfg: str | Config, **overrides) -> Config:
     """A named config (or a Config) with `overrides` applied; unknown names raise ValueError."""
     if isinstance(cfg, str):
@@ -171,7 +190,8 @@ def make_networks(
         G = StyleGAN1Generator(**dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=channels, impl=impl)
     else:
         synthesis_kwargs = dict(
-            **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp, architecture=config.g_architecture
+            **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp, architecture=config.g_architecture,
+            fp16_channels_last=config.channels_last,
         )
         G = Generator(
             **dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=synthesis_kwargs, mp_dtype=config.mp_dtype, impl=impl
@@ -180,5 +200,6 @@ def make_networks(
         c_dim=c_dim, img_resolution=resolution, img_channels=img_channels, architecture=config.d_architecture,
         **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp,
         epilogue_kwargs=dict(mbstd_group_size=config.mbstd_group), mp_dtype=config.mp_dtype, impl=impl,
+        block_kwargs=dict(fp16_channels_last=config.channels_last),
     )
     return G, D

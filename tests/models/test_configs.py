@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stylegan_fast.models import CONFIGS, Config, Discriminator, Generator, StyleGAN1Generator, get_config, make_networks
+from stylegan_fast.models.configs import parse_overrides
 
 # StyleGAN2-ADA train.py's cfg_specs: (fmaps, map, mbstd, mb, lrate, gamma, ema, ramp).
 TRAIN_PY = {
@@ -82,11 +83,31 @@ def test_overrides_apply_and_unknown_ones_are_named():
         (dict(conv_clamp=-1), ValueError, "conv_clamp must be > 0"),
         (dict(style_mixing_prob=1.5), ValueError, r"style_mixing_prob must be in \[0, 1\]"),
         (dict(lrate=float("nan")), TypeError, "lrate must be a finite number"),
+        (dict(channels_last=1), TypeError, "channels_last must be True or False"),
     ],
 )
 def test_invalid_override_values_are_rejected(override, error, message):
     with pytest.raises(error, match=message):
         get_config("stylegan2", **override)
+
+
+def test_parse_overrides_reads_json_values_and_names_bad_items():
+    assert parse_overrides(["channel_base=4096", "channels_last=true", 'mp_dtype="bfloat16"', "conv_clamp=None"]) == dict(
+        channel_base=4096, channels_last=True, mp_dtype="bfloat16", conv_clamp=None
+    )
+    with pytest.raises(ValueError, match="must be KEY=VALUE, got 'channels_last'"):
+        parse_overrides(["channels_last"])
+    with pytest.raises(ValueError, match="the value of mp_dtype must be JSON"):
+        parse_overrides(["mp_dtype=bfloat16"])
+
+
+def test_channels_last_puts_the_reduced_precision_blocks_of_g_and_d_in_channels_last(tiny):
+    G, D = make_networks("stylegan2", 16, **tiny | dict(num_fp16_res=1, channels_last=True))
+    assert G.synthesis.b16.channels_last and not G.synthesis.b8.channels_last
+    assert D.b16.channels_last and not D.b8.channels_last
+    assert G.synthesis.b16.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    G, D = make_networks("stylegan2", 16, **tiny | dict(num_fp16_res=1))
+    assert not G.synthesis.b16.channels_last and not D.b16.channels_last
 
 
 def test_config_round_trips_through_json_and_rebuilds_the_same_networks(tiny):

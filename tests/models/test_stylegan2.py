@@ -396,3 +396,23 @@ def test_triton_kernels_give_the_reference_images_and_gradients(architecture):
         results.append([img] + [p.grad for p in G.parameters()])
     for ref, tri in zip(*results):
         torch.testing.assert_close(tri, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_triton_kernels_run_channels_last_reduced_precision_blocks_like_the_reference(make_tiny):
+    # The channels_last config: the top block of G and of D in float16, channels_last, through
+    # the Triton kernels (the interpreter without a GPU), against the same networks in float32.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    G, D = make_tiny(resolution=8, num_fp16_res=1, channels_last=True, impl="triton")
+    G, D = G.to(device), D.to(device)
+    z = torch.randn(2, 16, device=device)
+    layouts = []
+    hook = G.synthesis.b8.register_forward_hook(
+        lambda m, a, out: layouts.append((out[0].dtype, out[0].is_contiguous(memory_format=torch.channels_last)))
+    )
+    image = G(z, None, noise_mode="const")
+    hook.remove()
+    assert layouts == [(torch.float16, True)]
+    reference = G(z, None, noise_mode="const", force_fp32=True)
+    assert (image - reference).abs().max() <= 0.02 * reference.abs().max()
+    score, score32 = D(image, None), D(image, None, force_fp32=True)
+    assert (score - score32).abs().max() <= 0.02 * score32.abs().max() + 1e-3
