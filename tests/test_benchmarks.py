@@ -131,6 +131,22 @@ def test_report_keeps_the_newest_result_per_device_and_suite():
     assert chosen["H100"]["ops"] is new_ops and chosen["H100"]["model"] is old and chosen["H200"]["ops"] is other
 
 
+def test_report_takes_each_network_row_from_the_newest_run_that_measured_it():
+    def doc(date, overrides, **cells):
+        resolutions = {"256": {p: ({"skipped": "budget"} if v is None else {"images_per_s": v}) for p, v in cells.items()}}
+        return {"meta": {"date": date, "device": {"name": "H100"}},
+                "train": {"batch": 32, "overrides": overrides, "resolutions": resolutions}}  # fmt: skip
+
+    full = doc("2026-01-01", {}, ref=10.0, auto=50.0)
+    partial = doc("2026-02-01", {}, auto=60.0, ref=None)  # ref skipped: the older number stays
+    variant = doc("2026-03-01", {"channels_last": True}, auto=70.0)
+    rows = report.network_rows([variant, partial, full])
+    assert {label: cells["train"][0].get("images_per_s") for (_, _, label), cells in rows.items()} == {
+        "ref": 10.0, "auto": 60.0, "auto channels_last=true": 70.0
+    }
+    assert rows[256, 32, "ref"]["train"][1] is full
+
+
 def test_recorder_captures_network_calls_on_meta_and_restores_the_ops():
     specs = capture.capture_network_ops("small", 16, 2, device="meta")
     names = {s["op"] for s in specs}
