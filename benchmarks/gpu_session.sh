@@ -9,6 +9,8 @@
 #   SKIP_TESTS=1 bash benchmarks/gpu_session.sh         # a lease for benchmarks only
 #   SKIP_INSTALL=1 ...                                  # already installed (a warm machine)
 #   BENCH_ARGS="--suite train" bash benchmarks/gpu_session.sh
+#   BENCH_RUNS="--suite train --providers auto; --suite train --providers auto --set channels_last=true" ...
+#                                                     # several runs (';' between), the time shared equally
 #   SWEEP=1 SWEEP_ARGS="--only conv" ...                 # also sweep the kernels' launch configs (sweep.json)
 #   STYLEGAN_FAST_COMMIT=<hash> bash ...               # .git does not travel: name the commit
 #
@@ -108,17 +110,23 @@ if [ -n "${SWEEP:-}" ]; then
     2>&1 | tee "$OUT/sweep.log"
 fi
 # The benchmark ends itself in time (--budget); the stage's timeout is a safety net.
-BENCH_LIMIT=$(($(left) - REPORT_S))
-stage bench "$BENCH_LIMIT" "python -m benchmarks.run --suite all --out '$OUT' --budget $((BENCH_LIMIT - 25)) ${BENCH_ARGS:-}" \
-  2>&1 | tee "$OUT/bench.log" | grep -v ': done$' | grep -v '^|' | tail -n 25
+IFS=';' read -r -a RUNS <<<"${BENCH_RUNS:-${BENCH_ARGS:-}}"
+[ "${#RUNS[@]}" -eq 0 ] && RUNS=("")
+: >"$OUT/bench.log"
+for i in "${!RUNS[@]}"; do
+  BENCH_LIMIT=$(( ($(left) - REPORT_S) / (${#RUNS[@]} - i) ))
+  stage "bench$((i + 1))" "$BENCH_LIMIT" "python -m benchmarks.run --suite all --out '$OUT' --budget $((BENCH_LIMIT - 25)) ${RUNS[$i]}" \
+    2>&1 | tee -a "$OUT/bench.log" | grep -v ': done$' | grep -v '^|' | tail -n 25
+done
 
-RESULT="$(ls -t "$OUT"/*.json 2>/dev/null | head -n 1)"
 echo
 echo "==================== summary ===================="
 cat "$STAGES"
-if [ -n "$RESULT" ]; then
+if ls "$OUT"/*.json >/dev/null 2>&1; then
   timeout 20 python -m benchmarks.report --results "$OUT" --out "$OUT/report.md" --include-quick >/dev/null 2>&1
-  timeout 20 python -c 'import json, sys; from benchmarks import report; doc = json.load(open(sys.argv[1])); doc["_file"] = sys.argv[1].rsplit("/", 1)[-1]; print(report.summary(doc))' "$RESULT"
+  for RESULT in $(ls -tr "$OUT"/*.json | grep -v sweep.json); do
+    timeout 20 python -c 'import json, sys; from benchmarks import report; doc = json.load(open(sys.argv[1])); doc["_file"] = sys.argv[1].rsplit("/", 1)[-1]; print(report.summary(doc))' "$RESULT"
+  done
 else
   echo "no benchmark result was written"
 fi
