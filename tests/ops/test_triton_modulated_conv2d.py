@@ -29,6 +29,8 @@ RESAMPLING = {  # name: (up, down, padding, flip_weight)
     "1x1": (1, 1, 0, True),
     "up-down": (2, 2, 1, True),
     "asymmetric-crop": (1, 1, [0, 2, 1, -1], False),
+    "up-pad-large": (2, 1, [2, 3, 1, 0], False),
+    "up-crop-both": (2, 1, [-1, -2, 0, -1], True),
 }
 
 
@@ -202,6 +204,60 @@ def test_gradgradcheck():
 
     args = tuple(t.requires_grad_() for t in (randn([1, 3, 5, 4], 0), randn([2, 3, 3, 3], 1), randn([1, 3], 2) + 1))
     assert torch.autograd.gradgradcheck(op, args, fast_mode=True)
+
+
+# up=2 by the transposed convolution first (kernels.UP_BY_TRANSPOSED_CONVOLUTION): the same
+# values and gradients by the other composition, for every up case, including crops that the
+# convolution takes over from the FIR's padding and a 1x1 weight.
+UP_CASES = {name: CASES[name] for name in ("up-lrelu", "up-crop", "up-1x1")} | {
+    "up-crop-both-4x4": ("up-crop-both", dict(hw=(5, 4), k=4), dict(act="tanh")),
+    "up-pad-large": ("up-pad-large", dict(hw=(4, 5)), dict(act="lrelu")),
+    "up-nodemod-clamp": ("up", dict(hw=(5, 5)), dict(demodulate=False, clamp=0.3)),
+}
+
+
+@pytest.fixture
+def transposed_up(monkeypatch):
+    monkeypatch.setattr(kernels, "UP_BY_TRANSPOSED_CONVOLUTION", True)
+
+
+@pytest.mark.parametrize("case", UP_CASES)
+def test_up_by_transposed_convolution_matches_reference(case, transposed_up):
+    resampling, shape, op_kwargs = UP_CASES[case]
+    tensors, kwargs = make_inputs(resampling, **shape)
+    truth, _ = run("ref", tensors, **kwargs, **op_kwargs)
+    dy = randn(truth.shape, 6)
+    out, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
+    _, grads_truth = run("ref", tensors, dy, **kwargs, **op_kwargs)
+    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, grads_truth):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_up_by_transposed_convolution_low_precision_within_baseline(dtype, transposed_up):
+    tensors, kwargs = make_inputs("up", i=16, o=16, hw=(6, 7), param_dtype=torch.float32, dtype=dtype)
+    x, *rest = tensors
+    tensors = [x.to(memory_format=torch.channels_last), *rest]
+    kwargs |= dict(act="lrelu", clamp=1.0)
+    truth, _ = run("ref", [t.double() for t in tensors], **(kwargs | dict(resample_filter=F1331.double())))
+    baseline, _ = run("ref", tensors, **kwargs)
+    out, _ = run("triton", tensors, **kwargs)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert_error_within_baseline(out, truth, baseline, "y")
+
+
+def test_up_by_transposed_convolution_second_order(transposed_up):
+    tensors, kwargs = make_inputs("up", i=16, o=16, hw=(4, 5))
+
+    def second_order(impl):
+        inputs = [t.detach().requires_grad_() for t in tensors]
+        y = modulated_conv2d_bias_act(*inputs[:3], noise=inputs[3], bias=inputs[4], impl=impl, act="lrelu", **kwargs)
+        dx, dstyles = torch.autograd.grad(y.square().sum(), [inputs[0], inputs[2]], create_graph=True)
+        return torch.autograd.grad(dx.square().sum() + dstyles.sum(), inputs)
+
+    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], second_order("triton"), second_order("ref")):
+        torch.testing.assert_close(g, t, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
 
 
 def test_store_u_only_when_needed():

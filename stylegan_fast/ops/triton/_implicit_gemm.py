@@ -290,10 +290,24 @@ def _zero_insert(x: torch.Tensor, dilate: int) -> torch.Tensor:
 def _weight_grad(xs, g, weight, stride, dilate, padding):
     """d(sum g * conv(xs, weight)) / d weight: ATen's convolution_backward for the weight alone
     (cuDNN's weight-gradient kernels on a GPU; differentiable, for the orders beyond)."""
-    xs = _zero_insert(xs, dilate)
     kh, kw = weight.shape[2:]
     out_h, out_w = g.shape[2:]
-    (py, px), need_h, need_w = padding, stride * (out_h - 1) + kh, stride * (out_w - 1) + kw
+    (py, px) = padding
+    if dilate > 1 and stride == 1:
+        # A transposed convolution: conv_transpose2d(xs, W, stride=dilate) with W[c, o] the
+        # flipped weight[o, c] computes the full output, of which the op's output is the window
+        # starting k - 1 - p. Its weight gradient costs what a strided convolution's does; the
+        # zero-inserted xs below would cost dilate^2 times more.
+        full_h, full_w = (xs.shape[2] - 1) * dilate + kh, (xs.shape[3] - 1) * dilate + kw
+        top, left = kh - 1 - py, kw - 1 - px
+        g = F.pad(g, [left, full_w - left - out_w, top, full_h - top - out_h])  # negative crops
+        w_t = weight.transpose(0, 1).flip([2, 3])
+        d_w_t = torch.ops.aten.convolution_backward(
+            g, xs, w_t, None, [dilate, dilate], [0, 0], [1, 1], True, [0, 0], 1, [False, True, False]
+        )[1]
+        return d_w_t.flip([2, 3]).transpose(0, 1)
+    xs = _zero_insert(xs, dilate)
+    need_h, need_w = stride * (out_h - 1) + kh, stride * (out_w - 1) + kw
     xs = F.pad(xs, [px, need_w - xs.shape[3] - px, py, need_h - xs.shape[2] - py])  # negative crops
     return torch.ops.aten.convolution_backward(
         g, xs, weight, None, [stride, stride], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False]

@@ -26,7 +26,14 @@ import torch
 
 from stylegan_fast.ops.conv2d_resample import _resampling_padding, output_size
 from stylegan_fast.ops.triton import _implicit_gemm
+from stylegan_fast.ops.triton.bias_act import bias_act
 from stylegan_fast.ops.upfirdn2d import filter_size, upfirdn2d
+
+# up=2 layers: True runs the transposed convolution first (1/4 of the MACs: the kernel skips
+# the zeros it inserts), then the FIR filter and the epilogue as two more memory passes;
+# False filters first and convolves the upsampled image with the epilogue fused (4x the MACs,
+# one pass fewer). Measured on an H100: see benchmarks/NOTES.md.
+UP_BY_TRANSPOSED_CONVOLUTION = False
 
 
 def modulated_conv2d(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
@@ -57,6 +64,9 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
     if not flip_weight:
         weight = weight.flip([2, 3])
 
+    if up > 1 and down == 1 and UP_BY_TRANSPOSED_CONVOLUTION:
+        return _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, gain, clamp, up, padding,
+                                       resample_filter, (out_h, out_w))  # fmt: skip
     x, stride, pad = _resample_first(x, kh, kw, up, down, padding, resample_filter)
     if noise is not None:
         noise = noise.to(x.dtype).expand(batch_size, out_channels, out_h, out_w)
@@ -65,6 +75,38 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
     return _implicit_gemm.scaled_conv2d(
         x, weight, styles, dcoefs, noise, bias, stride, 1, pad, (out_h, out_w), act, alpha, gain, clamp
     )
+
+
+def _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, gain, clamp, up, padding, f, out_size):
+    """conv2d_resample's up path in its own order: the transposed convolution (the kernel on
+    the zero-inserted x, whose phase tiles skip the inserted zeros: the MACs of a convolution
+    at x's resolution), then the FIR filter with the padding, then noise and bias_act.
+
+    Filter and convolution commute on the zero-inserted, padded image Z. The full correlation
+    of Z with the k-tap weight starts k - 1 pixels before Z and ends k - 1 after; the
+    upfirdn2d view of Z has up - 1 zeros after its last pixel, so the FIR's padding is
+    (p0 - (k - 1), p1 + up - k), and what it would crop (a negative padding) the convolution
+    does not compute at all.
+    """
+    kh, kw = weight.shape[2:]
+    fw, fh = filter_size(f)
+    conv_pad, conv_size, fir_pad = [], [], []
+    for size, k, taps, (p0, p1) in ((x.shape[2], kh, fh, padding[2:]), (x.shape[3], kw, fw, padding[:2])):
+        p0, p1 = _resampling_padding(taps, up, 1, p0, p1)
+        b0, b1 = p0 - (k - 1), p1 + up - k
+        c0, c1 = max(-b0, 0), max(-b1, 0)
+        conv_pad.append(k - 1 - c0)
+        conv_size.append((size - 1) * up + k - c0 - c1)
+        fir_pad.append((b0 + c0, b1 + c1))
+    (by0, by1), (bx0, bx1) = fir_pad
+    t = _implicit_gemm.scaled_conv2d(x, weight, styles, dcoefs, None, None, 1, up, conv_pad, conv_size)
+    t = upfirdn2d(t, f, padding=[bx0, bx1, by0, by1], gain=up**2, impl="triton")
+    if noise is not None:
+        t = t + noise.to(t.dtype)
+    bias = None if bias is None else bias.to(t.dtype)
+    if bias is None and act == "linear" and gain == 1 and clamp is None:
+        return t
+    return bias_act(t, bias, 1, act, alpha, gain, clamp)
 
 
 def _resample_first(x, kh, kw, up, down, padding, f):
