@@ -1,7 +1,9 @@
 """modulated_conv2d and modulated_conv2d_bias_act with impl='triton' against the reference:
 values for every resampling, epilogue and dtype, first and second derivatives, layouts and
-torch.compile. Without a GPU the kernels run through the Triton interpreter
-(tests/conftest.py), so shapes stay tiny: N=2, 16-40 channels, images of 4x5 to 8x8 pixels.
+torch.compile; and the implicit-GEMM op itself with dilate > 1 (the transposed convolutions
+of the backward) against its definition. Without a GPU the kernels run through the Triton
+interpreter (tests/conftest.py), so shapes stay tiny: N=2, 16-40 channels, images of up to
+12x13 pixels.
 
 Accuracy rule: the kernel's error against the float64 reference is at most twice the error of
 the reference computed by PyTorch in the kernel's dtype, plus one ulp of the result's scale."""
@@ -10,8 +12,10 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stylegan_fast.ops import setup_filter
+from stylegan_fast.ops.bias_act import _bias_act_ref
 from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from stylegan_fast.ops.triton import _implicit_gemm
@@ -259,6 +263,123 @@ def test_up_by_transposed_convolution_second_order(transposed_up):
     for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], second_order("triton"), second_order("ref")):
         torch.testing.assert_close(g, t, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
 
+# The op with dilate > 1, whose programs each cover one phase of the output and skip the taps
+# that meet only inserted zeros (_implicit_gemm's module docstring), against its definition.
+
+
+def scaled_conv2d_ref(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size,
+                      act="linear", alpha=0.0, gain=1.0, clamp=None):  # fmt: skip
+    """(y, u) of _implicit_gemm's op in plain PyTorch: zero insertion, padding before (negative
+    crops) and whatever after makes out_size, a strided convolution, the epilogue."""
+    xs = _implicit_gemm._zero_insert(x * in_scale[:, :, None, None], dilate)
+    (py, px), (out_h, out_w), (kh, kw) = padding, out_size, weight.shape[2:]
+    need_h, need_w = stride * (out_h - 1) + kh, stride * (out_w - 1) + kw
+    u = F.conv2d(F.pad(xs, [px, need_w - xs.shape[3] - px, py, need_h - xs.shape[2] - py]), weight, stride=stride)
+    return _bias_act_ref(u * out_scale[:, :, None, None] + noise, bias, 1, act, alpha, gain, clamp), u
+
+
+DILATED = {  # name: (dilate, stride, padding (py, px), x size, kernel size, output size)
+    # D's down=2 3x3 layers' x-gradient: phases with 4, 2, 2 and 1 live taps, odd output.
+    "d2-3x3": (2, 1, (2, 2), (5, 6), 3, (11, 12)),
+    "d2-4x4": (2, 1, (2, 1), (5, 6), 4, (11, 12)),  # two live taps per axis in every phase
+    "d3-3x3": (3, 1, (1, 2), (4, 5), 3, (11, 13)),  # one live tap per axis; phases of 4 and 3 rows
+    "d2-stride2": (2, 2, (1, 2), (5, 7), 3, (5, 7)),  # every phase has the same live taps
+    "d3-stride2-4x4": (3, 2, (2, 0), (4, 5), 4, (6, 7)),
+    "d2-crop": (2, 1, (-3, -1), (6, 7), 3, (7, 9)),  # negative padding
+    "d2-pad-beyond-kernel": (2, 1, (5, 4), (4, 5), 3, (12, 11)),  # a border of bias-only rows and columns
+    "d2-1x1": (2, 1, (1, 0), (5, 7), 1, (9, 12)),  # three phases with no live tap: epilogue alone
+}
+EPILOGUE = dict(act="lrelu", alpha=0.2, gain=2**0.5, clamp=2.0)
+
+
+def dilated_inputs(case, dtype=torch.float64, param_dtype=torch.float64, i=20, o=18):
+    """(x, weight, in_scale, out_scale, noise, bias) and the op's geometry arguments."""
+    dilate, stride, padding, hw, k, out_hw = DILATED[case]
+    # Weights of scale 0.1 keep u near 1, so that the clamp takes some outputs, not most.
+    tensors = (randn([2, i, *hw], 10, dtype), randn([o, i, k, k], 11, param_dtype, 0.1),
+               randn([2, i], 12, param_dtype) + 1, randn([2, o], 13, param_dtype) + 1,
+               randn([2, o, *out_hw], 14, param_dtype, 0.5), randn([o], 15, param_dtype, 0.5))
+    return tensors, dict(stride=stride, dilate=dilate, padding=padding, out_size=out_hw)
+
+
+def dilated_op(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size,
+               act, alpha, gain, clamp, store_u=True):  # fmt: skip
+    """(y, u) of the op; u is empty unless store_u."""
+    return _implicit_gemm._conv_op(x, weight, in_scale, out_scale, noise, bias, stride, dilate, list(padding),
+                                   list(out_size), act, alpha, gain, clamp, store_u)  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("case", DILATED)
+def test_dilated_matches_definition_float64(case, layout):
+    (x, *rest), conv = dilated_inputs(case)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    y, u = dilated_op(x, *rest, **conv, **EPILOGUE)
+    y_true, u_true = scaled_conv2d_ref(x, *rest, **conv, **EPILOGUE)
+    assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    torch.testing.assert_close(u, u_true, rtol=1e-12, atol=1e-12, msg=lambda m: f"u: {m}")
+    torch.testing.assert_close(y, y_true, rtol=1e-12, atol=1e-12, msg=lambda m: f"y: {m}")
+
+
+@pytest.mark.parametrize("case", ["d2-3x3", "d3-3x3", "d2-crop"])
+def test_dilated_small_tiles(case, monkeypatch):
+    # 16-pixel tiles: several programs per phase, tiles that end inside a row of the phase's
+    # sub-grid, and two K steps (20 in channels) per tap.
+    monkeypatch.setattr(_implicit_gemm, "conv_config", lambda *args, **kwargs: (16, 16, 16, 4, 3))
+    tensors, conv = dilated_inputs(case)
+    y, _ = dilated_op(*tensors, **conv, **EPILOGUE, store_u=False)
+    torch.testing.assert_close(y, scaled_conv2d_ref(*tensors, **conv, **EPILOGUE)[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case, layout", [("d2-3x3", "nchw"), ("d3-stride2-4x4", "channels_last")])
+def test_dilated_low_precision_within_baseline(case, layout, dtype):
+    # Low-precision x with float32 weight and scales, as the backward of a mixed-precision model
+    # calls the op; the baseline is PyTorch's convolution with every tensor in x's dtype.
+    (x, *rest), conv = dilated_inputs(case, dtype, torch.float32)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    truth, _ = scaled_conv2d_ref(x.double(), *[t.double() for t in rest], **conv, **EPILOGUE)
+    baseline, _ = scaled_conv2d_ref(x, *[t.to(dtype) for t in rest], **conv, **EPILOGUE)
+    y, _ = dilated_op(x, *rest, **conv, **EPILOGUE, store_u=False)
+    assert y.dtype == dtype and y.shape == truth.shape
+    assert_error_within_baseline(y, truth, baseline, "y")
+
+
+@pytest.mark.parametrize("outputs", ["y", "y-and-u"])
+@pytest.mark.parametrize("case", ["d2-3x3", "d3-stride2-4x4", "d2-crop"])
+def test_dilated_gradients_match_definition(case, outputs):
+    # Gradients with respect to all six inputs, float64, of y (scaled_conv2d: out_scale folds
+    # into the transposed convolution) or of y and u. The x-gradient is the op with stride and
+    # dilation swapped.
+    tensors, conv = dilated_inputs(case)
+    tensors = [t.requires_grad_() for t in tensors]
+    out_shape = [2, 18, *conv["out_size"]]
+    cotangents = [randn(out_shape, 16), randn(out_shape, 17)][: len(outputs.split("-and-"))]
+
+    def grads(impl):
+        if impl == "triton" and outputs == "y":
+            results = [_implicit_gemm.scaled_conv2d(*tensors, **conv, **EPILOGUE)]
+        else:
+            results = (dilated_op if impl == "triton" else scaled_conv2d_ref)(*tensors, **conv, **EPILOGUE)
+        return torch.autograd.grad(results[: len(cotangents)], tensors, cotangents)
+
+    for name, g, t in zip(["x", "weight", "in_scale", "out_scale", "noise", "bias"], grads("triton"), grads("ref")):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+
+
+def test_dilated_gradgradcheck():
+    # Dilation 2 forward, stride 2 in the backward, dilation 2 again in the double backward.
+    conv = dict(stride=1, dilate=2, padding=(1, 2), out_size=(5, 6))
+    noise, bias = randn([1, 2, 5, 6], 3), randn([2], 4)
+
+    def op(x, weight, in_scale, out_scale):
+        return _implicit_gemm.scaled_conv2d(x, weight, in_scale, out_scale, noise, bias, **conv, act="tanh")
+
+    args = (randn([1, 3, 3, 3], 0), randn([2, 3, 3, 3], 1), randn([1, 3], 2) + 1, randn([1, 2], 5) + 1)
+    assert torch.autograd.gradgradcheck(op, tuple(t.requires_grad_() for t in args), fast_mode=True)
+
 
 def test_store_u_only_when_needed():
     (x, weight, styles, noise, bias), _ = make_inputs("same", i=4, o=4, hw=(3, 3))
@@ -327,7 +448,9 @@ def test_compile_fullgraph_traces_the_ops():
 
 def test_kernel_compiles_for_hopper():
     # The interpreter skips Triton's compiler: build real sm_90 cubins (no GPU needed) for the
-    # large-tile bf16 configuration and the float64 one (tl.dot with a float64 accumulator).
+    # large-tile bf16 configuration, a dilated bf16 one (the x-gradient of a stride-2 layer:
+    # a K loop under each tap's runtime phase test) and the float64 one (tl.dot with a float64
+    # accumulator).
     compiles_for_hopper(textwrap.dedent("""
         from stylegan_fast.ops.triton import _launch, _implicit_gemm as g
         names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
@@ -335,6 +458,8 @@ def test_kernel_compiles_for_hopper():
                      HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False)
         io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=1, BM=256, BN=128, BK=64), num_warps=8)
+        dilated = dict(flags, DOT=1, BM=128, BN=128, BK=64, DILATE=2, ACT=0, HAS_NOISE=False, HAS_BIAS=False)
+        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dilated, num_warps=8)
         io = {name: "fp64" for name in names}
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, BM=32, BN=32, BK=16, DILATE=2))
     """))

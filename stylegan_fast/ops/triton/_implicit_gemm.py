@@ -18,7 +18,16 @@ works.
 The GEMM, per sample: M = output pixels, N = out channels, K = in channels x taps. A
 program owns a [BM pixels, BN out channels] tile and walks K tap by tap (compile-time loop),
 BK in channels at a time: it loads the x tile [BM, BK] gathered at the tap's shifted pixels
-(masked outside the image and on the inserted zeros) and the weight tile [BK, BN].
+(masked outside the image) and the weight tile [BK, BN].
+
+With D > 1 most taps of an output pixel land on inserted zeros, and which ones depends only
+on the pixel's phase (oy mod D, ox mod D): row oy = qy * D + ry reads X row
+qy * S * D + (ry * S + ky - py), a real row of x exactly when ry * S + ky - py is a multiple
+of D, and then x row qy * S + (ry * S + ky - py) / D. So M is ordered phase by phase: the
+programs of phase (ry, rx) cover its sub-grid of ceil(Ho / D) x ceil(Wo / D) positions
+(masked beyond the output), and each program skips the taps that are zeros for its phase,
+about (kh / D) x (kw / D) taps instead of kh x kw: a quarter of the MACs for D = 2. With
+D = 1 there is one phase and the phase arithmetic folds away at compile time.
 
 The style modulation goes on the weight tile, not on the x tile: (1) the per-sample
 weight is formed as the reference forms it, weight * style in float32, rounded once to the
@@ -70,7 +79,8 @@ LARGE_TILE_M, LARGE_TILE_MIN_PIXELS, LARGE_TILE_MIN_OUT = 256, 64 * 64, 128
 
 def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.dtype,
                 channels_last: bool = False) -> tuple[int, int, int, int, int]:  # fmt: skip
-    """(BM, BN, BK, num_warps, num_stages) for `pixels` output pixels per sample.
+    """(BM, BN, BK, num_warps, num_stages) for `pixels` output pixels per sample and phase
+    (all of them when dilate = 1, about 1 / dilate**2 of them otherwise).
 
     Rule: each tile dimension is the problem's size rounded up to a power of two, clamped to
     [MIN_TILE, MAX_TILE_*] (so small layers launch few, mostly full programs), BM up to
@@ -89,16 +99,20 @@ def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.d
 
 
 @triton.jit
-def _input_index(q, size, DILATE: tl.constexpr):
-    """Index into x of position q of the zero-inserted image, and whether it is a real pixel."""
+def _tap_index(q, r, k, pad_q, pad_r, size, STRIDE: tl.constexpr, DILATE: tl.constexpr):
+    """For output positions q * DILATE + r along one axis (one phase r) and kernel tap k:
+    whether the tap reads real pixels of x for this phase (a scalar), the index into x of
+    each position, and whether it lies inside x. The padding is pad_q * DILATE + pad_r with
+    0 <= pad_r < DILATE, so that % and // only meet positive operands, on which C's and
+    numpy's conventions for negative quotients agree."""
     if DILATE == 1:
-        i = q
-        ok = (q >= 0) & (q < size)
+        live = True
+        i = q * STRIDE + k - pad_q
     else:
-        qc = tl.maximum(q, 0)  # no division of negatives: C and numpy round them differently
-        i = qc // DILATE
-        ok = (q >= 0) & (qc % DILATE == 0) & (i < size)
-    return i, ok
+        t = r * STRIDE + k + DILATE - pad_r  # >= 1; the position in X is DILATE * (q * STRIDE - pad_q - 1) + t
+        live = t % DILATE == 0
+        i = q * STRIDE + t // DILATE - 1 - pad_q
+    return live, i, (i >= 0) & (i < size)
 
 
 @triton.jit
@@ -119,7 +133,7 @@ def _dot(a, b, acc, DOT: tl.constexpr):
 @triton.jit
 def _scaled_conv2d_kernel(
     x_ptr, w_ptr, a_ptr, s_ptr, noise_ptr, bias_ptr, y_ptr, u_ptr,
-    in_channels, in_h, in_w, out_channels, out_h, out_w, pad_y, pad_x, k_blocks,
+    in_channels, in_h, in_w, out_channels, out_h, out_w, pad_y, pad_x, pad_ry, pad_rx, phase_tiles, k_blocks,
     sxn, sxc, sxh, sxw, swo, swc, swh, sww, san, sac, ssn, sso,
     snn, sno, snh, snw, syn, syo, syh, syw, sun, suo, suh, suw,
     alpha: tl.float64, gain: tl.float64, clamp: tl.float64,  # float64 arguments keep float64 exact
@@ -128,13 +142,25 @@ def _scaled_conv2d_kernel(
     HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, STORE_U: tl.constexpr, DOT: tl.constexpr,
     BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
+    # Axis 0: phase_tiles programs for each of the DILATE**2 phases (ry, rx); a program's
+    # pixels are positions (qy, qx) of its phase's sub-grid, output pixel (oy, ox) = D * (qy, qx) + (ry, rx).
     pid_m = tl.program_id(0)
     pid_o = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)  # n * stride can pass 2**31 at 1024^2
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    oy = offs_m // out_w
-    ox = offs_m % out_w
-    m_ok = offs_m < out_h * out_w
+    if DILATE == 1:
+        ry, rx, tile, grid_h, grid_w = 0, 0, pid_m, out_h, out_w
+    else:
+        phase = pid_m // phase_tiles
+        ry, rx, tile = phase // DILATE, phase % DILATE, pid_m - phase * phase_tiles
+        grid_h, grid_w = tl.cdiv(out_h, DILATE), tl.cdiv(out_w, DILATE)
+    offs_m = tile * BM + tl.arange(0, BM)
+    qy = offs_m // grid_w
+    qx = offs_m % grid_w
+    oy = qy * DILATE + ry
+    ox = qx * DILATE + rx
+    m_ok = offs_m < grid_h * grid_w
+    if DILATE > 1:
+        m_ok &= (oy < out_h) & (ox < out_w)  # phases with fewer rows or columns
     offs_o = pid_o * BN + tl.arange(0, BN)
     o_ok = offs_o < out_channels
     offs_k = tl.arange(0, BK)
@@ -143,26 +169,37 @@ def _scaled_conv2d_kernel(
     else:
         acc = tl.zeros([BM, BN], tl.float32)
 
+    # A tap that meets only inserted zeros for this program's phase is skipped whole: a scalar
+    # `if` around its K loop. The taps stay a compile-time loop (constant weight offsets, one
+    # software-pipelined K loop each, as with D = 1, where the condition is a constant) rather
+    # than a runtime loop over the live taps, which would make the tap offsets runtime values
+    # and nest the pipelined loop in another one.
     x_base = x_ptr + n * sxn
     for ky in tl.static_range(KH):
-        iy, row_ok = _input_index(oy * STRIDE + ky - pad_y, in_h, DILATE)
+        row_live, iy, row_ok = _tap_index(qy, ry, ky, pad_y, pad_ry, in_h, STRIDE, DILATE)
         for kx in tl.static_range(KW):
-            ix, col_ok = _input_index(ox * STRIDE + kx - pad_x, in_w, DILATE)
-            pix_ok = m_ok & row_ok & col_ok
-            pix = iy * sxh + ix * sxw
-            w_tap = w_ptr + ky * swh + kx * sww
-            for kb in range(k_blocks):  # not range(0, C, BK): triton 3.6's interpreter fails on it
-                c = kb * BK + offs_k
-                c_ok = c < in_channels
-                xt_ok = pix_ok[:, None] & c_ok[None, :]
-                xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=xt_ok, other=0.0)  # [BM, BK]
-                wt_ok = c_ok[:, None] & o_ok[None, :]
-                wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=wt_ok, other=0.0)  # [BK, BN]
-                if HAS_IN_SCALE:
-                    a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
-                    wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
-                acc = _dot(xt, wt, acc, DOT)
+            col_live, ix, col_ok = _tap_index(qx, rx, kx, pad_x, pad_rx, in_w, STRIDE, DILATE)
+            if row_live & col_live:
+                pix_ok = m_ok & row_ok & col_ok
+                pix = iy * sxh + ix * sxw  # with STRIDE = 1 consecutive along a row: qx + constant
+                w_tap = w_ptr + ky * swh + kx * sww
+                for kb in range(k_blocks):  # not range(0, C, BK): triton 3.6's interpreter fails on it
+                    c = kb * BK + offs_k
+                    c_ok = c < in_channels
+                    xt_ok = pix_ok[:, None] & c_ok[None, :]
+                    xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=xt_ok, other=0.0)  # [BM, BK]
+                    wt_ok = c_ok[:, None] & o_ok[None, :]
+                    wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=wt_ok, other=0.0)  # [BK, BN]
+                    if HAS_IN_SCALE:
+                        a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
+                        wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
+                    acc = _dot(xt, wt, acc, DOT)
 
+    # The stores of y and u and the load of noise go to the pixels (oy, ox), D apart along a
+    # row when D > 1. NCHW: stride-D accesses, only 1 / D of each 32-byte sector touched is
+    # this program's (D times the sectors per tile; the other phases' programs own the rest,
+    # so DRAM traffic need not grow, but the accesses are less coalesced; not measured).
+    # channels_last: unchanged, contiguous along the channels.
     out_ok = m_ok[:, None] & o_ok[None, :]
     pix_out = (oy * syh + ox * syw)[:, None]
     if STORE_U:
@@ -222,14 +259,20 @@ def _conv_op(
     u = _launch.empty_like_layout(x, out_channels, out_h, out_w) if store_u else x.new_empty([0])
     if y.numel() == 0:
         return y, u
-    config = conv_config(out_h * out_w, out_channels, in_channels, x.dtype, _launch.is_channels_last(x))
+    # The tiles cover one phase's sub-grid (the whole output when dilate = 1); every phase
+    # gets as many programs as phase (0, 0), the largest.
+    phase_pixels = _launch.cdiv(out_h, dilate) * _launch.cdiv(out_w, dilate)
+    config = conv_config(phase_pixels, out_channels, in_channels, x.dtype, _launch.is_channels_last(x))
     bm, bn, bk, warps, stages = config
     weight = _taps_major(weight)
-    grid = (_launch.cdiv(out_h * out_w, bm), _launch.cdiv(out_channels, bn), batch)
+    phase_tiles = _launch.cdiv(phase_pixels, bm)
+    grid = (dilate * dilate * phase_tiles, _launch.cdiv(out_channels, bn), batch)
+    (pad_y, pad_ry), (pad_x, pad_rx) = divmod(padding[0], dilate), divmod(padding[1], dilate)  # 0 <= pad_r < dilate
     _launch.wrap_triton(_scaled_conv2d_kernel)[grid](
         x, weight, x if in_scale is None else in_scale, x if out_scale is None else out_scale,
         x if noise is None else noise, x if bias is None else bias, y, y if u.numel() == 0 else u,
-        in_channels, in_h, in_w, out_channels, out_h, out_w, padding[0], padding[1], _launch.cdiv(in_channels, bk),
+        in_channels, in_h, in_w, out_channels, out_h, out_w, pad_y, pad_x, pad_ry, pad_rx, phase_tiles,
+        _launch.cdiv(in_channels, bk),
         *x.stride(), *weight.stride(), *_strides(in_scale, 2), *_strides(out_scale, 2),
         *_strides(noise, 4), *y.stride(), *(u.stride() if store_u else y.stride()),
         alpha, gain, 0.0 if clamp is None else clamp,
