@@ -1,13 +1,14 @@
 """Sweep the launch-configuration rules of the Triton kernels on the GPU at hand.
 
-    python -m benchmarks.sweep [--only upfirdn2d|conv] [--out FILE.json]
+    python -m benchmarks.sweep [--only upfirdn2d|conv|up] [--out FILE.json]
 
 The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
 _launch.py, _implicit_gemm.conv_config). This times each kernel's forward on StyleGAN2's
 heaviest shapes under a handful of alternative settings, next to the copy and matmul ceilings
 measured in the same run, and prints one table per op: the evidence for changing a rule.
-Forward passes only (the backward passes are the same kernels). Not part of `benchmarks.run`:
-it is a tuning tool, its numbers are not the project's results.
+Forward passes only (the backward passes are the same kernels), except `up`: G's up=2 layers
+by each composition of the Triton path against the reference, forward and forward + backward.
+Not part of `benchmarks.run`: it is a tuning tool, its numbers are not the project's results.
 """
 
 from __future__ import annotations
@@ -129,17 +130,72 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
     return rows
 
 
+def sweep_up(matmul_tflops: dict) -> list[dict]:
+    """G's up=2 synthesis layers (modulated conv + noise + bias + lrelu + clamp), forward and
+    forward + backward, by each composition of the Triton path (UP_BY_TRANSPOSED_CONVOLUTION
+    False: filter first; True: transposed convolution first) against the reference (cuDNN)."""
+    from stylegan_fast.ops import modulated_conv2d_bias_act, setup_filter
+    from stylegan_fast.ops.triton import modulated_conv2d as kernels
+
+    f = setup_filter([1, 3, 3, 1], device="cuda")
+    cases = {  # name: (batch, in, out, input size, dtype): the up layers of the 256^2 and 1024^2 G
+        "512->512 32->64 fp16": (32, 512, 512, 32, torch.float16),
+        "256->128 128->256 fp16": (32, 256, 128, 128, torch.float16),
+        "64->32 512->1024 fp16": (32, 64, 32, 512, torch.float16),
+    }
+    rows = []
+    for name, (batch, cin, cout, size, dtype) in cases.items():
+        for layout in ("nchw", "nhwc"):
+
+            def make(i, batch=batch, cin=cin, cout=cout, size=size, dtype=dtype, layout=layout):
+                x = torch.randn([batch, cin, size, size], device="cuda", dtype=dtype)
+                x = x.to(memory_format=torch.channels_last) if layout == "nhwc" else x
+                w = torch.randn([cout, cin, 3, 3], device="cuda") / (cin * 9) ** 0.5
+                a = torch.randn([batch, cin], device="cuda") + 1
+                noise = torch.randn([batch, 1, 2 * size, 2 * size], device="cuda")
+                b = torch.randn([cout], device="cuda")
+                return [t.requires_grad_() for t in (x, w, a, noise, b)]
+
+            def forward(x, w, a, noise, b, impl):
+                return modulated_conv2d_bias_act(x, w, a, noise, b, act="lrelu", clamp=256.0, up=2, padding=1,
+                                                 resample_filter=f, flip_weight=False, impl=impl)  # fmt: skip
+
+            def both(x, w, a, noise, b, impl):
+                y = forward(x, w, a, noise, b, impl)
+                torch.autograd.grad(y, [x, w, a, noise, b], torch.ones_like(y))
+
+            flops = 2 * batch * size * size * cout * cin * 9  # the transposed convolution's
+            peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
+            for variant, impl, transposed in (("ref", "ref", False), ("filter first", "triton", False),
+                                              ("transposed first", "triton", True)):  # fmt: skip
+                with patched(kernels, UP_BY_TRANSPOSED_CONVOLUTION=transposed):
+                    try:
+                        with torch.no_grad():
+                            fwd = timed(lambda *t, impl=impl: forward(*t, impl), make)
+                        full = timed(lambda *t, impl=impl: both(*t, impl), make)
+                        rows.append(dict(op="up layer", case=name, layout=layout, config=variant, ms=fwd * 1e3,
+                                         full_ms=full * 1e3, tflops=flops / fwd / 1e12,
+                                         matmul_fraction=flops / fwd / 1e12 / peak))  # fmt: skip
+                    except Exception as error:  # noqa: BLE001
+                        rows.append(dict(op="up layer", case=name, layout=layout, config=variant, error=repr(error)[:200]))
+                print(_row(rows[-1]), flush=True)
+            torch.cuda.empty_cache()
+    return rows
+
+
 def _row(r: dict) -> str:
     if "error" in r:
         return f"{r['op']:9} {r['case']:24} {r['layout']:5} {str(r['config']):24} ERROR {r['error']}"
     extra = (f"{r['copy_fraction']:6.1%} of copy" if "copy_fraction" in r
              else f"{r['tflops']:7.1f} TFLOP/s {r['matmul_fraction']:6.1%} of matmul")  # fmt: skip
+    if "full_ms" in r:
+        extra += f", forward + backward {r['full_ms']:9.3f} ms"
     return f"{r['op']:9} {r['case']:24} {r['layout']:5} {str(r['config']):24} {r['ms']:9.3f} ms  {extra}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["upfirdn2d", "conv"])
+    parser.add_argument("--only", choices=["upfirdn2d", "conv", "up"])
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -150,6 +206,8 @@ def main() -> None:
     rows = []
     if args.only in (None, "conv"):
         rows += sweep_conv(matmul)
+    if args.only in (None, "up"):
+        rows += sweep_up(matmul)
     if args.only in (None, "upfirdn2d"):
         rows += sweep_upfirdn2d(copy_gbs)
     if args.out:
