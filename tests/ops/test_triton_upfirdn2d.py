@@ -11,7 +11,8 @@ import textwrap
 import pytest
 import torch
 
-from stylegan_fast.ops import upfirdn2d
+from stylegan_fast.ops import bias_act, upfirdn2d
+from stylegan_fast.ops.bias_act import ACTIVATIONS
 from stylegan_fast.ops.triton import upfirdn2d as kernels
 from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
 from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
@@ -168,12 +169,88 @@ def test_kernel_compiles_for_hopper():
     compiles_for_hopper(textwrap.dedent("""
         from stylegan_fast.ops.triton import _launch, upfirdn2d as k
         tile = dict(BLOCK_C=1, BLOCK_H=16, BLOCK_W=64)
+        plain = dict(EPILOGUE=False, HAS_NOISE=False, HAS_BIAS=False, ACT=0, HAS_CLAMP=False, STORE_Z=False)
+        epilogue = dict(EPILOGUE=True, HAS_NOISE=True, HAS_BIAS=True, HAS_CLAMP=True, STORE_Z=True)
         variants = [
-            ("bf16", dict(UPX=2, UPY=2, DOWNX=1, DOWNY=1, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=False)),
-            ("fp16", dict(UPX=1, UPY=1, DOWNX=2, DOWNY=2, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=True)),
-            ("fp64", dict(UPX=3, UPY=2, DOWNX=2, DOWNY=3, PAD_RX=2, PAD_RY=0, FW=5, FH=2, FLIP=True, SEPARABLE=False)),
+            ("bf16", dict(UPX=2, UPY=2, DOWNX=1, DOWNY=1, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=False, **plain)),
+            ("fp16", dict(UPX=1, UPY=1, DOWNX=2, DOWNY=2, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=True, **plain)),
+            ("fp64", dict(UPX=3, UPY=2, DOWNX=2, DOWNY=3, PAD_RX=2, PAD_RY=0, FW=5, FH=2, FLIP=True, SEPARABLE=False, **plain)),
+            ("fp16", dict(UPX=1, UPY=1, DOWNX=1, DOWNY=1, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=True,
+                          ACT=2, **epilogue)),
+            ("bf16", dict(UPX=1, UPY=1, DOWNX=1, DOWNY=1, PAD_RX=0, PAD_RY=0, FW=4, FH=4, FLIP=False, SEPARABLE=True,
+                          ACT=3, **epilogue)),
         ]
         for dtype, constexprs in variants:
-            io = {"x_ptr": dtype, "f_ptr": "fp32", "y_ptr": dtype}
+            io = {name: dtype for name in ("x_ptr", "y_ptr", "noise_ptr", "bias_ptr", "z_ptr")} | {"f_ptr": "fp32"}
             _launch.compile_for_gpu(k._upfirdn2d_forward_kernel, io, dict(constexprs, IS_FP64=dtype == "fp64", **tile))
     """))
+
+
+# upfirdn2d_bias_act: the filter with noise, bias, activation, gain and clamp in its epilogue
+# (the up=2 layer whose transposed convolution ran first), against the reference composition.
+EPILOGUE_CASES = {  # name: (case in CASES, act, clamp)
+    "up 4x4 lrelu clamp": ("upsample2d 4x4", "lrelu", 0.4),
+    "up separable tanh": ("upsample2d 4-tap separable", "tanh", None),
+    "down 4x4 linear": ("downsample2d 4x4", "linear", None),
+    "two passes swish clamp": ("10-tap separable, two passes", "swish", 0.3),
+}
+
+
+def epilogue_inputs(case, dtype=torch.float64, channels_last=False):
+    up, down, padding, f_shape, _, gain = CASES[EPILOGUE_CASES[case][0]]
+    x, f = randn([2, 3, 7, 9], dtype), random_filter(f_shape)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    out_h = (7 * up[1] + padding[2] + padding[3] - f_shape[0] + down[1]) // down[1]
+    out_w = (9 * up[0] + padding[0] + padding[1] - f_shape[-1] + down[0]) // down[0]
+    noise, bias = randn([2, 1, out_h, out_w], dtype, seed=2), randn([3], dtype, seed=3)
+    return (x, noise, bias), dict(f=f, up=up, down=down, padding=padding, gain=gain)
+
+
+def epilogue_ref(x, noise, bias, f, up, down, padding, gain, act, clamp):
+    y = upfirdn2d(x, f, up=up, down=down, padding=padding, gain=gain, impl="ref") + noise
+    return bias_act(y, bias, act=act, clamp=clamp, impl="ref")
+
+
+def epilogue_triton(x, noise, bias, f, up, down, padding, gain, act, clamp):
+    activation = ACTIVATIONS[act]
+    return kernels.upfirdn2d_bias_act(x, f, up, down, padding, gain, noise, bias, act, activation.def_alpha,
+                                      activation.def_gain, clamp)  # fmt: skip
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("case", EPILOGUE_CASES)
+def test_epilogue_values_and_gradients_match_reference(case, channels_last):
+    tensors, kwargs = epilogue_inputs(case, channels_last=channels_last)
+    act, clamp = EPILOGUE_CASES[case][1:]
+    tensors = [t.requires_grad_() for t in tensors]
+    out = epilogue_triton(*tensors, **kwargs, act=act, clamp=clamp)
+    truth = epilogue_ref(*tensors, **kwargs, act=act, clamp=clamp)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+    dy = randn(out.shape, seed=4)
+    for g, t in zip(torch.autograd.grad(out, tensors, dy), torch.autograd.grad(truth, tensors, dy)):
+        torch.testing.assert_close(g, t, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+def test_epilogue_low_precision_within_baseline(dtype):
+    (x, noise, bias), kwargs = epilogue_inputs("up 4x4 lrelu clamp", dtype)
+    truth = epilogue_ref(x.double(), noise.double(), bias.double(), **kwargs, act="lrelu", clamp=0.4)
+    baseline = epilogue_ref(x, noise, bias, **kwargs, act="lrelu", clamp=0.4)
+    out = epilogue_triton(x, noise, bias, **kwargs, act="lrelu", clamp=0.4)
+    assert out.dtype == dtype
+    assert_error_within_baseline(out, truth, baseline, "y")
+
+
+def test_epilogue_second_order_matches_reference():
+    # tanh: the second derivative runs through the stored pre-activation z.
+    tensors, kwargs = epilogue_inputs("up separable tanh")
+
+    def second_order(function):
+        inputs = [t.detach().requires_grad_() for t in tensors]
+        y = function(*inputs, **kwargs, act="tanh", clamp=None)
+        dx, dnoise = torch.autograd.grad(y.square().sum(), inputs[:2], create_graph=True)
+        return torch.autograd.grad(dx.square().sum() + dnoise.sum(), inputs)
+
+    for g, t in zip(second_order(epilogue_triton), second_order(epilogue_ref)):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10)

@@ -8,7 +8,9 @@ What runs where, per call:
   upfirdn2d(impl='triton'), which is conv2d_resample's definition (filter and convolution
   commute); the convolution then runs with stride `down` and the epilogue sees the final
   output. For up=2 this convolves the upsampled image: 4x the FLOPs of a transposed
-  convolution (to fuse in-kernel later, as a polyphase gather of the zero-inserted input);
+  convolution. The other order (UP_BY_TRANSPOSED_CONVOLUTION): the transposed convolution
+  (phase-tiled: no MACs on inserted zeros), then the FIR filter with the epilogue in one
+  upfirdn2d pass;
 - the convolution with the modulation, demodulation and epilogue: one Triton kernel.
 fused_modconv only chooses between two orders of the same arithmetic in the reference; the
 kernel has one (modulated weight tiles, never per-sample weights in memory), so it is ignored.
@@ -26,13 +28,14 @@ import torch
 
 from stylegan_fast.ops.conv2d_resample import _resampling_padding, output_size
 from stylegan_fast.ops.triton import _implicit_gemm
-from stylegan_fast.ops.triton.bias_act import bias_act
+from stylegan_fast.ops.triton.upfirdn2d import upfirdn2d_bias_act
 from stylegan_fast.ops.upfirdn2d import filter_size, upfirdn2d
 
 # up=2 layers: True runs the transposed convolution first (1/4 of the MACs: the kernel skips
-# the zeros it inserts), then the FIR filter and the epilogue as two more memory passes;
-# False filters first and convolves the upsampled image with the epilogue fused (4x the MACs,
-# one pass fewer). Measured on an H100: see benchmarks/NOTES.md.
+# the zeros it inserts), then the FIR filter with the noise, bias and activation in its
+# epilogue (one more pass over the output, 2x2 larger than the convolution's input); False
+# filters the input first and convolves the upsampled image with the epilogue fused (4x the
+# MACs). Not yet measured against each other: `python -m benchmarks.sweep --only up` on a GPU.
 UP_BY_TRANSPOSED_CONVOLUTION = False
 
 
@@ -80,7 +83,7 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
 def _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, gain, clamp, up, padding, f, out_size):
     """conv2d_resample's up path in its own order: the transposed convolution (the kernel on
     the zero-inserted x, whose phase tiles skip the inserted zeros: the MACs of a convolution
-    at x's resolution), then the FIR filter with the padding, then noise and bias_act.
+    at x's resolution), then one pass of the FIR filter with the padding, noise and bias_act.
 
     Filter and convolution commute on the zero-inserted, padded image Z. The full correlation
     of Z with the k-tap weight starts k - 1 pixels before Z and ends k - 1 after; the
@@ -100,13 +103,7 @@ def _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, 
         fir_pad.append((b0 + c0, b1 + c1))
     (by0, by1), (bx0, bx1) = fir_pad
     t = _implicit_gemm.scaled_conv2d(x, weight, styles, dcoefs, None, None, 1, up, conv_pad, conv_size)
-    t = upfirdn2d(t, f, padding=[bx0, bx1, by0, by1], gain=up**2, impl="triton")
-    if noise is not None:
-        t = t + noise.to(t.dtype)
-    bias = None if bias is None else bias.to(t.dtype)
-    if bias is None and act == "linear" and gain == 1 and clamp is None:
-        return t
-    return bias_act(t, bias, 1, act, alpha, gain, clamp)
+    return upfirdn2d_bias_act(t, f, [1, 1], [1, 1], [bx0, bx1, by0, by1], up**2, noise, bias, act, alpha, gain, clamp)
 
 
 def _resample_first(x, kh, kw, up, down, padding, f):
