@@ -14,9 +14,11 @@
 #   SWEEP=1 SWEEP_ARGS="--only conv" ...                 # also sweep the kernels' launch configs (sweep.json)
 #   STYLEGAN_FAST_COMMIT=<hash> bash ...               # .git does not travel: name the commit
 #
-# Files in $OUT: stages.txt, install.log, info.txt, tests.log, bench.log, the result
-# <date>_<device>_<suites>.json, and report.md (the markdown tables for that result).
-# Commit the JSON to benchmarks/results/ and run `python -m benchmarks.report`.
+# Files in $OUT (the device tool brings back 8): stages.txt, setup.log (install, info, and
+# the host time per op call), tests.log, bench.log (with the sweep's output), sweep.json
+# with SWEEP, one result <date>_<device>_<suites>.json per benchmark run, and report.md (the
+# markdown tables for them). Commit the JSONs to benchmarks/results/ and run
+# `python -m benchmarks.report`.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -95,11 +97,12 @@ export OUT
 echo "python $(python --version 2>&1 | cut -d' ' -f2), $(python -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' 2>&1)"
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
-  stage install "$(min "$INSTALL_S" "$(($(left) - REPORT_S))")" install 2>&1 | tee "$OUT/install.log" | tail -n 25
+  stage install "$(min "$INSTALL_S" "$(($(left) - REPORT_S))")" install 2>&1 | tee "$OUT/setup.log" | tail -n 25
 else
   printf '%-8s skipped (SKIP_INSTALL)\n' install | tee -a "$STAGES"
 fi
-stage info 30 info 2>&1 | tee "$OUT/info.txt"
+stage info 30 info 2>&1 | tee -a "$OUT/setup.log"
+stage host 60 "python -m benchmarks.host_overhead --device cuda" 2>&1 | tee -a "$OUT/setup.log"
 if [ -z "${SKIP_TESTS:-}" ]; then
   stage tests "$(min "$TESTS_S" "$(($(left) - REPORT_S))")" tests 2>&1 | tee "$OUT/tests.log" | tail -n 40
 else
@@ -107,12 +110,12 @@ else
 fi
 if [ -n "${SWEEP:-}" ]; then
   stage sweep "$(min "${SWEEP_S:-180}" "$(($(left) - REPORT_S))")" "python -m benchmarks.sweep --out '$OUT/sweep.json' ${SWEEP_ARGS:-}" \
-    2>&1 | tee "$OUT/sweep.log"
+    2>&1 | tee "$OUT/bench.log"
 fi
 # The benchmark ends itself in time (--budget); the stage's timeout is a safety net.
 IFS=';' read -r -a RUNS <<<"${BENCH_RUNS:-${BENCH_ARGS:-}}"
 [ "${#RUNS[@]}" -eq 0 ] && RUNS=("")
-: >"$OUT/bench.log"
+touch "$OUT/bench.log"
 for i in "${!RUNS[@]}"; do
   BENCH_LIMIT=$(( ($(left) - REPORT_S) / (${#RUNS[@]} - i) ))
   stage "bench$((i + 1))" "$BENCH_LIMIT" "python -m benchmarks.run --suite all --out '$OUT' --budget $((BENCH_LIMIT - 25)) ${RUNS[$i]}" \

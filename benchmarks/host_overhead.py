@@ -1,15 +1,17 @@
-"""Host time per call of the Triton ops, measured on the CPU with every kernel launch
-replaced by a no-op.
+"""Host time per call of the Triton ops against the reference's, on tiny tensors.
 
-    TRITON_INTERPRET=1 python -m benchmarks.host_overhead [--reps N]
+    TRITON_INTERPRET=1 python -m benchmarks.host_overhead [--reps N]    # CPU, launches as no-ops
+    python -m benchmarks.host_overhead --device cuda [--reps N]         # GPU, real launches
 
 What the GPU never sees: argument checks, dispatch, autograd bookkeeping, launch
-configuration and allocation. On a GPU this is what the small layers of StyleGAN2 (4x4 to
-32x32) cost: there the host, not the kernel, sets the speed. The shapes are tiny (8 channels,
-batch 2) so that the CPU's own arithmetic in the ATen calls stays negligible; the reference is
-timed on the same tensors doing its real work, as the ATen baseline. Under TRITON_INTERPRET=1 the ops
-accept CPU tensors; the no-op launcher means no interpreter time is counted. Not part of
-`benchmarks.run`: its numbers are CPU host times, not the project's GPU results.
+configuration, allocation and the launches themselves. This is what the small layers of
+StyleGAN2 (4x4 to 32x32) cost: there the host, not the kernel, sets the speed. The shapes are
+tiny (8 channels, batch 2), so that the arithmetic stays negligible and the time per call is
+the host's (on a GPU: calls back to back, synchronised once per batch of calls, so it is the
+rate at which the host can issue the op). On the CPU the Triton ops take CPU tensors under
+TRITON_INTERPRET=1 and every launch is replaced by a no-op, so no interpreter time is
+counted; the reference does its real (tiny) work as the ATen baseline. Not part of
+`benchmarks.run`: its numbers are host times, not the project's results.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -42,15 +44,15 @@ def no_kernel_launches():
         _launch.wrap_triton = saved
 
 
-def cases():
+def cases(device: str = "cpu"):
     """name: (function of impl -> output, inputs that need gradients)."""
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape):
-        return torch.randn(shape, generator=gen).requires_grad_()
+        return torch.randn(shape, generator=gen).to(device).requires_grad_()
 
     x, b = randn(2, 8, 4, 4), randn(8)
-    f = setup_filter([1, 3, 3, 1])
+    f = setup_filter([1, 3, 3, 1], device=device)
     xu = randn(2, 8, 4, 4)
     xc, w, s, bc = randn(2, 8, 4, 4), randn(8, 8, 3, 3), randn(2, 8), randn(8)
     return {
@@ -63,25 +65,29 @@ def cases():
     }
 
 
-def per_call_us(fn, reps: int) -> float:
+def per_call_us(fn, reps: int, sync=lambda: None) -> float:
     """Microseconds per call of fn: the fastest of 7 batches of `reps` calls (host time is
     noise-free only at its minimum; other processes only ever add to it)."""
     fn()
     batches = []
     for _ in range(7):
+        sync()
         start = time.perf_counter()
         for _ in range(reps):
             fn()
+        sync()
         batches.append((time.perf_counter() - start) / reps * 1e6)
     return min(batches)
 
 
-def measure(reps: int) -> list[tuple[str, str, float, float]]:
-    """(case, impl, forward µs, forward + backward µs) for ref and triton."""
+def measure(reps: int, device: str = "cpu") -> list[tuple[str, str, float, float]]:
+    """(case, impl, forward µs, forward + backward µs) for ref and triton; on the CPU with
+    no-op launches, on a GPU with the real kernels."""
+    sync = torch.cuda.synchronize if device == "cuda" else lambda: None
     rows = []
-    for name, (call, inputs) in cases().items():
+    for name, (call, inputs) in cases(device).items():
         for impl in ("ref", "triton"):
-            with no_kernel_launches():
+            with no_kernel_launches() if device == "cpu" else nullcontext():
 
                 def forward():
                     with torch.no_grad():
@@ -91,19 +97,23 @@ def measure(reps: int) -> list[tuple[str, str, float, float]]:
                     y = call(impl)
                     torch.autograd.grad(y, inputs, torch.ones_like(y))
 
-                rows.append((name, impl, per_call_us(forward, reps), per_call_us(both, max(reps // 4, 1))))
+                rows.append((name, impl, per_call_us(forward, reps, sync), per_call_us(both, max(reps // 4, 1), sync)))
     return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
-    if os.environ.get("TRITON_INTERPRET") != "1":
+    if args.device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         raise SystemExit("set TRITON_INTERPRET=1: the Triton ops take CPU tensors only under the interpreter")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda, but no CUDA GPU is visible to torch")
     torch.set_num_threads(1)
+    print(f"host time per call on {args.device}{' (launches as no-ops)' if args.device == 'cpu' else ''}")
     print(f"{'case':34} {'impl':7} {'forward µs':>11} {'fwd+bwd µs':>11}")
-    for name, impl, forward, both in measure(args.reps):
+    for name, impl, forward, both in measure(args.reps, args.device):
         print(f"{name:34} {impl:7} {forward:11.1f} {both:11.1f}")
 
 
