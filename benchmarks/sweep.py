@@ -1,13 +1,14 @@
 """Sweep the launch-configuration rules of the Triton kernels on the GPU at hand.
 
-    python -m benchmarks.sweep [--only upfirdn2d|conv|up] [--out FILE.json]
+    python -m benchmarks.sweep [--only upfirdn2d|conv|up|wgrad] [--out FILE.json]
 
 The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
 _launch.py, _implicit_gemm.conv_config). This times each kernel's forward on StyleGAN2's
 heaviest shapes under a handful of alternative settings, next to the copy and matmul ceilings
 measured in the same run, and prints one table per op: the evidence for changing a rule.
 Forward passes only (the backward passes are the same kernels), except `up`: G's up=2 layers
-by each composition of the Triton path against the reference, forward and forward + backward.
+by each composition of the Triton path against the reference, forward and forward + backward;
+and `wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel.
 Not part of `benchmarks.run`: it is a tuning tool, its numbers are not the project's results.
 """
 
@@ -130,6 +131,57 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
     return rows
 
 
+def sweep_wgrad(matmul_tflops: dict) -> list[dict]:
+    """The first-order weight gradient of a 3x3 modulated convolution by both paths of
+    _wgrad.weight_grad: xs = x * styles and ATen's convolution_backward (cuDNN wgrad), against
+    the Triton kernel that scales x on load (_implicit_gemm.TRITON_WEIGHT_GRAD)."""
+    from stylegan_fast.ops.triton import _implicit_gemm as gemm
+    from stylegan_fast.ops.triton import _wgrad
+
+    cases = {  # name: (batch, in, out, size, dtype)
+        "512->512 64^2 bf16": (32, 512, 512, 64, torch.bfloat16),
+        "128->128 256^2 fp16": (32, 128, 128, 256, torch.float16),
+        "32->32 1024^2 fp16": (32, 32, 32, 1024, torch.float16),
+    }
+    rows = []
+    for name, (batch, cin, cout, size, dtype) in cases.items():
+        for layout in ("nchw", "nhwc"):
+
+            def make(i, batch=batch, cin=cin, cout=cout, size=size, dtype=dtype, layout=layout):
+                x = torch.randn([batch, cin, size, size], device="cuda", dtype=dtype)
+                g = torch.randn([batch, cout, size, size], device="cuda", dtype=dtype)
+                if layout == "nhwc":
+                    x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
+                a = torch.randn([batch, cin], device="cuda") + 1
+                w = torch.randn([cout, cin, 3, 3], device="cuda")
+                return x, a, g, w
+
+            def call(x, a, g, w):
+                with torch.no_grad():
+                    return _wgrad.weight_grad(x, a, g, w, 1, 1, (1, 1))
+
+            flops = 2 * batch * size * size * cout * cin * 9
+            peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
+            inputs, results = make(0), {}
+            for variant, triton in (("cudnn + xs", False), ("triton", True)):
+                with patched(gemm, TRITON_WEIGHT_GRAD=triton):
+                    try:
+                        results[variant] = call(*inputs)
+                        seconds = timed(call, make)
+                        rows.append(dict(op="wgrad", case=name, layout=layout, config=variant, ms=seconds * 1e3,
+                                         tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
+                    except Exception as error:  # noqa: BLE001
+                        rows.append(dict(op="wgrad", case=name, layout=layout, config=variant, error=repr(error)[:200]))
+                print(_row(rows[-1]), flush=True)
+            if len(results) == 2:  # the same inputs by both paths
+                reference, kernel = results.values()
+                difference = ((kernel.float() - reference.float()).norm() / reference.float().norm()).item()
+                print(f"wgrad     {name:24} {layout:5} relative difference of the paths {difference:.2e}", flush=True)
+            del inputs, results
+            torch.cuda.empty_cache()
+    return rows
+
+
 def sweep_up(matmul_tflops: dict) -> list[dict]:
     """G's up=2 synthesis layers (modulated conv + noise + bias + lrelu + clamp), forward and
     forward + backward, by each composition of the Triton path (UP_BY_TRANSPOSED_CONVOLUTION
@@ -195,7 +247,7 @@ def _row(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["upfirdn2d", "conv", "up"])
+    parser.add_argument("--only", choices=["upfirdn2d", "conv", "up", "wgrad"])
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -208,6 +260,8 @@ def main() -> None:
         rows += sweep_conv(matmul)
     if args.only in (None, "up"):
         rows += sweep_up(matmul)
+    if args.only in (None, "wgrad"):
+        rows += sweep_wgrad(matmul)
     if args.only in (None, "upfirdn2d"):
         rows += sweep_upfirdn2d(copy_gbs)
     if args.out:

@@ -75,6 +75,10 @@ STAGES, STAGES_FP64 = 3, 2
 # 128->128 at 256^2 fp16 2.59 against 3.40 (benchmarks/NOTES.md, sweep of 2026-11-23). With
 # NCHW x the same tiles were slower (3.63 vs 3.53 ms, 6.06 vs 4.41 ms).
 LARGE_TILE_M, LARGE_TILE_MIN_PIXELS, LARGE_TILE_MIN_OUT = 256, 64 * 64, 128
+# The first-order weight gradient (dilate = 1) by the Triton kernel of _wgrad, which scales x
+# by in_scale as it loads it, instead of xs = x * in_scale and ATen's convolution_backward.
+# Off: cuDNN's wgrad until `python -m benchmarks.sweep --only wgrad` measures the kernel faster.
+TRITON_WEIGHT_GRAD = False
 
 
 def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.dtype,
@@ -399,8 +403,8 @@ def _backward(ctx, dy, du):
         d_x = d_x if need_x else None
     if need_w:
         g = dz if fold is None else dz * _channel(fold, dz.dtype)
-        xs = x if a is None else x * _channel(a, x.dtype)
-        d_w = _weight_grad(xs, g.to(xs.dtype), weight.detach().to(xs.dtype), stride, dilate, (py, px)).to(weight.dtype)
+        from stylegan_fast.ops.triton._wgrad import weight_grad  # it imports this module
+        d_w = weight_grad(x, a, g, weight, stride, dilate, (py, px))
     return d_x, d_w, d_a, d_s, d_noise, d_bias, *([None] * 9)
 
 
