@@ -51,6 +51,7 @@ import triton
 import triton.language as tl
 
 from stylegan_fast.ops.triton import _launch
+from stylegan_fast.ops.triton._conv_epilogue import _epilogue_grad_op as _conv_epilogue_grad
 from stylegan_fast.ops.triton.bias_act import ACT_CODES, _act
 from stylegan_fast.ops.triton.bias_act import _grad_op as _bias_act_grad
 
@@ -375,24 +376,38 @@ def _backward(ctx, dy, du):
     if dy is None:  # only u was used
         dy = torch.zeros_like(u)
 
-    # Gradient with respect to z (the pre-activation), from dy; z is rebuilt from u.
-    if act != "linear" or clamp is not None:
-        z = u if s is None else u * _channel(s, u.dtype)
-        z = z if noise is None else z + noise
-        z = z if bias is None else z + _channel(bias, z.dtype)
-        dz = _bias_act_grad(dy, z, None, 1, act, alpha, gain, clamp)
-    else:
-        dz = dy * gain if gain != 1 else dy
-    d_noise = dz if need_noise else None
-    d_bias = _sum_to(dz, [0, 2, 3], bias) if need_bias else None
-    d_s = _sum_to(dz * u, [2, 3], s) if need_s else None
-
-    # Gradient with respect to u: out_scale folds into the transposed convolution's in_scale,
-    # unless a gradient of u itself (second order) comes along.
-    fold = s
-    if du is not None:
-        dz = (dz if s is None else dz * _channel(s, dz.dtype)) + du
+    if not torch.is_grad_enabled():
+        # A backward that is not differentiated itself (create_graph=False): the gradients of
+        # noise, bias, out_scale and u in one pass over memory (_conv_epilogue). What is called
+        # dz from here on is then u's whole gradient, dz * s + du: nothing is left to fold.
+        dz, d_noise, d_s, d_bias = _conv_epilogue_grad(
+            dy, u if u.ndim == 4 else None, du, s, noise, bias, act, alpha, gain, clamp, need_noise,
+            need_s, need_bias,
+        )  # fmt: skip
+        d_noise = d_noise if need_noise else None
+        d_s = d_s.to(s.dtype) if need_s else None
+        d_bias = d_bias.sum(0).to(bias.dtype) if need_bias else None
         fold = None
+    else:
+        # Differentiable ops, for the orders beyond. Gradient with respect to z (the
+        # pre-activation), from dy; z is rebuilt from u.
+        if act != "linear" or clamp is not None:
+            z = u if s is None else u * _channel(s, u.dtype)
+            z = z if noise is None else z + noise
+            z = z if bias is None else z + _channel(bias, z.dtype)
+            dz = _bias_act_grad(dy, z, None, 1, act, alpha, gain, clamp)
+        else:
+            dz = dy * gain if gain != 1 else dy
+        d_noise = dz if need_noise else None
+        d_bias = _sum_to(dz, [0, 2, 3], bias) if need_bias else None
+        d_s = _sum_to(dz * u, [2, 3], s) if need_s else None
+
+        # Gradient with respect to u: out_scale folds into the transposed convolution's
+        # in_scale, unless a gradient of u itself (second order) comes along.
+        fold = s
+        if du is not None:
+            dz = (dz if s is None else dz * _channel(s, dz.dtype)) + du
+            fold = None
     d_x = d_a = d_w = None
     if need_x or need_a:
         # The transposed convolution: stride and dilation swap, the weight flips and transposes.
