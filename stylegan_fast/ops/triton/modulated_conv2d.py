@@ -16,10 +16,12 @@ fused_modconv only chooses between two orders of the same arithmetic in the refe
 kernel has one (modulated weight tiles, never per-sample weights in memory), so it is ignored.
 
 Gradients (see _implicit_gemm): x and styles through the same kernel (a transposed
-convolution, with the demodulation as its in_scale and the styles as its out_scale, which is
-what makes it differentiable again); weight with ATen's convolution_backward (cuDNN's
-weight-gradient kernels); noise, bias and the scales with ATen reductions; the activation's
-derivative with the bias_act Triton op.
+convolution, with the styles as its out_scale, which is what makes it differentiable again);
+the epilogue's backward (the activation's derivative, and the gradients of noise, bias and
+the demodulation) in one Triton pass (_conv_epilogue) when the backward is not itself
+differentiated, else with differentiable ops (the bias_act Triton op, ATen reductions); the
+weight with ATen's convolution_backward (cuDNN's weight-gradient kernels), or the Triton
+kernel of _wgrad when _implicit_gemm.TRITON_WEIGHT_GRAD is on (off until measured faster).
 """
 
 import math
