@@ -377,10 +377,26 @@ def test_impl_reaches_every_op_call(monkeypatch, make_tiny):
     assert {impl for _, impl in requested} == {"ref"}
 
 
-@pytest.mark.parametrize("architecture", ["skip", "resnet"])
-def test_triton_kernels_give_the_reference_images_and_gradients(architecture):
+@pytest.mark.parametrize(
+    "architecture, switches",
+    [("skip", False), ("resnet", False), ("skip", True)],
+    ids=["skip", "resnet", "skip-transposed-up-triton-wgrad"],
+)
+def test_triton_kernels_give_the_reference_images_and_gradients(architecture, switches, monkeypatch):
     # Every op of G has a Triton kernel; without a GPU they run in the Triton interpreter
-    # (tests/conftest.py), hence 8x8 images and 16 channels (the smallest dot tile).
+    # (tests/conftest.py), hence 8x8 images and 16 channels (the smallest dot tile). With
+    # `switches`, the paths that are off until measured: up layers by the transposed
+    # convolution first, and the Triton weight gradient.
+    calls = []
+    if switches:
+        from stylegan_fast.ops.triton import _implicit_gemm, _wgrad
+        from stylegan_fast.ops.triton import modulated_conv2d as modconv_kernels
+
+        monkeypatch.setattr(modconv_kernels, "UP_BY_TRANSPOSED_CONVOLUTION", True)
+        monkeypatch.setattr(_implicit_gemm, "TRITON_WEIGHT_GRAD", True)
+        for module, name in ((modconv_kernels, "_convolve_then_upsample"), (_wgrad, "_weight_grad_op")):
+            original = getattr(module, name)
+            monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3, mapping_kwargs=dict(num_layers=1),
                   synthesis_kwargs=dict(channel_base=128, channel_max=16, architecture=architecture))  # fmt: skip
@@ -396,6 +412,8 @@ def test_triton_kernels_give_the_reference_images_and_gradients(architecture):
         results.append([img] + [p.grad for p in G.parameters()])
     for ref, tri in zip(*results):
         torch.testing.assert_close(tri, ref, rtol=1e-4, atol=1e-5)
+    if switches:  # both paths ran
+        assert {"_convolve_then_upsample", "_weight_grad_op"} <= set(calls)
 
 
 def test_triton_kernels_run_channels_last_reduced_precision_blocks_like_the_reference(make_tiny):
