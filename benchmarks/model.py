@@ -100,7 +100,8 @@ def _training(data, outdir, cfg, resolution, batch, impl, compiled, device, sett
     while True:
         workers = 0 if device.type == "cpu" else None  # None: the trainer's default, as `stylegan-fast train`
         options = TrainOptions(data=data, outdir=outdir, cfg=cfg, resolution=resolution, batch=batch, batch_gpu=batch_gpu,
-                               impl=impl, device=device.type, workers=workers, overrides=overrides)  # fmt: skip
+                               impl=impl, device=device.type, workers=workers, overrides=overrides,
+                               cudnn_benchmark=torch.backends.cudnn.benchmark)  # fmt: skip
         trainer = Trainer(options, log=lambda message: None)
         eager_phases = _compile_trainer(trainer, compile_backend) if compiled else []
         phases = list(trainer.phases)

@@ -60,6 +60,7 @@ class Plan:
     providers: list[str] | None = None  # Only these providers; None = all.
     budget_s: float | None = None
     threads: int | None = None  # CPU threads torch uses.
+    cudnn_benchmark: bool = True  # torch.backends.cudnn.benchmark for the whole run (the trainer's default).
 
 
 def quick_plan(suites: list[str], device: str) -> Plan:
@@ -146,6 +147,8 @@ def run(plan: Plan, out_dir: Path) -> Path:
     started = time.monotonic()
     budget = harness.Budget(plan.budget_s)
     device = torch.device(plan.device)
+    # One setting for every task (the trainer would otherwise switch it on midway).
+    torch.backends.cudnn.benchmark = plan.cudnn_benchmark
     meta = environment.collect(device)
     stamp = meta["date"].replace(":", "").replace("-", "").split("+")[0]  # 20260101T120000
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--impl", default="auto", choices=["auto", "ref", "triton", "cuda"], help="kernel implementation (default: auto)")
     train.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     train.add_argument("--tensorboard", action="store_true", help="also log statistics to TensorBoard in the run directory")
+    train.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                       help="on CUDA, do not let cuDNN time its algorithms per convolution shape (it does by default)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="change a config field, e.g. --set channel_base=4096 --set mp_dtype='\"bfloat16\"' (JSON values)")
     train.set_defaults(run=_train)

@@ -42,3 +42,13 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as raised:
         cli.main(["paint"])
     assert raised.value.code == 2
+
+
+def test_train_lets_cudnn_benchmark_unless_told_not_to(monkeypatch):
+    seen = []
+    monkeypatch.setattr("stylegan_fast.train.loop.train", lambda opts: seen.append(opts))
+    base = ["train", "--data", "demo:faces", "--outdir", "runs"]
+    cli.main(base)
+    cli.main([*base, "--no-cudnn-benchmark", "--set", "channels_last=true"])
+    assert [opts.cudnn_benchmark for opts in seen] == [True, False]
+    assert seen[1].overrides == {"channels_last": True}

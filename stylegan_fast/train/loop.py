@@ -62,6 +62,7 @@ class TrainOptions:
     impl: str = "auto"  # Kernel implementation: 'auto', 'ref', 'triton' or 'cuda'.
     device: str | None = None  # 'cuda' or 'cpu'; None = CUDA when available.
     max_nonfinite: int = 20  # Stop after this many consecutive optimiser steps with non-finite gradients.
+    cudnn_benchmark: bool = True  # On CUDA, let cuDNN time its algorithms for each convolution shape (as StyleGAN2-ADA).
     tensorboard: bool = False  # Also log the per-tick statistics to TensorBoard (needs the tensorboard package).
     overrides: dict = dataclasses.field(default_factory=dict)  # Other config fields to change, e.g. {'channel_base': 4096}.
 
@@ -83,6 +84,10 @@ class Trainer:
         self.opts = opts
         self.process = process or distributed.init(opts.device)
         self.device = self.process.device
+        if self.device.type == "cuda":
+            # The shapes never change during training: timing cuDNN's algorithms once per shape
+            # pays off (D's convolutions, and the reference path's, are cuDNN's).
+            torch.backends.cudnn.benchmark = opts.cudnn_benchmark
         self.log = log if self.process.is_main else (lambda _msg: None)
         self.config = get_config(opts.cfg, **self._config_overrides())
         self.batch = self.config.batch
