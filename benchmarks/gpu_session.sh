@@ -32,7 +32,7 @@ if ! command -v python >/dev/null; then
 fi
 TOTAL_S="${TOTAL_S:-570}"  # the device tool kills a command at 600 s
 INSTALL_S="${INSTALL_S:-180}"
-TESTS_S="${TESTS_S:-200}"
+TESTS_S="${TESTS_S:-260}"
 REPORT_S=30  # kept back at the end for the report and the summary
 START=$SECONDS
 STAGES="$OUT/stages.txt"
