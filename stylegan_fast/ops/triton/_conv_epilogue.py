@@ -237,19 +237,7 @@ def _(dy, u, du, s, noise, bias, act, alpha, gain, clamp, store_dz, sum_dz_u, su
     return _outputs(dy, u, store_dz, sum_dz_u, sum_dz)
 
 
-def _setup(ctx, inputs, output):
-    pass
-
-
-def _no_derivative(ctx, *grads):
-    raise NotImplementedError(
-        "stylegan_fast::triton_conv_epilogue_grad has no derivative: it serves backward passes that are not "
-        "differentiated themselves (create_graph=False); with create_graph=True the scaled convolution's "
-        "backward uses differentiable ops instead"
-    )
-
-
-# An autograd formula that raises: differentiating the op fails loudly instead of silently
-# returning no gradient, and the eager path skips the custom-op dispatch (see _launch.TritonOp).
-_epilogue_grad_op.register_autograd(_no_derivative, setup_context=_setup)
-
+_epilogue_grad_op.register_no_derivative(
+    "it serves backward passes that are not differentiated themselves (create_graph=False); with "
+    "create_graph=True the scaled convolution's backward uses differentiable ops instead"
+)

@@ -139,6 +139,19 @@ class TritonOp:
         namespace = dict(forward=staticmethod(forward), backward=staticmethod(backward))
         self._function = type(self.name.split("::")[-1], (torch.autograd.Function,), namespace)
 
+    def register_no_derivative(self, reason: str):
+        """Mark the op as one that is never differentiated: differentiating it raises, with
+        `reason`, instead of silently giving no gradient (and the eager path applies)."""
+        name = self.name
+
+        def setup_context(ctx, inputs, output):
+            pass
+
+        def backward(ctx, *grads):
+            raise NotImplementedError(f"{name} is not differentiable: it has no derivative formula; {reason}")
+
+        self.register_autograd(backward, setup_context)
+
     def __call__(self, *args):
         if self._function is None or tracing(args):
             return self.op(*args)

@@ -163,18 +163,10 @@ def _(x, in_scale, g, weight, stride, padding):
     return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
-def _setup(ctx, inputs, output):
-    """Nothing to save: the backward only raises."""
-
-
-def _backward(ctx, d_w):
-    raise NotImplementedError(
-        "stylegan_fast::triton_scaled_conv2d_weight_grad is not differentiable; weight_grad takes the "
-        "differentiable ATen path whenever gradient mode is on (e.g. backward with create_graph=True)"
-    )
-
-
-_weight_grad_op.register_autograd(_backward, setup_context=_setup)
+_weight_grad_op.register_no_derivative(
+    "weight_grad takes the differentiable ATen path whenever gradient mode is on (e.g. backward with "
+    "create_graph=True)"
+)
 
 
 def weight_grad(x, a, g, weight, stride, dilate, padding):

@@ -71,7 +71,7 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
 
     if up > 1 and down == 1 and UP_BY_TRANSPOSED_CONVOLUTION:
         return _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, gain, clamp, up, padding,
-                                       resample_filter, (out_h, out_w))  # fmt: skip
+                                       resample_filter)  # fmt: skip
     x, stride, pad = _resample_first(x, kh, kw, up, down, padding, resample_filter)
     if noise is not None:
         noise = noise.to(x.dtype).expand(batch_size, out_channels, out_h, out_w)
@@ -82,7 +82,7 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
     )
 
 
-def _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, gain, clamp, up, padding, f, out_size):
+def _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, gain, clamp, up, padding, f):
     """conv2d_resample's up path in its own order: the transposed convolution (the kernel on
     the zero-inserted x, whose phase tiles skip the inserted zeros: the MACs of a convolution
     at x's resolution), then one pass of the FIR filter with the padding, noise and bias_act.
