@@ -1,6 +1,6 @@
 """Sweep the launch-configuration rules of the Triton kernels on the GPU at hand.
 
-    python -m benchmarks.sweep [--only upfirdn2d|conv|up|wgrad] [--out FILE.json]
+    python -m benchmarks.sweep [--only upfirdn2d|conv|up|wgrad|layout ...] [--out FILE.json]
 
 The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
 _launch.py, _implicit_gemm.conv_config). This times each kernel's forward on StyleGAN2's
@@ -8,7 +8,9 @@ heaviest shapes under a handful of alternative settings, next to the copy and ma
 measured in the same run, and prints one table per op: the evidence for changing a rule.
 Forward passes only (the backward passes are the same kernels), except `up`: G's up=2 layers
 by each composition of the Triton path against the reference, forward and forward + backward;
-and `wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel.
+`wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel;
+and `layout`: an NCHW x read directly or through a channels_last copy (_launch.NCHW_VIA_CHANNELS_LAST),
+against a channels_last x, for the FIR and the convolution, forward and forward + backward.
 Not part of `benchmarks.run`: it is a tuning tool, its numbers are not the project's results.
 """
 
@@ -235,6 +237,72 @@ def sweep_up(matmul_tflops: dict) -> list[dict]:
     return rows
 
 
+def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
+    """An NCHW x read by the kernels directly or through its channels_last copy, against a
+    channels_last x: the FIR (fraction of copy: x and y once) and the modulated convolution
+    (fraction of the matmul rate), forward and forward + backward."""
+    from stylegan_fast.ops import setup_filter, upfirdn2d
+    from stylegan_fast.ops.triton import _implicit_gemm as gemm
+    from stylegan_fast.ops.triton import _launch
+
+    f = setup_filter([1, 3, 3, 1], device="cuda")
+
+    def fir(up, down, padding):
+        return lambda x: upfirdn2d(x, f, up=up, down=down, padding=padding, impl="triton")
+
+    def conv(x, w, a, s, b):
+        return gemm.scaled_conv2d(x, w, a, s, None, b, 1, 1, (1, 1), x.shape[2:], act="lrelu", alpha=0.2,
+                                  gain=2**0.5, clamp=256.0)  # fmt: skip
+
+    def conv_inputs(batch, cin, cout):
+        w = torch.randn([cout, cin, 3, 3], device="cuda") / (cin * 9) ** 0.5
+        return [w, torch.randn([batch, cin], device="cuda") + 1, torch.rand([batch, cout], device="cuda") + 0.5,
+                torch.randn([cout], device="cuda")]  # fmt: skip
+
+    cases = {  # name: (x shape, dtype, function of the inputs, the other inputs, FLOPs or None for memory-bound)
+        "fir down2 32x128x256^2": ([32, 128, 256, 256], torch.float16, fir(1, 2, 1), [], None),
+        "fir filter 32x128x257^2": ([32, 128, 257, 257], torch.float16, fir(1, 1, 0), [], None),
+        "fir up2 32x128x128^2": ([32, 128, 128, 128], torch.float16, fir(2, 1, [2, 1, 2, 1]), [], None),
+        "conv 512->512 64^2 bf16": ([32, 512, 64, 64], torch.bfloat16, conv, lambda: conv_inputs(32, 512, 512),
+                                    2 * 32 * 64 * 64 * 512 * 512 * 9),
+        "conv 128->128 256^2 fp16": ([32, 128, 256, 256], torch.float16, conv, lambda: conv_inputs(32, 128, 128),
+                                     2 * 32 * 256 * 256 * 128 * 128 * 9),
+    }  # fmt: skip
+    rows = []
+    for name, (shape, dtype, fn, others, flops) in cases.items():
+        for variant, channels_last, via in (("nchw direct", False, False), ("nchw via channels_last", False, True),
+                                            ("channels_last x", True, True)):  # fmt: skip
+
+            def make(i, shape=shape, dtype=dtype, channels_last=channels_last, others=others):
+                x = torch.randn(shape, device="cuda", dtype=dtype)
+                x = x.to(memory_format=torch.channels_last) if channels_last else x
+                return [t.requires_grad_() for t in [x, *(others() if others else [])]]
+
+            def both(*inputs, fn=fn):
+                y = fn(*inputs)
+                torch.autograd.grad(y, inputs, torch.ones_like(y))
+
+            row = dict(op="layout", case=name, layout="nhwc" if channels_last else "nchw", config=variant)
+            with patched(_launch, NCHW_VIA_CHANNELS_LAST=via):
+                try:
+                    with torch.no_grad():
+                        fwd = timed(fn, make)
+                    row |= dict(ms=fwd * 1e3, full_ms=timed(both, make) * 1e3)
+                    if flops is None:
+                        x = make(0)[0]
+                        nbytes = (x.numel() + fn(x).numel()) * x.element_size()
+                        row["copy_fraction"] = nbytes / fwd / 1e9 / copy_gbs
+                    else:
+                        peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
+                        row |= dict(tflops=flops / fwd / 1e12, matmul_fraction=flops / fwd / 1e12 / peak)
+                except Exception as error:  # noqa: BLE001
+                    row["error"] = repr(error)[:200]
+            rows.append(row)
+            print(_row(row), flush=True)
+            torch.cuda.empty_cache()
+    return rows
+
+
 def _row(r: dict) -> str:
     if "error" in r:
         return f"{r['op']:9} {r['case']:24} {r['layout']:5} {str(r['config']):24} ERROR {r['error']}"
@@ -247,7 +315,8 @@ def _row(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["upfirdn2d", "conv", "up", "wgrad"])
+    parser.add_argument("--only", nargs="+", choices=["layout", "conv", "up", "wgrad", "upfirdn2d"],
+                        help="run only these sweeps")  # fmt: skip
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -256,13 +325,15 @@ def main() -> None:
     matmul = {kind: ceilings.matmul_rate(device, 8192, kind, SETTINGS)["flop_per_s"] / 1e12 for kind in ("bfloat16", "float16")}
     print(f"copy {copy_gbs:.0f} GB/s, matmul {matmul}", flush=True)
     rows = []
-    if args.only in (None, "conv"):
+    if args.only is None or "layout" in args.only:
+        rows += sweep_layout(copy_gbs, matmul)
+    if args.only is None or "conv" in args.only:
         rows += sweep_conv(matmul)
-    if args.only in (None, "up"):
+    if args.only is None or "up" in args.only:
         rows += sweep_up(matmul)
-    if args.only in (None, "wgrad"):
+    if args.only is None or "wgrad" in args.only:
         rows += sweep_wgrad(matmul)
-    if args.only in (None, "upfirdn2d"):
+    if args.only is None or "upfirdn2d" in args.only:
         rows += sweep_upfirdn2d(copy_gbs)
     if args.out:
         with open(args.out, "w") as file:

@@ -1,6 +1,10 @@
-"""Checks shared by the kernel tests: the accuracy rule, and compiling Triton kernels for a real GPU."""
+"""Checks shared by the kernel tests: the accuracy rule, and compiling Triton kernels for a real
+GPU (that they build, and what machine code they become)."""
 
+import collections
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +35,44 @@ def compiles_for_hopper(code):
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+def opcode_counts(code):
+    """{label: Counter of SASS opcodes} for the kernels that `code` compiles (in a process
+    without the interpreter) and passes to print_opcodes(label, compiled)."""
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    counts = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("OPCODES "):
+            label, opcodes = json.loads(line[len("OPCODES "):])
+            counts[label] = collections.Counter(opcodes)
+    return counts
+
+
+# A SASS instruction as nvdisasm prints it: "/*0bd0*/  @P4 LDG.E.U16 R134, desc[UR14][R20.64] ;",
+# an optional predicate, then the opcode with its modifiers (HGMMA.64x128x16.F32.BF16).
+_SASS_INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]*)[\s;]")
+
+
+def print_opcodes(label, compiled):
+    """Print the opcode counts of a compiled kernel's SASS for opcode_counts to read. The cubin
+    is disassembled with the nvdisasm that ships with Triton (Triton 3.6's own `asm["sass"]`
+    stops partway through long kernels)."""
+    import tempfile
+
+    import triton
+
+    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = Path(folder) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass = subprocess.run([str(nvdisasm), "-c", str(cubin)], capture_output=True, text=True, check=True).stdout
+    opcodes = collections.Counter()
+    for line in sass.splitlines():
+        match = _SASS_INSTRUCTION.match(line)
+        if match:
+            opcodes[match.group(1)] += 1
+    print("OPCODES " + json.dumps([label, opcodes]))

@@ -18,7 +18,7 @@ from stylegan_fast.ops import setup_filter
 from stylegan_fast.ops.bias_act import _bias_act_ref
 from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
-from stylegan_fast.ops.triton import _implicit_gemm
+from stylegan_fast.ops.triton import _implicit_gemm, _launch
 from stylegan_fast.ops.triton import modulated_conv2d as kernels
 from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
 
@@ -165,6 +165,28 @@ def test_gradients_match_reference(case):
     _, truth = run("ref", tensors, dy, **kwargs, **op_kwargs)
     for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth):
         torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+
+
+@pytest.mark.parametrize("via_channels_last", [True, False], ids=["via_nhwc", "direct"])
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_nchw_via_channels_last(case, via_channels_last, monkeypatch):
+    # An NCHW x (20 channels) is read by the kernels through a channels_last copy unless the
+    # switch is off: the values, the gradients and the NCHW output layout are the same
+    # either way. The recorder proves which layout the kernels read.
+    monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
+    read = []
+    kernel_layout = _launch.kernel_layout
+    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    resampling, op_kwargs = GRAD_CASES[case]
+    tensors, kwargs = make_inputs(resampling)
+    dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
+    out, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
+    truth, truth_grads = run("ref", tensors, dy, **kwargs, **op_kwargs)
+    assert out.is_contiguous() and grads[0].is_contiguous()
+    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth_grads):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+    assert read and all(_launch.is_channels_last(t) == via_channels_last for t in read)
 
 
 def test_gradients_float32_within_baseline():

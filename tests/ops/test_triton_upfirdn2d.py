@@ -13,6 +13,7 @@ import torch
 
 from stylegan_fast.ops import bias_act, upfirdn2d
 from stylegan_fast.ops.bias_act import ACTIVATIONS
+from stylegan_fast.ops.triton import _launch
 from stylegan_fast.ops.triton import upfirdn2d as kernels
 from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
 from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
@@ -113,19 +114,57 @@ def test_layouts(layout):
     assert dx.shape == x.shape
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("case", ["upsample2d 4x4", "downsample2d 4x4"])
-def test_large_channels_last_tiles(case):
-    # Enough planes and pixels for the channels_last tiles of _launch.UPFIRDN2D_TILES to be
-    # full (64-128 channels x several rows), which the interpreter-sized tests never reach.
+@pytest.mark.parametrize("via_channels_last", [True, False], ids=["via_nhwc", "direct"])
+@pytest.mark.parametrize("case", ["upsample2d 4-tap separable", "downsample2d 4x4", "10-tap separable, two passes"])
+def test_nchw_with_many_channels(case, via_channels_last, monkeypatch):
+    # An NCHW x with >= 16 channels is read through a channels_last copy (the kernel's fast
+    # layout) unless the switch is off; either way the output and the gradient are NCHW and
+    # match the reference. The recorder proves which layout the kernel read.
+    monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
+    read = []
+    kernel_layout = _launch.kernel_layout
+    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
     up, down, padding, f_shape, flip, gain = CASES[case]
-    x = randn([2, 160, 40, 36], torch.float16).to(memory_format=torch.channels_last)
+    x, f = randn([2, 17, 7, 9], torch.float32), random_filter(f_shape)
+    args = (up, down, padding, flip, gain)
+    out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
+    truth = _upfirdn2d_ref(x.double(), f.double(), *args)
+    assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), "y", magnitude(x, f, *args))
+    assert out.is_contiguous()
+    assert read and all(_launch.is_channels_last(t) == via_channels_last for t in read)
+    dy = randn(out.shape, torch.float32, seed=2)
+    dx = gradient("triton", x, f, dy, *args)
+    truth = gradient("ref", x.double(), f.double(), dy.double(), *args)
+    scale = gradient("ref", x.double(), f.double().abs(), dy.double().abs(), *args).max().item()
+    assert dx.is_contiguous()
+    assert_error_within_baseline(dx, truth, gradient("ref", x, f, dy, *args), "dx", scale)
+
+
+def test_few_channels_stay_nchw(monkeypatch):
+    read = []
+    kernel_layout = _launch.kernel_layout
+    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    x, f = randn([2, _launch.VIA_CHANNELS_LAST_MIN_CHANNELS - 1, 6, 5], torch.float32), random_filter((4,))
+    upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1), gain=4.0, impl="triton")
+    assert read and not any(_launch.is_channels_last(t) for t in read)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["channels_last", "nchw"])
+@pytest.mark.parametrize("case", ["upsample2d 4x4", "downsample2d 4x4"])
+def test_large_channels_last_tiles(case, layout):
+    # Enough planes and pixels for the channels_last tiles of _launch.UPFIRDN2D_TILES to be
+    # full (64-128 channels x several rows), which the interpreter-sized tests never reach;
+    # an NCHW x reaches them through its channels_last copy and stores an NCHW output.
+    up, down, padding, f_shape, flip, gain = CASES[case]
+    x = randn([2, 160, 40, 36], torch.float16)
+    x = x.to(memory_format=torch.channels_last) if layout == "channels_last" else x
     f = random_filter(f_shape)
     args = (up, down, padding, flip, gain)
     out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
     truth = _upfirdn2d_ref(x.double(), f.double(), *args)
     assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), "y", magnitude(x, f, *args))
-    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
 
 
 def test_filter_gradient_is_rejected():

@@ -18,7 +18,10 @@ works.
 The GEMM, per sample: M = output pixels, N = out channels, K = in channels x taps. A
 program owns a [BM pixels, BN out channels] tile and walks K tap by tap (compile-time loop),
 BK in channels at a time: it loads the x tile [BM, BK] gathered at the tap's shifted pixels
-(masked outside the image) and the weight tile [BK, BN].
+(masked outside the image) and the weight tile [BK, BN]. In channels_last both are rows of
+contiguous channels, copied to shared memory in 16-byte pieces; an NCHW x would give
+one-element loads (a tap's pixels are one element off alignment), so NCHW inputs with enough
+channels are read through a channels_last copy (_launch.kernel_layout); y and u keep x's layout.
 
 With D > 1 most taps of an output pixel land on inserted zeros, and which ones depends only
 on the pixel's phase (oy mod D, ox mod D): row oy = qy * D + ry reads X row
@@ -264,6 +267,7 @@ def _conv_op(
     u = _launch.empty_like_layout(x, out_channels, out_h, out_w) if store_u else x.new_empty([0])
     if y.numel() == 0:
         return y, u
+    x = _launch.kernel_layout(x)  # y and u keep the caller's layout
     # The tiles cover one phase's sub-grid (the whole output when dilate = 1); every phase
     # gets as many programs as phase (0, 0), the largest.
     phase_pixels = _launch.cdiv(out_h, dilate) * _launch.cdiv(out_w, dilate)

@@ -35,6 +35,27 @@ UPFIRDN2D_TILES = {
 }
 
 
+# The gather kernels (upfirdn2d, the convolution) read a tap's pixels at offsets of one pixel.
+# In channels_last such an offset moves by whole pixels of C channels, so every load is a
+# 16-byte vector; in NCHW it moves by one element, so sm_90 code for an NCHW x loads one 2-byte
+# element per instruction (the conv's x tile 32 scalar loads per thread and K step where
+# channels_last has 4 cp.async; see tests/ops/test_triton_codegen.py). Measured on an H100:
+# NCHW 8x slower for the FIR, 1.7-1.8x for the conv (benchmarks/NOTES.md). So an NCHW x with at
+# least VIA_CHANNELS_LAST_MIN_CHANNELS channels is copied to channels_last before the kernel
+# (one read and one write of x); the output keeps the caller's layout, which the kernels
+# store through shared memory. Fewer channels stay NCHW: a pixel of 3 channels is no vector.
+NCHW_VIA_CHANNELS_LAST = True
+VIA_CHANNELS_LAST_MIN_CHANNELS = 16
+
+
+def kernel_layout(x: torch.Tensor) -> torch.Tensor:
+    """x as the gather kernels read it best: a channels_last copy of an NCHW x with enough
+    channels (while NCHW_VIA_CHANNELS_LAST), else x itself."""
+    if NCHW_VIA_CHANNELS_LAST and x.shape[1] >= VIA_CHANNELS_LAST_MIN_CHANNELS and not is_channels_last(x):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def elementwise_config(numel: int) -> tuple[int, int, bool]:
     """(BLOCK, num_warps, int64 offsets) for a 1-D grid over `numel` elements."""
     block, warps = (LARGE_BLOCK, LARGE_WARPS) if numel >= SMALL_NUMEL else (SMALL_BLOCK, SMALL_WARPS)
@@ -208,24 +229,32 @@ def wrap_triton(kernel):
     return torch.library.wrap_triton(kernel)
 
 
-def compile_for_gpu(kernel, pointers: dict[str, str], constexprs: dict, arch: int = 90, num_warps: int = 4):
+def compile_for_gpu(kernel, pointers: dict[str, str], constexprs: dict, arch: int = 90, num_warps: int = 4,
+                    multiples_of_16: tuple[str, ...] = ()):  # fmt: skip
     """Compile `kernel` to a cubin for CUDA compute capability `arch` without a GPU: the tests'
-    check that the kernels build with the installed Triton, not only run in its interpreter.
+    check that the kernels build with the installed Triton, not only run in its interpreter,
+    and their look at the machine code (`.asm["sass"]`).
 
     pointers maps each pointer argument to its element type ('fp16', 'bf16', 'fp32', 'fp64');
-    other arguments are constexprs (given), annotated scalars, or i32. Needs a process without
+    other arguments are constexprs (given), annotated scalars, or i32. As Triton's launcher
+    does, pointers are taken as 16-byte aligned (torch's allocations are) and the int
+    arguments named in multiples_of_16 as multiples of 16; an int argument equal to 1, which
+    the launcher makes a constant, belongs in constexprs. Needs a process without
     TRITON_INTERPRET, where @triton.jit gives a JITFunction.
     """
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    signature = {}
-    for param in kernel.params:
+    signature, attrs = {}, {}
+    for index, param in enumerate(kernel.params):
         if param.name in constexprs:
             signature[param.name] = "constexpr"
         elif param.name in pointers:
             signature[param.name] = "*" + pointers[param.name]
+            attrs[(index,)] = [["tt.divisibility", 16]]
         else:
             signature[param.name] = param.annotation_type or "i32"
-    source = ASTSource(kernel, signature, constexprs)
+            if param.name in multiples_of_16:
+                attrs[(index,)] = [["tt.divisibility", 16]]
+    source = ASTSource(kernel, signature, constexprs, attrs)
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})

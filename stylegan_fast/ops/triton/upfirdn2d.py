@@ -12,6 +12,9 @@ The filter is [fh, fw], or 1-D and separable (tap = f[ky] * f[kx]). Taps are loa
 scalars, once per program. 1-D filters of SEPARABLE_PASSES_MIN_TAPS or more taps run as two
 1-D passes (along x into a float32 buffer, then along y) instead of taps^2 loads per output.
 Any input strides work (NCHW, channels_last, slices); the output is channels_last if x is.
+An NCHW x with 16 or more channels is read through a channels_last copy
+(_launch.kernel_layout): in NCHW a tap's offset of one pixel is one element, never 16-byte
+aligned, so every tap would be a scalar load.
 Arithmetic runs in float32 (float64 for float64 inputs), rounded once on the store.
 
 The gradient with respect to x is upfirdn2d of dy with up and down swapped, the filter
@@ -130,21 +133,22 @@ def _output_size(x, taps, up, down, padding):
     return out_h, out_w
 
 
-def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain, out_dtype, epilogue=None):
-    """One kernel launch: taps = (fw, fh), f_strides = (x, y) steps between taps in f.
-    epilogue: None, or (noise [N, C, Ho, Wo] (any strides) or None, bias [C] or None, act,
-    alpha, act_gain, clamp or None, z (y's layout) or None) applied to the filtered value."""
+def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain, out_dtype, epilogue=None, like=None):
+    """One kernel launch: taps = (fw, fh), f_strides = (x, y) steps between taps in f; the
+    output is laid out as `like` (default x). epilogue: None, or (noise [N, C, Ho, Wo] (any
+    strides) or None, bias [C] or None, act, alpha, act_gain, clamp or None, z (y's layout) or
+    None) applied to the filtered value."""
     (upx, upy), (downx, downy), (x0, _, y0, _) = up, down, padding  # the far paddings only size the output
     fw, fh = taps
     out_h, out_w = _output_size(x, taps, up, down, padding)
-    y = _launch.empty_like_layout(x, x.shape[1], out_h, out_w, out_dtype)
+    y = _launch.empty_like_layout(x if like is None else like, x.shape[1], out_h, out_w, out_dtype)
     if y.numel() == 0:
         return y
     noise, bias, act, alpha, act_gain, clamp, z = epilogue or (None, None, "linear", 0.0, 1.0, None, None)
     grid_h, grid_w = _launch.cdiv(out_h, upy), _launch.cdiv(out_w, upx)
     planes = x.shape[0] * x.shape[1]
     block_c, block_h, block_w, warps = _launch.upfirdn2d_config(
-        planes, grid_h, grid_w, _launch.is_channels_last(y), upx * upy > 1
+        planes, grid_h, grid_w, _launch.is_channels_last(x), upx * upy > 1  # the tile follows the loads
     )
     programs = _launch.cdiv(planes, block_c) * _launch.cdiv(grid_h, block_h) * _launch.cdiv(grid_w, block_w)
     _launch.wrap_triton(_upfirdn2d_forward_kernel)[(programs,)](
@@ -163,18 +167,22 @@ def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain,
 
 
 def _filter(x, f, up, down, padding, flip_filter, gain, epilogue=None):
-    """upfirdn2d(x) (with the epilogue on its output): one launch, or two 1-D passes for long filters."""
+    """upfirdn2d(x) (with the epilogue on its output) in x's layout: one launch, or two 1-D
+    passes for long filters. The kernel reads _launch.kernel_layout(x)."""
     f = f.contiguous()
+    like, x = x, _launch.kernel_layout(x)
     if f.ndim == 2:
-        return _run(x, f, _taps(f), (1, f.shape[1]), False, up, down, padding, flip_filter, gain, x.dtype, epilogue)
+        return _run(x, f, _taps(f), (1, f.shape[1]), False, up, down, padding, flip_filter, gain, x.dtype, epilogue,
+                    like)  # fmt: skip
     n = f.shape[0]
     if n < SEPARABLE_PASSES_MIN_TAPS:
-        return _run(x, f, (n, n), (1, 1), True, up, down, padding, flip_filter, gain, x.dtype, epilogue)
+        return _run(x, f, (n, n), (1, 1), True, up, down, padding, flip_filter, gain, x.dtype, epilogue, like)
     # Two 1-D passes: along x (rows keep their size), then along y.
     buffer = torch.float64 if x.dtype == torch.float64 else torch.float32
     (upx, upy), (downx, downy), (x0, x1, y0, y1) = up, down, padding
     t = _run(x, f, (n, 1), (1, 0), False, (upx, 1), (downx, 1), (x0, x1, 0, 0), flip_filter, gain, buffer)
-    return _run(t, f, (1, n), (0, 1), False, (1, upy), (1, downy), (0, 0, y0, y1), flip_filter, 1.0, x.dtype, epilogue)
+    return _run(t, f, (1, n), (0, 1), False, (1, upy), (1, downy), (0, 0, y0, y1), flip_filter, 1.0, x.dtype, epilogue,
+                like)  # fmt: skip
 
 
 @_launch.triton_op("stylegan_fast::triton_upfirdn2d")

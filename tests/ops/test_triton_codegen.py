@@ -1,0 +1,135 @@
+"""What the Triton kernels become on an H100 (sm_90 SASS, compiled without a GPU): the memory
+instructions that decide the speed of the memory-bound kernels and of the convolution's
+main loop. The interpreter runs none of this, so these checks are what keeps a change of
+kernel code, launch arguments or Triton version from silently turning 16-byte vector
+accesses into one element per instruction, or making the convolution spill.
+
+Arguments are specialised as Triton's launcher specialises them for real tensors: pointers
+16-byte aligned, strides of 1 constant, the other sizes and strides multiples of 16 (the
+networks' channel counts are).
+"""
+
+import textwrap
+
+import pytest
+
+from tests.ops.kernel_checks import opcode_counts
+
+CONV = textwrap.dedent("""
+    from stylegan_fast.ops.triton import _launch, _implicit_gemm as g
+    from tests.ops.kernel_checks import print_opcodes
+    names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
+    io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
+    flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=True, HAS_OUT_SCALE=True, HAS_NOISE=True,
+                 HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, BM=128, BN=128, BK=64)
+    sizes = ["in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w", "sxn", "sxc", "sxh", "sxw", "swc",
+             "swh", "sww", "san", "ssn", "snn", "sno", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh",
+             "suw"]
+    ones = dict(swo=1, sac=1, sso=1)  # the taps-major weight's out channels, the scales' channels
+    layouts = {  # unit strides of x, then of y, noise and u
+        "nhwc": dict(sxc=1, syo=1, sno=1, suo=1),
+        "nhwc_to_nchw": dict(sxc=1, syw=1, snw=1, suw=1),
+        "nchw": dict(sxw=1, syw=1, snw=1, suw=1),
+    }
+    for label, unit in layouts.items():
+        compiled = _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, **ones, **unit), num_warps=8,
+                                           multiples_of_16=tuple(name for name in sizes if name not in unit))
+        print_opcodes(label, compiled)
+""")
+
+UPFIRDN2D = textwrap.dedent("""
+    from stylegan_fast.ops.triton import _launch, upfirdn2d as k
+    from tests.ops.kernel_checks import print_opcodes
+    io = {name: "fp16" for name in ("x_ptr", "y_ptr", "noise_ptr", "bias_ptr", "z_ptr")} | {"f_ptr": "fp32"}
+    flags = dict(EPILOGUE=False, HAS_NOISE=False, HAS_BIAS=False, ACT=0, HAS_CLAMP=False, STORE_Z=False,
+                 IS_FP64=False, FLIP=False, SEPARABLE=True, FW=4, FH=4, UPX=1, UPY=1, DOWNX=2, DOWNY=2, PAD_RX=0,
+                 PAD_RY=0)
+    sizes = ["in_h", "in_w", "out_h", "out_w", "grid_h", "grid_w", "sxn", "sxc", "sxh", "sxw", "syn", "syc", "syh",
+             "syw", "planes", "channels"]
+    layouts = {  # (unit strides of x and y, the tile _launch.upfirdn2d_config gives 32x128x256^2)
+        "nhwc": (dict(sxc=1, syc=1), _launch.upfirdn2d_config(32 * 128, 128, 128, True)),
+        "nhwc_to_nchw": (dict(sxc=1, syw=1), _launch.upfirdn2d_config(32 * 128, 128, 128, True)),
+        "nchw": (dict(sxw=1, syw=1), _launch.upfirdn2d_config(32 * 128, 128, 128, False)),
+    }
+    for label, (unit, (block_c, block_h, block_w, warps)) in layouts.items():
+        tile = dict(BLOCK_C=block_c, BLOCK_H=block_h, BLOCK_W=block_w)
+        compiled = _launch.compile_for_gpu(k._upfirdn2d_forward_kernel, io, dict(flags, **unit, **tile),
+                                           num_warps=warps,
+                                           multiples_of_16=tuple(name for name in sizes if name not in unit))
+        print_opcodes(label, compiled)
+""")
+
+BIAS_ACT = textwrap.dedent("""
+    from stylegan_fast.ops.triton import _launch, bias_act as k
+    from tests.ops.kernel_checks import print_opcodes
+    io = {"x_ptr": "fp16", "b_ptr": "fp16", "y_ptr": "fp16"}
+    flags = dict(HAS_BIAS=True, HAS_CLAMP=True, IS_FP64=False, INT64=False, ACT=2)
+    block, warps, _ = _launch.elementwise_config(1 << 26)
+    sizes = [p.name for p in k._bias_act_forward_kernel.params if p.name not in io and p.name not in flags]
+    compiled = _launch.compile_for_gpu(k._bias_act_forward_kernel, io, dict(flags, BLOCK=block), num_warps=warps,
+                                       multiples_of_16=tuple(sizes))
+    print_opcodes("forward", compiled)
+""")
+
+
+@pytest.fixture(scope="module")
+def conv():
+    return opcode_counts(CONV)
+
+
+@pytest.fixture(scope="module")
+def fir():
+    return opcode_counts(UPFIRDN2D)
+
+
+def scalar_half_accesses(counts):
+    return counts["LDG.E.U16"] + counts["STG.E.U16"]
+
+
+def spills(counts):
+    return sum(n for opcode, n in counts.items() if opcode.startswith(("STL", "LDL")))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_to_nchw"])
+def test_hopper_conv_channels_last_main_loop(conv, layout):
+    # 512->512-style bf16 tile (128 x 128 x 64, 8 warps): each of the 9 taps' K loops copies
+    # its x tile [128, 64] and weight tile [64, 128] to shared memory as 16-byte cp.async
+    # (4 + 4 per thread and K step, per pipeline stage), feeds wgmma, and nothing spills. An
+    # NCHW y (the channels_last copy of an NCHW x) changes only the epilogue's stores.
+    counts = conv[layout]
+    assert counts["LDGSTS.E.BYPASS.128"] >= 9 * (4 + 4), counts
+    assert sum(n for opcode, n in counts.items() if opcode.startswith("HGMMA")) >= 9 * 4, counts
+    assert counts["LDG.E.U16"] == 0 and spills(counts) == 0, counts
+
+
+def test_hopper_conv_nchw_x_loads_one_element_per_instruction(conv):
+    # Why _launch.kernel_layout copies an NCHW x to channels_last: a tap's x tile is
+    # contiguous along the pixels but one element off 16-byte alignment, so each thread
+    # loads its 32 elements per K step one at a time (and stores them to shared memory one
+    # at a time). If a Triton version vectorises this, measure the switch again.
+    counts = conv["nchw"]
+    assert counts["LDG.E.U16"] >= 9 * 32, counts
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_to_nchw"])
+def test_hopper_upfirdn2d_channels_last_vector_loads(fir, layout):
+    # down=2, 4x4 taps, float16: every tap a 16-byte load; the output stored in 16-byte
+    # vectors too, also into an NCHW y (through shared memory).
+    counts = fir[layout]
+    assert counts["LDG.E.128"] >= 16, counts
+    assert counts["STG.E.128"] >= 1, counts
+    assert scalar_half_accesses(counts) == 0 and spills(counts) == 0, counts
+
+
+def test_hopper_upfirdn2d_nchw_x_loads_one_element_per_instruction(fir):
+    # The NCHW kernel (fewer than 16 channels, or the switch off): 16 two-byte loads per output.
+    counts = fir["nchw"]
+    assert counts["LDG.E.U16"] >= 16 * 8, counts
+
+
+def test_hopper_bias_act_vector_accesses():
+    # float16, 4096-element programs of 8 warps: each thread's 16 elements of x are read and
+    # of y written as two 16-byte vectors (the bias is gathered per element, from L1).
+    counts = opcode_counts(BIAS_ACT)["forward"]
+    assert counts["LDG.E.128"] >= 2 and counts["STG.E.128"] >= 2, counts
+    assert counts["STG.E.U16"] == 0 and spills(counts) == 0, counts
