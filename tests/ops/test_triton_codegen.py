@@ -72,6 +72,25 @@ BIAS_ACT = textwrap.dedent("""
 """)
 
 
+WGRAD = textwrap.dedent("""
+    from stylegan_fast.ops.triton import _launch, _wgrad
+    from tests.ops.kernel_checks import print_opcodes
+    io = dict(x_ptr="fp16", g_ptr="fp16", a_ptr="fp32", part_ptr="fp32")
+    flags = dict(KW=3, STRIDE=1, HAS_IN_SCALE=True, DOT=0, BC=128, BO=128, BP=64, sac=1, spw=1)
+    layouts = {  # unit strides of x and g
+        "nhwc": dict(sxc=1, sgo=1),
+        "nhwc_x_nchw_g": dict(sxc=1, sgp=1),  # an NCHW x's channels_last copy, g as it comes
+        "nchw": dict(sxw=1, sgp=1),
+    }
+    for label, unit in layouts.items():
+        constexprs = dict(flags, **unit)
+        sizes = [p.name for p in _wgrad._weight_grad_kernel.params if p.name not in io and p.name not in constexprs]
+        compiled = _launch.compile_for_gpu(_wgrad._weight_grad_kernel, io, constexprs, num_warps=8,
+                                           multiples_of_16=tuple(sizes))
+        print_opcodes(label, compiled)
+""")
+
+
 @pytest.fixture(scope="module")
 def conv():
     return opcode_counts(CONV)
@@ -80,6 +99,11 @@ def conv():
 @pytest.fixture(scope="module")
 def fir():
     return opcode_counts(UPFIRDN2D)
+
+
+@pytest.fixture(scope="module")
+def wgrad():
+    return opcode_counts(WGRAD)
 
 
 def scalar_half_accesses(counts):
@@ -133,3 +157,17 @@ def test_hopper_bias_act_vector_accesses():
     counts = opcode_counts(BIAS_ACT)["forward"]
     assert counts["LDG.E.128"] >= 2 and counts["STG.E.128"] >= 2, counts
     assert counts["STG.E.U16"] == 0 and spills(counts) == 0, counts
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_x_nchw_g", "nchw"])
+def test_hopper_wgrad_tiles(wgrad, layout):
+    # The weight gradient's K loop (pixels): g's tile [64 pixels, 128 out channels] is
+    # aligned in either layout (no tap offset), x's [64, 128 in channels] only in
+    # channels_last: 16-byte cp.async there, one element per load in NCHW (which is why
+    # _wgrad reads an NCHW x through its channels_last copy).
+    counts = wgrad[layout]
+    assert counts["LDGSTS.E.BYPASS.128"] >= (12 if layout == "nchw" else 24), counts
+    if layout == "nchw":
+        assert counts["LDG.E.U16"] >= 32, counts
+    else:
+        assert counts["LDG.E.U16"] == 0 and spills(counts) == 0, counts

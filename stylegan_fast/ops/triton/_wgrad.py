@@ -140,6 +140,7 @@ def _weight_grad_op(
         return torch.zeros_like(weight, memory_format=torch.contiguous_format)
     split_blocks = _launch.cdiv(k_blocks, splits)
     splits = _launch.cdiv(k_blocks, split_blocks)  # none empty
+    x = _launch.kernel_layout(x)  # an NCHW x tile would be one-element loads: a tap's pixels are off alignment
     # Partial sums [splits, O, C, kh, kw] in [splits, kh, kw, C, O] memory: a program's
     # [BC, BO] tile is BC rows of BO contiguous values.
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
