@@ -38,8 +38,12 @@ _logger = logging.getLogger("stylegan_fast")
 _reported: set[tuple[str, str]] = set()
 
 
+@torch.compiler.assume_constant_result
 def resolve(op: str, impl: str, device: torch.device) -> str:
-    """The implementation to run `op` with on `device`; raises if `impl` cannot run there."""
+    """The implementation to run `op` with on `device`; raises if `impl` cannot run there.
+
+    Under torch.compile the choice is made once, when the graph is traced, and is a constant
+    of the graph (Dynamo does not trace the availability checks and their caches)."""
     impl = _requested(impl)
     if impl != "auto":
         reason = unavailable_reason(op, impl, device)
