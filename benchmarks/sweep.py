@@ -6,11 +6,13 @@ The kernels take their tile sizes from one small function each (stylegan_fast/op
 _launch.py, _implicit_gemm.conv_config). This times each kernel's forward on StyleGAN2's
 heaviest shapes under a handful of alternative settings, next to the copy and matmul ceilings
 measured in the same run, and prints one table per op: the evidence for changing a rule.
-Forward passes only (the backward passes are the same kernels), except `up`: G's up=2 layers
+Forward passes only (the backward passes are the same kernels); `conv` also times the
+per-tap K loops (FLAT_K_LOOP off) against the rule. Except `up`: G's up=2 layers
 by each composition of the Triton path against the reference, forward and forward + backward;
 `wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel;
 and `layout`: an NCHW x read directly or through a channels_last copy (_launch.NCHW_VIA_CHANNELS_LAST),
-against a channels_last x, for the FIR and the convolution, forward and forward + backward.
+against a channels_last x, for the FIR and the convolution (and the convolution with FLAT_K_LOOP
+off), forward and forward + backward.
 Not part of `benchmarks.run`: it is a tuning tool, its numbers are not the project's results.
 """
 
@@ -118,16 +120,16 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
 
             flops = 2 * batch * size * size * cout * cin * 9
             peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
-            for config in configs:
+            for config, flat in [(None, False)] + [(config, True) for config in configs]:
                 rule = gemm.conv_config if config is None else (lambda *args, config=config: config)
-                with patched(gemm, conv_config=rule):
+                label = ("rule" if config is None else config) if flat else "rule, a K loop per tap"
+                with patched(gemm, conv_config=rule, FLAT_K_LOOP=flat):
                     try:
                         seconds = timed(call, make)
-                        rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule", ms=seconds * 1e3,
+                        rows.append(dict(op="conv", case=name, layout=layout, config=label, ms=seconds * 1e3,
                                          tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
                     except Exception as error:  # noqa: BLE001
-                        rows.append(dict(op="conv", case=name, layout=layout, config=config or "rule",
-                                         error=repr(error)[:200]))  # fmt: skip
+                        rows.append(dict(op="conv", case=name, layout=layout, config=label, error=repr(error)[:200]))
                 print(_row(rows[-1]), flush=True)
             torch.cuda.empty_cache()
     return rows
@@ -240,7 +242,7 @@ def sweep_up(matmul_tflops: dict) -> list[dict]:
 def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
     """An NCHW x read by the kernels directly or through its channels_last copy, against a
     channels_last x: the FIR (fraction of copy: x and y once) and the modulated convolution
-    (fraction of the matmul rate), forward and forward + backward."""
+    (fraction of the matmul rate; also with a K loop per tap), forward and forward + backward."""
     from stylegan_fast.ops import setup_filter, upfirdn2d
     from stylegan_fast.ops.triton import _implicit_gemm as gemm
     from stylegan_fast.ops.triton import _launch
@@ -267,11 +269,16 @@ def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
                                     2 * 32 * 64 * 64 * 512 * 512 * 9),
         "conv 128->128 256^2 fp16": ([32, 128, 256, 256], torch.float16, conv, lambda: conv_inputs(32, 128, 128),
                                      2 * 32 * 256 * 256 * 128 * 128 * 9),
+        "conv 32->32 1024^2 fp16": ([32, 32, 1024, 1024], torch.float16, conv, lambda: conv_inputs(32, 32, 32),
+                                    2 * 32 * 1024 * 1024 * 32 * 32 * 9),
     }  # fmt: skip
     rows = []
     for name, (shape, dtype, fn, others, flops) in cases.items():
-        for variant, channels_last, via in (("nchw direct", False, False), ("nchw via channels_last", False, True),
-                                            ("channels_last x", True, True)):  # fmt: skip
+        variants = [("nchw direct", False, False, True), ("nchw via channels_last", False, True, True),
+                    ("channels_last x", True, True, True)]  # fmt: skip
+        if flops is not None:  # and the convolution's K loop per tap (FLAT_K_LOOP off)
+            variants.append(("channels_last x, per-tap K loops", True, True, False))
+        for variant, channels_last, via, flat in variants:
 
             def make(i, shape=shape, dtype=dtype, channels_last=channels_last, others=others):
                 x = torch.randn(shape, device="cuda", dtype=dtype)
@@ -283,7 +290,7 @@ def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
                 torch.autograd.grad(y, inputs, torch.ones_like(y))
 
             row = dict(op="layout", case=name, layout="nhwc" if channels_last else "nchw", config=variant)
-            with patched(_launch, NCHW_VIA_CHANNELS_LAST=via):
+            with patched(_launch, NCHW_VIA_CHANNELS_LAST=via), patched(gemm, FLAT_K_LOOP=flat):
                 try:
                     with torch.no_grad():
                         fwd = timed(fn, make)

@@ -21,19 +21,20 @@ CONV = textwrap.dedent("""
     names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
     io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
     flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=True, HAS_OUT_SCALE=True, HAS_NOISE=True,
-                 HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, BM=128, BN=128, BK=64)
+                 HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, FLAT=True, BM=128, BN=128, BK=64)
     sizes = ["in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w", "sxn", "sxc", "sxh", "sxw", "swc",
              "swh", "sww", "san", "ssn", "snn", "sno", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh",
              "suw"]
     ones = dict(swo=1, sac=1, sso=1)  # the taps-major weight's out channels, the scales' channels
-    layouts = {  # unit strides of x, then of y, noise and u
-        "nhwc": dict(sxc=1, syo=1, sno=1, suo=1),
-        "nhwc_to_nchw": dict(sxc=1, syw=1, snw=1, suw=1),
-        "nchw": dict(sxw=1, syw=1, snw=1, suw=1),
+    layouts = {  # unit strides of x, then of y, noise and u; the K loop
+        "nhwc": (dict(sxc=1, syo=1, sno=1, suo=1), True),
+        "nhwc_to_nchw": (dict(sxc=1, syw=1, snw=1, suw=1), True),
+        "nchw": (dict(sxw=1, syw=1, snw=1, suw=1), True),
+        "nhwc_per_tap": (dict(sxc=1, syo=1, sno=1, suo=1), False),
     }
-    for label, unit in layouts.items():
-        compiled = _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, **ones, **unit), num_warps=8,
-                                           multiples_of_16=tuple(name for name in sizes if name not in unit))
+    for label, (unit, flat) in layouts.items():
+        compiled = _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, **ones, **unit, FLAT=flat),
+                                           num_warps=8, multiples_of_16=tuple(name for name in sizes if name not in unit))
         print_opcodes(label, compiled)
 """)
 
@@ -114,16 +115,30 @@ def spills(counts):
     return sum(n for opcode, n in counts.items() if opcode.startswith(("STL", "LDL")))
 
 
-@pytest.mark.parametrize("layout", ["nhwc", "nhwc_to_nchw"])
+def wgmma(counts):
+    return sum(n for opcode, n in counts.items() if opcode.startswith("HGMMA"))
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nhwc_to_nchw", "nhwc_per_tap"])
 def test_hopper_conv_channels_last_main_loop(conv, layout):
-    # 512->512-style bf16 tile (128 x 128 x 64, 8 warps): each of the 9 taps' K loops copies
-    # its x tile [128, 64] and weight tile [64, 128] to shared memory as 16-byte cp.async
-    # (4 + 4 per thread and K step, per pipeline stage), feeds wgmma, and nothing spills. An
-    # NCHW y (the channels_last copy of an NCHW x) changes only the epilogue's stores.
+    # 512->512-style bf16 tile (128 x 128 x 64, 8 warps): each K step copies its x tile
+    # [128, 64] and weight tile [64, 128] to shared memory as 16-byte cp.async (4 + 4 per
+    # thread), feeds wgmma (4 of 64x128x16), and nothing spills. An NCHW y (the channels_last
+    # copy of an NCHW x) changes only the epilogue's stores.
     counts = conv[layout]
-    assert counts["LDGSTS.E.BYPASS.128"] >= 9 * (4 + 4), counts
-    assert sum(n for opcode, n in counts.items() if opcode.startswith("HGMMA")) >= 9 * 4, counts
+    taps = 9 if layout == "nhwc_per_tap" else 1  # loops in the code
+    assert counts["LDGSTS.E.BYPASS.128"] >= taps * (4 + 4), counts
+    assert wgmma(counts) >= taps * 4, counts
     assert counts["LDG.E.U16"] == 0 and spills(counts) == 0, counts
+
+
+def test_hopper_conv_flat_k_loop_is_one_loop(conv):
+    # FLAT_K_LOOP: the 9 taps x K blocks are one pipelined loop (the code of one K step, its
+    # prologue stages around it), where the per-tap form has nine loops that each fill and
+    # drain the pipeline.
+    flat, per_tap = conv["nhwc"], conv["nhwc_per_tap"]
+    assert wgmma(flat) == 4 and wgmma(per_tap) == 9 * 4, (flat, per_tap)
+    assert sum(flat.values()) < sum(per_tap.values()) / 2, (flat, per_tap)
 
 
 def test_hopper_conv_nchw_x_loads_one_element_per_instruction(conv):
@@ -132,7 +147,7 @@ def test_hopper_conv_nchw_x_loads_one_element_per_instruction(conv):
     # loads its 32 elements per K step one at a time (and stores them to shared memory one
     # at a time). If a Triton version vectorises this, measure the switch again.
     counts = conv["nchw"]
-    assert counts["LDG.E.U16"] >= 9 * 32, counts
+    assert counts["LDG.E.U16"] >= 32, counts
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nhwc_to_nchw"])

@@ -92,6 +92,51 @@ def test_matches_reference_float64(case):
     torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tap"])
+@pytest.mark.parametrize("case", ["3x3-lrelu-clamp", "down-4x4", "k-steps-m-tiles", "up-lrelu"])
+def test_k_loop_forms_match_reference_float64(case, flat, monkeypatch):
+    # FLAT_K_LOOP (the default): one K loop over taps and channel blocks for dilate 1; off, one
+    # loop per tap. The launches record which form each convolution ran (dilate > 1 always
+    # takes the per-tap form).
+    monkeypatch.setattr(_implicit_gemm, "FLAT_K_LOOP", flat)
+    forms = []
+    wrap = _launch.wrap_triton
+
+    def recording_wrap(kernel):
+        launcher = wrap(kernel)
+        def launch(grid):
+            def run_kernel(*args, **kwargs):
+                if "FLAT" in kwargs:
+                    forms.append((kwargs["DILATE"], kwargs["FLAT"]))
+                return launcher[grid](*args, **kwargs)
+
+            return run_kernel
+
+        return launch
+
+    monkeypatch.setattr(_launch, "wrap_triton", lambda kernel: _Indexable(recording_wrap(kernel)))
+    resampling, shape, op_kwargs = CASES[case]
+    tensors, kwargs = make_inputs(resampling, **shape)
+    dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
+    out, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
+    truth, truth_grads = run("ref", tensors, dy, **kwargs, **op_kwargs)
+    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth_grads):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+    assert forms and all(form == (flat and dilate == 1) for dilate, form in forms), forms
+    assert (1, flat) in forms
+
+
+class _Indexable:
+    """launcher[grid] for a function of grid."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __getitem__(self, grid):
+        return self.fn(grid)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("resampling", ["same", "up", "down"])
 def test_low_precision_within_baseline(resampling, dtype):
@@ -470,20 +515,23 @@ def test_compile_fullgraph_traces_the_ops():
 
 def test_kernel_compiles_for_hopper():
     # The interpreter skips Triton's compiler: build real sm_90 cubins (no GPU needed) for the
-    # large-tile bf16 configuration, a dilated bf16 one (the x-gradient of a stride-2 layer:
-    # a K loop under each tap's runtime phase test) and the float64 one (tl.dot with a float64
-    # accumulator).
+    # large-tile bf16 configuration (one K loop over taps and channels), a dilated bf16 one (the
+    # x-gradient of a stride-2 layer: a K loop under each tap's runtime phase test) and float64
+    # ones (tl.dot with a float64 accumulator).
     compiles_for_hopper(textwrap.dedent("""
         from stylegan_fast.ops.triton import _launch, _implicit_gemm as g
         names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
         flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=True, HAS_OUT_SCALE=True, HAS_NOISE=True,
                      HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False)
         io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
-        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=1, BM=256, BN=128, BK=64), num_warps=8)
-        dilated = dict(flags, DOT=1, BM=128, BN=128, BK=64, DILATE=2, ACT=0, HAS_NOISE=False, HAS_BIAS=False)
+        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=1, FLAT=True, BM=256, BN=128, BK=64),
+                                num_warps=8)
+        dilated = dict(flags, DOT=1, FLAT=False, BM=128, BN=128, BK=64, DILATE=2, ACT=0, HAS_NOISE=False, HAS_BIAS=False)
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dilated, num_warps=8)
         io = {name: "fp64" for name in names}
-        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, BM=32, BN=32, BK=16, DILATE=2))
+        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, FLAT=False, BM=32, BN=32, BK=16,
+                                                                   DILATE=2))
+        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, FLAT=True, BM=32, BN=32, BK=16))
     """))
 
 

@@ -16,9 +16,11 @@ and the scales exchanged; so the backward below calls the op, and any order of g
 works.
 
 The GEMM, per sample: M = output pixels, N = out channels, K = in channels x taps. A
-program owns a [BM pixels, BN out channels] tile and walks K tap by tap (compile-time loop),
-BK in channels at a time: it loads the x tile [BM, BK] gathered at the tap's shifted pixels
-(masked outside the image) and the weight tile [BK, BN]. In channels_last both are rows of
+program owns a [BM pixels, BN out channels] tile and walks K in steps of one tap and BK in
+channels: it loads the x tile [BM, BK] gathered at the tap's shifted pixels (masked outside
+the image) and the weight tile [BK, BN]. With D = 1 the steps are one software-pipelined loop
+(FLAT_K_LOOP), so the next tap's tiles load while this tap's dots run; with D > 1 (below) the
+taps are a compile-time loop around a pipelined loop over the channel blocks. In channels_last both are rows of
 contiguous channels, copied to shared memory in 16-byte pieces; an NCHW x would give
 one-element loads (a tap's pixels are one element off alignment), so NCHW inputs with enough
 channels are read through a channels_last copy (_launch.kernel_layout); y and u keep x's layout.
@@ -79,6 +81,12 @@ STAGES, STAGES_FP64 = 3, 2
 # 128->128 at 256^2 fp16 2.59 against 3.40 (benchmarks/NOTES.md, sweep of 2026-11-23). With
 # NCHW x the same tiles were slower (3.63 vs 3.53 ms, 6.06 vs 4.41 ms).
 LARGE_TILE_M, LARGE_TILE_MIN_PIXELS, LARGE_TILE_MIN_OUT = 256, 64 * 64, 128
+# dilate = 1: one software-pipelined K loop over (tap, K block), the tap's offsets computed at
+# run time, instead of one pipelined loop per tap (a compile-time loop, as dilate > 1 needs
+# for skipping dead taps). Per-tap loops fill and drain the pipeline kh * kw times per tile:
+# with 128 channels (BK 64) a tap's loop has 2 steps for a 3-stage pipeline, with 32-64
+# channels one, so the high-resolution layers wait for every tile's loads.
+FLAT_K_LOOP = True
 # The first-order weight gradient (dilate = 1) by the Triton kernel of _wgrad, which scales x
 # by in_scale as it loads it, instead of xs = x * in_scale and ATen's convolution_backward.
 # Off: cuDNN's wgrad until `python -m benchmarks.sweep --only wgrad` measures the kernel faster.
@@ -148,7 +156,7 @@ def _scaled_conv2d_kernel(
     KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, DILATE: tl.constexpr,
     ACT: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, HAS_NOISE: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, STORE_U: tl.constexpr, DOT: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    FLAT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
     # Axis 0: phase_tiles programs for each of the DILATE**2 phases (ry, rx); a program's
     # pixels are positions (qy, qx) of its phase's sub-grid, output pixel (oy, ox) = D * (qy, qx) + (ry, rx).
@@ -177,31 +185,54 @@ def _scaled_conv2d_kernel(
     else:
         acc = tl.zeros([BM, BN], tl.float32)
 
-    # A tap that meets only inserted zeros for this program's phase is skipped whole: a scalar
-    # `if` around its K loop. The taps stay a compile-time loop (constant weight offsets, one
-    # software-pipelined K loop each, as with D = 1, where the condition is a constant) rather
-    # than a runtime loop over the live taps, which would make the tap offsets runtime values
-    # and nest the pipelined loop in another one.
+    # FLAT (D = 1): one software-pipelined loop over (tap, K block), the tap's offsets runtime
+    # values, so that the loads of the next tap's tiles overlap the dots of this one.
+    # Otherwise the taps are a compile-time loop with a pipelined K loop each, and a tap that
+    # meets only inserted zeros for this program's phase (D > 1) is skipped whole: a scalar
+    # `if` around its K loop (a runtime loop over the live taps would nest the pipelined loop
+    # in another one).
     x_base = x_ptr + n * sxn
-    for ky in tl.static_range(KH):
-        row_live, iy, row_ok = _tap_index(qy, ry, ky, pad_y, pad_ry, in_h, STRIDE, DILATE)
-        for kx in tl.static_range(KW):
-            col_live, ix, col_ok = _tap_index(qx, rx, kx, pad_x, pad_rx, in_w, STRIDE, DILATE)
-            if row_live & col_live:
-                pix_ok = m_ok & row_ok & col_ok
-                pix = iy * sxh + ix * sxw  # with STRIDE = 1 consecutive along a row: qx + constant
-                w_tap = w_ptr + ky * swh + kx * sww
-                for kb in range(k_blocks):  # not range(0, C, BK): triton 3.6's interpreter fails on it
-                    c = kb * BK + offs_k
-                    c_ok = c < in_channels
-                    xt_ok = pix_ok[:, None] & c_ok[None, :]
-                    xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=xt_ok, other=0.0)  # [BM, BK]
-                    wt_ok = c_ok[:, None] & o_ok[None, :]
-                    wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=wt_ok, other=0.0)  # [BK, BN]
-                    if HAS_IN_SCALE:
-                        a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
-                        wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
-                    acc = _dot(xt, wt, acc, DOT)
+    if FLAT:
+        for step in range(KH * KW * k_blocks):
+            tap = step // k_blocks
+            kb = step - tap * k_blocks
+            ky = tap // KW
+            kx = tap - ky * KW
+            iy = qy * STRIDE + ky - pad_y
+            ix = qx * STRIDE + kx - pad_x
+            pix_ok = m_ok & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
+            pix = iy * sxh + ix * sxw
+            c = kb * BK + offs_k
+            c_ok = c < in_channels
+            xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=pix_ok[:, None] & c_ok[None, :], other=0.0)
+            w_tap = w_ptr + ky * swh + kx * sww
+            wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=c_ok[:, None] & o_ok[None, :],
+                         other=0.0)  # fmt: skip
+            if HAS_IN_SCALE:
+                a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
+                wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
+            acc = _dot(xt, wt, acc, DOT)
+    else:
+        for ky in tl.static_range(KH):
+            row_live, iy, row_ok = _tap_index(qy, ry, ky, pad_y, pad_ry, in_h, STRIDE, DILATE)
+            for kx in tl.static_range(KW):
+                col_live, ix, col_ok = _tap_index(qx, rx, kx, pad_x, pad_rx, in_w, STRIDE, DILATE)
+                if row_live & col_live:
+                    pix_ok = m_ok & row_ok & col_ok
+                    pix = iy * sxh + ix * sxw  # with STRIDE = 1 consecutive along a row: qx + constant
+                    w_tap = w_ptr + ky * swh + kx * sww
+                    for kb in range(k_blocks):  # not range(0, C, BK): triton 3.6's interpreter fails on it
+                        c = kb * BK + offs_k
+                        c_ok = c < in_channels
+                        xt_ok = pix_ok[:, None] & c_ok[None, :]
+                        xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=xt_ok, other=0.0)  # [BM, BK]
+                        wt_ok = c_ok[:, None] & o_ok[None, :]
+                        wt_ptrs = w_tap + c[:, None] * swc + offs_o[None, :] * swo
+                        wt = tl.load(wt_ptrs, mask=wt_ok, other=0.0)  # [BK, BN]
+                        if HAS_IN_SCALE:
+                            a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
+                            wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
+                        acc = _dot(xt, wt, acc, DOT)
 
     # The stores of y and u and the load of noise go to the pixels (oy, ox), D apart along a
     # row when D > 1. NCHW: stride-D accesses, only 1 / D of each 32-byte sector touched is
@@ -288,7 +319,7 @@ def _conv_op(
         KH=kh, KW=kw, STRIDE=stride, DILATE=dilate, ACT=ACT_CODES[act],
         HAS_IN_SCALE=in_scale is not None, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
         HAS_BIAS=bias is not None, HAS_CLAMP=clamp is not None, STORE_U=store_u, DOT=_dot_code(x),
-        BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
+        FLAT=FLAT_K_LOOP and dilate == 1, BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return y, u
 
