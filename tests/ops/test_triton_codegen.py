@@ -33,8 +33,9 @@ CONV = textwrap.dedent("""
         "nhwc_per_tap": (dict(sxc=1, syo=1, sno=1, suo=1), False),
     }
     for label, (unit, flat) in layouts.items():
+        aligned = tuple(name for name in sizes if name not in unit)
         compiled = _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, **ones, **unit, FLAT=flat),
-                                           num_warps=8, multiples_of_16=tuple(name for name in sizes if name not in unit))
+                                           num_warps=8, multiples_of_16=aligned)
         print_opcodes(label, compiled)
 """)
 
