@@ -235,13 +235,13 @@ EPILOGUE_CASES = {  # name: (case in CASES, act, clamp)
 }
 
 
-def epilogue_inputs(case, dtype=torch.float64, channels_last=False):
+def epilogue_inputs(case, dtype=torch.float64, channels_last=False, channels=3):
     up, down, padding, f_shape, _, gain = CASES[EPILOGUE_CASES[case][0]]
-    x, f = randn([2, 3, 7, 9], dtype), random_filter(f_shape)
+    x, f = randn([2, channels, 7, 9], dtype), random_filter(f_shape)
     x = x.to(memory_format=torch.channels_last) if channels_last else x
     out_h = (7 * up[1] + padding[2] + padding[3] - f_shape[0] + down[1]) // down[1]
     out_w = (9 * up[0] + padding[0] + padding[1] - f_shape[-1] + down[0]) // down[0]
-    noise, bias = randn([2, 1, out_h, out_w], dtype, seed=2), randn([3], dtype, seed=3)
+    noise, bias = randn([2, 1, out_h, out_w], dtype, seed=2), randn([channels], dtype, seed=3)
     return (x, noise, bias), dict(f=f, up=up, down=down, padding=padding, gain=gain)
 
 
@@ -256,10 +256,11 @@ def epilogue_triton(x, noise, bias, f, up, down, padding, gain, act, clamp):
                                       activation.def_gain, clamp)  # fmt: skip
 
 
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("channels_last, channels", [(False, 3), (True, 3), (False, 17)],
+                         ids=["nchw", "nhwc", "nchw-via-nhwc"])  # 17 channels: read through a channels_last copy
 @pytest.mark.parametrize("case", EPILOGUE_CASES)
-def test_epilogue_values_and_gradients_match_reference(case, channels_last):
-    tensors, kwargs = epilogue_inputs(case, channels_last=channels_last)
+def test_epilogue_values_and_gradients_match_reference(case, channels_last, channels):
+    tensors, kwargs = epilogue_inputs(case, channels_last=channels_last, channels=channels)
     act, clamp = EPILOGUE_CASES[case][1:]
     tensors = [t.requires_grad_() for t in tensors]
     out = epilogue_triton(*tensors, **kwargs, act=act, clamp=clamp)
