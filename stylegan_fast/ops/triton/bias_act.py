@@ -306,7 +306,8 @@ def _grad_and_bias_grad_runs_kernel(
     t = pid_t * BLOCK + tl.arange(0, BLOCK)
     mask = t < run
     offs = pid_run * run + t
-    z = _load(x_ptr, offs, mask, IS_FP64) + _load(b_ptr, pid_run % channels + tl.zeros_like(t), mask, IS_FP64)
+    b = tl.load(b_ptr + pid_run % channels)  # the run's one bias value: one load, not one per element
+    z = _load(x_ptr, offs, mask, IS_FP64) + (b.to(tl.float64) if IS_FP64 else b.to(tl.float32))
     g = _load(g_ptr, offs, mask, IS_FP64)
     out = _grad(g, g, z, alpha, gain, clamp, ACT, 1, HAS_CLAMP)
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
