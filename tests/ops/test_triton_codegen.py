@@ -21,16 +21,16 @@ CONV = textwrap.dedent("""
     names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
     io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
     flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=True, HAS_OUT_SCALE=True, HAS_NOISE=True,
-                 HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, FLAT=True, BM=128, BN=128, BK=64)
+                 NOISE_PER_PIXEL=True, HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, FLAT=True, BM=128,
+                 BN=128, BK=64)  # G's noise: [N, 1, H, W], broadcast over the channels (stride 0)
     sizes = ["in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w", "sxn", "sxc", "sxh", "sxw", "swc",
-             "swh", "sww", "san", "ssn", "snn", "sno", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh",
-             "suw"]
+             "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh", "suw"]
     ones = dict(swo=1, sac=1, sso=1)  # the taps-major weight's out channels, the scales' channels
-    layouts = {  # unit strides of x, then of y, noise and u; the K loop
-        "nhwc": (dict(sxc=1, syo=1, sno=1, suo=1), True),
+    layouts = {  # unit strides of x, then of y, noise (its pixels) and u; the K loop
+        "nhwc": (dict(sxc=1, syo=1, snw=1, suo=1), True),
         "nhwc_to_nchw": (dict(sxc=1, syw=1, snw=1, suw=1), True),
         "nchw": (dict(sxw=1, syw=1, snw=1, suw=1), True),
-        "nhwc_per_tap": (dict(sxc=1, syo=1, sno=1, suo=1), False),
+        "nhwc_per_tap": (dict(sxc=1, syo=1, snw=1, suo=1), False),
     }
     for label, (unit, flat) in layouts.items():
         aligned = tuple(name for name in sizes if name not in unit)
@@ -130,12 +130,14 @@ def test_hopper_conv_channels_last_main_loop(conv, layout):
     # 512->512-style bf16 tile (128 x 128 x 64, 8 warps): each K step copies its x tile
     # [128, 64] and weight tile [64, 128] to shared memory as 16-byte cp.async (4 + 4 per
     # thread), feeds wgmma (4 of 64x128x16), and nothing spills. An NCHW y (the channels_last
-    # copy of an NCHW x) changes only the epilogue's stores.
+    # copy of an NCHW x) changes only the epilogue's stores. The epilogue reads G's noise
+    # (one value per pixel for all channels) once per pixel: 2 two-byte loads per thread,
+    # where a load per element of the tile was 64.
     counts = conv[layout]
     taps = 9 if layout == "nhwc_per_tap" else 1  # loops in the code
     assert counts["LDGSTS.E.BYPASS.128"] >= taps * (4 + 4), counts
     assert wgmma(counts) >= taps * 4, counts
-    assert counts["LDG.E.U16"] == 0 and spills(counts) == 0, counts
+    assert counts["LDG.E.U16"] <= 2 and spills(counts) == 0, counts
 
 
 def test_hopper_conv_flat_k_loop_is_one_loop(conv):

@@ -260,10 +260,12 @@ def test_kernel_compiles_for_hopper():
     compiles_for_hopper(textwrap.dedent("""
         from stylegan_fast.ops.triton import _launch, _conv_epilogue as e
         names = ["dy_ptr", "u_ptr", "du_ptr", "s_ptr", "noise_ptr", "bias_ptr", "g_ptr", "dz_ptr", "part_ptr"]
-        flags = dict(ACT=2, NEED_Z=True, HAS_S=True, HAS_NOISE=True, HAS_BIAS=True, HAS_CLAMP=True, HAS_DU=True,
-                     STORE_DZ=True, SUM_DZ_U=True, SUM_DZ=True, IS_FP64=False, INT64=False)
+        flags = dict(ACT=2, NEED_Z=True, HAS_S=True, HAS_NOISE=True, NOISE_PER_PIXEL=True, HAS_BIAS=True,
+                     HAS_CLAMP=True, HAS_DU=True, STORE_DZ=True, SUM_DZ_U=True, SUM_DZ=True, IS_FP64=False, INT64=False)
         io = dict({name: "bf16" for name in names}, s_ptr="fp32", part_ptr="fp32")
         _launch.compile_for_gpu(e._conv_epilogue_grad_kernel, io, dict(flags, BLOCK_P=32, BLOCK_O=128), num_warps=8)
+        _launch.compile_for_gpu(e._conv_epilogue_grad_kernel, io, dict(flags, NOISE_PER_PIXEL=False, BLOCK_P=32,
+                                                                       BLOCK_O=128), num_warps=8)
         io = dict({name: "fp16" for name in names}, s_ptr="fp32", part_ptr="fp32")
         linear = dict(flags, ACT=0, NEED_Z=False, HAS_NOISE=False, HAS_BIAS=False, HAS_CLAMP=False, HAS_DU=False,
                       STORE_DZ=False, SUM_DZ_U=False, INT64=True, BLOCK_P=4096, BLOCK_O=1)

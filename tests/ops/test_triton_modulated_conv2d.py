@@ -522,10 +522,12 @@ def test_kernel_compiles_for_hopper():
         from stylegan_fast.ops.triton import _launch, _implicit_gemm as g
         names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
         flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=True, HAS_OUT_SCALE=True, HAS_NOISE=True,
-                     HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False)
+                     NOISE_PER_PIXEL=False, HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False)
         io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=1, FLAT=True, BM=256, BN=128, BK=64),
                                 num_warps=8)
+        _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=1, FLAT=True, BM=128, BN=128, BK=64,
+                                                                   NOISE_PER_PIXEL=True), num_warps=8)
         dilated = dict(flags, DOT=1, FLAT=False, BM=128, BN=128, BK=64, DILATE=2, ACT=0, HAS_NOISE=False, HAS_BIAS=False)
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dilated, num_warps=8)
         io = {name: "fp64" for name in names}

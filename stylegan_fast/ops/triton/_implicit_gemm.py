@@ -155,8 +155,8 @@ def _scaled_conv2d_kernel(
     alpha: tl.float64, gain: tl.float64, clamp: tl.float64,  # float64 arguments keep float64 exact
     KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, DILATE: tl.constexpr,
     ACT: tl.constexpr, HAS_IN_SCALE: tl.constexpr, HAS_OUT_SCALE: tl.constexpr, HAS_NOISE: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, STORE_U: tl.constexpr, DOT: tl.constexpr,
-    FLAT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
+    NOISE_PER_PIXEL: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, STORE_U: tl.constexpr,
+    DOT: tl.constexpr, FLAT: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
 ):  # fmt: skip
     # Axis 0: phase_tiles programs for each of the DILATE**2 phases (ry, rx); a program's
     # pixels are positions (qy, qx) of its phase's sub-grid, output pixel (oy, ox) = D * (qy, qx) + (ry, rx).
@@ -248,8 +248,12 @@ def _scaled_conv2d_kernel(
     if HAS_OUT_SCALE:
         z = z * tl.load(s_ptr + n * ssn + offs_o * sso, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
     if HAS_NOISE:
-        noise_offs = n * snn + offs_o[None, :] * sno + (oy * snh + ox * snw)[:, None]
-        z += tl.load(noise_ptr + noise_offs, mask=out_ok, other=0.0).to(acc.dtype)
+        if NOISE_PER_PIXEL:  # one value per pixel for all channels (sno = 0): one load per pixel, not per element
+            noise = tl.load(noise_ptr + n * snn + oy * snh + ox * snw, mask=m_ok, other=0.0)
+            z += noise.to(acc.dtype)[:, None]
+        else:
+            noise_offs = n * snn + offs_o[None, :] * sno + (oy * snh + ox * snw)[:, None]
+            z += tl.load(noise_ptr + noise_offs, mask=out_ok, other=0.0).to(acc.dtype)
     if HAS_BIAS:
         z += tl.load(bias_ptr + offs_o, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
     y = _act(z, tl.full([], alpha, acc.dtype), ACT) * tl.full([], gain, acc.dtype)
@@ -318,6 +322,7 @@ def _conv_op(
         alpha, gain, 0.0 if clamp is None else clamp,
         KH=kh, KW=kw, STRIDE=stride, DILATE=dilate, ACT=ACT_CODES[act],
         HAS_IN_SCALE=in_scale is not None, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
+        NOISE_PER_PIXEL=noise is not None and noise.stride(1) == 0,
         HAS_BIAS=bias is not None, HAS_CLAMP=clamp is not None, STORE_U=store_u, DOT=_dot_code(x),
         FLAT=FLAT_K_LOOP and dilate == 1, BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
     )  # fmt: skip
