@@ -3,16 +3,17 @@
     python -m benchmarks.sweep [--only upfirdn2d|conv|up|wgrad|layout ...] [--out FILE.json]
 
 The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
-_launch.py, _implicit_gemm.conv_config). This times each kernel's forward on StyleGAN2's
-heaviest shapes under a handful of alternative settings, next to the copy and matmul ceilings
-measured in the same run, and prints one table per op: the evidence for changing a rule.
-Forward passes only (the backward passes are the same kernels); `conv` also times the
-per-tap K loops (FLAT_K_LOOP off) against the rule. Except `up`: G's up=2 layers
-by each composition of the Triton path against the reference, forward and forward + backward;
-`wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel;
-and `layout`: an NCHW x read directly or through a channels_last copy (_launch.NCHW_VIA_CHANNELS_LAST),
-against a channels_last x, for the FIR and the convolution (and the convolution with FLAT_K_LOOP
-off), forward and forward + backward.
+_launch.py, _implicit_gemm.conv_config). Each sweep times kernels on StyleGAN2's heaviest
+shapes under a handful of alternatives, next to the copy and matmul ceilings measured in the
+same run, and prints one table: the evidence for changing a rule or a switch.
+- `conv`, `upfirdn2d`: launch configurations, forward only (the backward passes are the same
+  kernels); `conv` also times the per-tap K loops (FLAT_K_LOOP off) against the rule.
+- `layout`: an NCHW x read directly or through a channels_last copy
+  (_launch.NCHW_VIA_CHANNELS_LAST), against a channels_last x, for the FIR and the
+  convolution (and the convolution with FLAT_K_LOOP off), forward and forward + backward.
+- `up`: G's up=2 layers by each composition of the Triton path against the reference,
+  forward and forward + backward.
+- `wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel.
 Not part of `benchmarks.run`: it is a tuning tool, its numbers are not the project's results.
 """
 
