@@ -80,9 +80,9 @@ def _conv_epilogue_grad_kernel(
     channels, pixels, pixel_blocks, part_stride,
     sdyn, sdyo, sdyp, sun, suo, sup, sdun, sduo, sdup, snn, sno, snp, sgn, sgo, sgp, ssn, sso, sbo,
     alpha: tl.float64, gain: tl.float64, clamp: tl.float64,  # float64 arguments keep float64 exact
-    ACT: tl.constexpr, NEED_Z: tl.constexpr, HAS_S: tl.constexpr, HAS_NOISE: tl.constexpr, NOISE_PER_PIXEL: tl.constexpr,
-    HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, HAS_DU: tl.constexpr, STORE_DZ: tl.constexpr,
-    SUM_DZ_U: tl.constexpr, SUM_DZ: tl.constexpr, IS_FP64: tl.constexpr, INT64: tl.constexpr,
+    ACT: tl.constexpr, NEED_Z: tl.constexpr, HAS_S: tl.constexpr, HAS_NOISE: tl.constexpr,
+    NOISE_PER_PIXEL: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, HAS_DU: tl.constexpr,
+    STORE_DZ: tl.constexpr, SUM_DZ_U: tl.constexpr, SUM_DZ: tl.constexpr, IS_FP64: tl.constexpr, INT64: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_O: tl.constexpr,
 ):  # fmt: skip
     """g = dz * s + du and optionally dz (strides sg*) for a [BLOCK_P, BLOCK_O] tile of sample
@@ -223,7 +223,8 @@ def _epilogue_grad_op(
         bias.stride(0) if bias is not None else 0,
         alpha, gain, 0.0 if clamp is None else clamp,
         ACT=ACT_CODES[act], NEED_Z=need_z, HAS_S=s is not None, HAS_NOISE=noise is not None,
-        NOISE_PER_PIXEL=noise_strides[1] == 0, HAS_BIAS=need_z and bias is not None, HAS_CLAMP=clamp is not None, HAS_DU=du is not None,
+        NOISE_PER_PIXEL=noise_strides[1] == 0, HAS_BIAS=need_z and bias is not None, HAS_CLAMP=clamp is not None,
+        HAS_DU=du is not None,
         STORE_DZ=store_dz, SUM_DZ_U=sum_dz_u, SUM_DZ=sum_dz, IS_FP64=dy.dtype == torch.float64, INT64=int64,
         BLOCK_P=block_p, BLOCK_O=block_o, num_warps=warps,
     )  # fmt: skip

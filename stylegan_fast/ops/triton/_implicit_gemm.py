@@ -20,10 +20,11 @@ program owns a [BM pixels, BN out channels] tile and walks K in steps of one tap
 channels: it loads the x tile [BM, BK] gathered at the tap's shifted pixels (masked outside
 the image) and the weight tile [BK, BN]. With D = 1 the steps are one software-pipelined loop
 (FLAT_K_LOOP), so the next tap's tiles load while this tap's dots run; with D > 1 (below) the
-taps are a compile-time loop around a pipelined loop over the channel blocks. In channels_last both are rows of
-contiguous channels, copied to shared memory in 16-byte pieces; an NCHW x would give
-one-element loads (a tap's pixels are one element off alignment), so NCHW inputs with enough
-channels are read through a channels_last copy (_launch.kernel_layout); y and u keep x's layout.
+taps are a compile-time loop around a pipelined loop over the channel blocks. In
+channels_last both tiles are rows of contiguous channels, copied to shared memory in 16-byte
+pieces; an NCHW x would give one-element loads (a tap's pixels are one element off
+alignment), so NCHW inputs with enough channels are read through a channels_last copy
+(_launch.kernel_layout); y and u keep x's layout.
 
 With D > 1 most taps of an output pixel land on inserted zeros, and which ones depends only
 on the pixel's phase (oy mod D, ox mod D): row oy = qy * D + ry reads X row
@@ -248,7 +249,7 @@ def _scaled_conv2d_kernel(
     if HAS_OUT_SCALE:
         z = z * tl.load(s_ptr + n * ssn + offs_o * sso, mask=o_ok, other=0.0).to(acc.dtype)[None, :]
     if HAS_NOISE:
-        if NOISE_PER_PIXEL:  # one value per pixel for all channels (sno = 0): one load per pixel, not per element
+        if NOISE_PER_PIXEL:  # one value per pixel for all channels (sno = 0): a load per pixel, not per element
             noise = tl.load(noise_ptr + n * snn + oy * snh + ox * snw, mask=m_ok, other=0.0)
             z += noise.to(acc.dtype)[:, None]
         else:
