@@ -436,7 +436,7 @@ def test_triton_kernels_run_channels_last_reduced_precision_blocks_like_the_refe
     assert (score - score32).abs().max() <= 0.02 * score32.abs().max() + 1e-3
 
 
-def compiled_networks_match_eager(make_tiny, backend, device):
+def compiled_networks_match_eager(make_tiny, backend, device, rtol, atol):
     """torch.compile(fullgraph=True) of G and of D with the Triton kernels: one graph each (a
     graph break raises), the same images, scores and gradients as the eager networks, and no
     warning from Dynamo (the kernel choice is a constant of the graph, not traced)."""
@@ -459,15 +459,18 @@ def compiled_networks_match_eager(make_tiny, backend, device):
     dynamo_warnings = [str(w.message) for w in caught if "dynamo" in str(w.filename).lower()]
     assert not dynamo_warnings, dynamo_warnings
     for eager, compiled in zip(*results):
-        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compiled, eager, rtol=rtol, atol=atol)
 
 
 def test_compile_fullgraph_of_G_and_D_with_the_kernels(make_tiny):
     # Dynamo only (backend 'eager'): AOTAutograd and Inductor would run the kernels on
     # fake-backed storage, which the interpreter cannot; the GPU test below runs Inductor.
-    compiled_networks_match_eager(make_tiny, "eager", "cuda" if torch.cuda.is_available() else "cpu")
+    # The same ops in the same order: equal.
+    compiled_networks_match_eager(make_tiny, "eager", "cuda" if torch.cuda.is_available() else "cpu", 0, 0)
 
 
 @pytest.mark.gpu
 def test_compile_fullgraph_of_G_and_D_with_the_kernels_inductor(make_tiny):
-    compiled_networks_match_eager(make_tiny, "inductor", "cuda")
+    # Inductor fuses and reorders the ATen parts (demodulation, sums) in float32: the tolerance
+    # of the model test that compares the kernels with the reference.
+    compiled_networks_match_eager(make_tiny, "inductor", "cuda", 1e-4, 1e-5)
