@@ -37,6 +37,17 @@ def compiles_for_hopper(code):
     assert done.returncode == 0, done.stderr[-4000:]
 
 
+def record_kernel_layouts(monkeypatch):
+    """A list that collects every tensor the Triton kernels read through _launch.kernel_layout
+    (the channels_last copy of an NCHW input, or the input itself) while the test runs."""
+    from stylegan_fast.ops.triton import _launch
+
+    read = []
+    kernel_layout = _launch.kernel_layout
+    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    return read
+
+
 def opcode_counts(code):
     """{label: Counter of SASS opcodes} for the kernels that `code` compiles (in a process
     without the interpreter) and passes to print_opcodes(label, compiled)."""

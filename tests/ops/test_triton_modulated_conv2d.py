@@ -20,7 +20,7 @@ from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from stylegan_fast.ops.triton import _implicit_gemm, _launch
 from stylegan_fast.ops.triton import modulated_conv2d as kernels
-from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
+from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 F1331 = setup_filter([1, 3, 3, 1], device=DEVICE)
@@ -219,9 +219,7 @@ def test_nchw_via_channels_last(case, via_channels_last, monkeypatch):
     # switch is off: the values, the gradients and the NCHW output layout are the same
     # either way. The recorder proves which layout the kernels read.
     monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
-    read = []
-    kernel_layout = _launch.kernel_layout
-    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    read = record_kernel_layouts(monkeypatch)
     resampling, op_kwargs = GRAD_CASES[case]
     tensors, kwargs = make_inputs(resampling)
     dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)

@@ -16,7 +16,7 @@ from stylegan_fast.ops.bias_act import ACTIVATIONS
 from stylegan_fast.ops.triton import _launch
 from stylegan_fast.ops.triton import upfirdn2d as kernels
 from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
-from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
+from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -121,9 +121,7 @@ def test_nchw_with_many_channels(case, via_channels_last, monkeypatch):
     # layout) unless the switch is off; either way the output and the gradient are NCHW and
     # match the reference. The recorder proves which layout the kernel read.
     monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
-    read = []
-    kernel_layout = _launch.kernel_layout
-    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    read = record_kernel_layouts(monkeypatch)
     up, down, padding, f_shape, flip, gain = CASES[case]
     x, f = randn([2, 17, 7, 9], torch.float32), random_filter(f_shape)
     args = (up, down, padding, flip, gain)
@@ -141,9 +139,7 @@ def test_nchw_with_many_channels(case, via_channels_last, monkeypatch):
 
 
 def test_few_channels_stay_nchw(monkeypatch):
-    read = []
-    kernel_layout = _launch.kernel_layout
-    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    read = record_kernel_layouts(monkeypatch)
     x, f = randn([2, _launch.VIA_CHANNELS_LAST_MIN_CHANNELS - 1, 6, 5], torch.float32), random_filter((4,))
     upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1), gain=4.0, impl="triton")
     assert read and not any(_launch.is_channels_last(t) for t in read)

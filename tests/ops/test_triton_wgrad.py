@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import tests.ops.test_triton_modulated_conv2d as conv_tests
 from stylegan_fast.ops.triton import _implicit_gemm, _launch, _wgrad
-from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
+from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -86,9 +86,7 @@ def test_nchw_x_with_many_channels(case, via_channels_last, monkeypatch):
     # An NCHW x of >= 16 channels is read through its channels_last copy unless the switch is
     # off; the recorder proves which layout the kernel read.
     monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
-    read = []
-    kernel_layout = _launch.kernel_layout
-    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    read = record_kernel_layouts(monkeypatch)
     (x, a, g, weight), conv = inputs(case, c=20)
     out = kernel(x, a, g, weight, **conv)
     torch.testing.assert_close(out, weight_grad_ref(x, a, g, weight, **conv), rtol=1e-10, atol=1e-10)
