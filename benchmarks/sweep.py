@@ -7,10 +7,12 @@ _launch.py, _implicit_gemm.conv_config). Each sweep times kernels on StyleGAN2's
 shapes under a handful of alternatives, next to the copy and matmul ceilings measured in the
 same run, and prints one table: the evidence for changing a rule or a switch.
 - `conv`, `upfirdn2d`: launch configurations, forward only (the backward passes are the same
-  kernels); `conv` also times the per-tap K loops (FLAT_K_LOOP off) against the rule.
+  kernels); `conv` also times the per-tap K loops (FLAT_K_LOOP off) and the styles applied in
+  the K loop (PREMODULATED_WEIGHT off) against the rule.
 - `layout`: an NCHW x read directly or through a channels_last copy
   (_launch.NCHW_VIA_CHANNELS_LAST), against a channels_last x, for the FIR and the
-  convolution (and the convolution with FLAT_K_LOOP off), forward and forward + backward.
+  convolution (and the convolution with FLAT_K_LOOP or PREMODULATED_WEIGHT off), forward and
+  forward + backward.
 - `up`: G's up=2 layers by each composition of the Triton path against the reference,
   forward and forward + backward.
 - `wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel.
@@ -121,10 +123,11 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
 
             flops = 2 * batch * size * size * cout * cin * 9
             peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
-            for config, flat in [(None, False)] + [(config, True) for config in configs]:
+            variants = [(None, False, True, "rule, a K loop per tap"), (None, True, False, "rule, styles in K loop")]
+            variants += [(config, True, True, config or "rule") for config in configs]
+            for config, flat, premodulated, label in variants:
                 rule = gemm.conv_config if config is None else (lambda *args, config=config: config)
-                label = ("rule" if config is None else config) if flat else "rule, a K loop per tap"
-                with patched(gemm, conv_config=rule, FLAT_K_LOOP=flat):
+                with patched(gemm, conv_config=rule, FLAT_K_LOOP=flat, PREMODULATED_WEIGHT=premodulated):
                     try:
                         seconds = timed(call, make)
                         rows.append(dict(op="conv", case=name, layout=layout, config=label, ms=seconds * 1e3,
@@ -275,11 +278,13 @@ def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
     }  # fmt: skip
     rows = []
     for name, (shape, dtype, fn, others, flops) in cases.items():
-        variants = [("nchw direct", False, False, True), ("nchw via channels_last", False, True, True),
-                    ("channels_last x", True, True, True)]  # fmt: skip
-        if flops is not None:  # and the convolution's K loop per tap (FLAT_K_LOOP off)
-            variants.append(("channels_last x, per-tap K loops", True, True, False))
-        for variant, channels_last, via, flat in variants:
+        # (name, channels_last x, NCHW_VIA_CHANNELS_LAST, FLAT_K_LOOP, PREMODULATED_WEIGHT)
+        variants = [("nchw direct", False, False, True, True), ("nchw via channels_last", False, True, True, True),
+                    ("channels_last x", True, True, True, True)]  # fmt: skip
+        if flops is not None:  # and the convolution's other forms of the K loop
+            variants += [("channels_last x, per-tap K loops", True, True, False, True),
+                         ("channels_last x, styles in K loop", True, True, True, False)]  # fmt: skip
+        for variant, channels_last, via, flat, premodulated in variants:
 
             def make(i, shape=shape, dtype=dtype, channels_last=channels_last, others=others):
                 x = torch.randn(shape, device="cuda", dtype=dtype)
@@ -291,7 +296,8 @@ def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
                 torch.autograd.grad(y, inputs, torch.ones_like(y))
 
             row = dict(op="layout", case=name, layout="nhwc" if channels_last else "nchw", config=variant)
-            with patched(_launch, NCHW_VIA_CHANNELS_LAST=via), patched(gemm, FLAT_K_LOOP=flat):
+            with (patched(_launch, NCHW_VIA_CHANNELS_LAST=via),
+                  patched(gemm, FLAT_K_LOOP=flat, PREMODULATED_WEIGHT=premodulated)):  # fmt: skip
                 try:
                     with torch.no_grad():
                         fwd = timed(fn, make)

@@ -64,8 +64,12 @@ def opcode_counts(code):
 
 
 # A SASS instruction as nvdisasm prints it: "/*0bd0*/  @P4 LDG.E.U16 R134, desc[UR14][R20.64] ;",
-# an optional predicate, then the opcode with its modifiers (HGMMA.64x128x16.F32.BF16).
-_SASS_INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]*)[\s;]")
+# an optional predicate, then the opcode with its modifiers (HGMMA.64x128x16.F32.BF16), then
+# the operands.
+_SASS_INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Za-z0-9_.]*)([^;]*);")
+# Opcodes counted with their operands: the wgmma wait says how many groups it leaves in flight
+# ("WARPGROUP.DEPBAR.LE gsb0, 0x1").
+_WITH_OPERANDS = ("WARPGROUP.DEPBAR.LE",)
 
 
 def print_opcodes(label, compiled):
@@ -85,5 +89,8 @@ def print_opcodes(label, compiled):
     for line in sass.splitlines():
         match = _SASS_INSTRUCTION.match(line)
         if match:
-            opcodes[match.group(1)] += 1
+            opcode = match.group(1)
+            if opcode in _WITH_OPERANDS:
+                opcode += " " + match.group(2).strip()
+            opcodes[opcode] += 1
     print("OPCODES " + json.dumps([label, opcodes]))

@@ -20,22 +20,26 @@ CONV = textwrap.dedent("""
     from tests.ops.kernel_checks import print_opcodes
     names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
     io = dict({name: "bf16" for name in names}, a_ptr="fp32", s_ptr="fp32")
-    flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=True, HAS_OUT_SCALE=True, HAS_NOISE=True,
+    flags = dict(KH=3, KW=3, STRIDE=1, DILATE=1, ACT=2, HAS_IN_SCALE=False, HAS_OUT_SCALE=True, HAS_NOISE=True,
                  NOISE_PER_PIXEL=True, HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, FLAT=True, BM=128,
                  BN=128, BK=64)  # G's noise: [N, 1, H, W], broadcast over the channels (stride 0)
-    sizes = ["in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w", "sxn", "sxc", "sxh", "sxw", "swc",
-             "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh", "suw"]
+    sizes = ["in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w", "sxn", "sxc", "sxh", "sxw", "swn",
+             "swc", "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh", "suw"]
     ones = dict(swo=1, sac=1, sso=1)  # the taps-major weight's out channels, the scales' channels
-    layouts = {  # unit strides of x, then of y, noise (its pixels) and u; the K loop
-        "nhwc": (dict(sxc=1, syo=1, snw=1, suo=1), True),
-        "nhwc_to_nchw": (dict(sxc=1, syw=1, snw=1, suw=1), True),
-        "nchw": (dict(sxw=1, syw=1, snw=1, suw=1), True),
-        "nhwc_per_tap": (dict(sxc=1, syo=1, snw=1, suo=1), False),
+    # Unit strides of x, then of y, noise (its pixels) and u; the K loop; the styles applied in
+    # the K loop (PREMODULATED_WEIGHT off) instead of by the premodulated weights.
+    layouts = {
+        "nhwc": (dict(sxc=1, syo=1, snw=1, suo=1), True, False),
+        "nhwc_to_nchw": (dict(sxc=1, syw=1, snw=1, suw=1), True, False),
+        "nchw": (dict(sxw=1, syw=1, snw=1, suw=1), True, False),
+        "nhwc_per_tap": (dict(sxc=1, syo=1, snw=1, suo=1), False, False),
+        "nhwc_styles_in_loop": (dict(sxc=1, syo=1, snw=1, suo=1), True, True),
     }
-    for label, (unit, flat) in layouts.items():
+    for label, (unit, flat, styles) in layouts.items():
         aligned = tuple(name for name in sizes if name not in unit)
-        compiled = _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, **ones, **unit, FLAT=flat),
-                                           num_warps=8, multiples_of_16=aligned)
+        compiled = _launch.compile_for_gpu(g._scaled_conv2d_kernel, io,
+                                           dict(flags, **ones, **unit, FLAT=flat, HAS_IN_SCALE=styles),
+                                           num_warps=8, multiples_of_16=aligned)  # fmt: skip
         print_opcodes(label, compiled)
 """)
 
@@ -121,6 +125,9 @@ def spills(counts):
     return sum(n for opcode, n in counts.items() if opcode.startswith(("STL", "LDL")))
 
 
+WGMMA_KEEP_ONE = "WARPGROUP.DEPBAR.LE gsb0, 0x1"  # wait until at most one wgmma group is pending
+
+
 def wgmma(counts):
     return sum(n for opcode, n in counts.items() if opcode.startswith("HGMMA"))
 
@@ -138,6 +145,19 @@ def test_hopper_conv_channels_last_main_loop(conv, layout):
     assert counts["LDGSTS.E.BYPASS.128"] >= taps * (4 + 4), counts
     assert wgmma(counts) >= taps * 4, counts
     assert counts["LDG.E.U16"] <= 2 and spills(counts) == 0, counts
+
+
+def test_hopper_conv_premodulated_weight_keeps_wgmma_in_flight(conv):
+    # With the premodulated weights (the default) both operands go from shared memory to
+    # wgmma as copied, and each K step leaves one wgmma group in flight while the next step's
+    # tiles arrive (a wait for "at most 1 pending"). Multiplying the weight tile by the styles
+    # in the loop puts a shared-memory load, multiply, convert and store of the tile between
+    # the copy and the wgmma, and every step then waits for all its wgmma (at most 0 pending).
+    premodulated, in_loop = conv["nhwc"], conv["nhwc_styles_in_loop"]
+    assert premodulated[WGMMA_KEEP_ONE] >= 1, premodulated
+    assert in_loop[WGMMA_KEEP_ONE] == 0 and in_loop["WARPGROUP.DEPBAR.LE gsb0, 0x0"] >= 1, in_loop
+    # The modulated tile's trip through registers: 4 more 16-byte shared stores per thread and step.
+    assert in_loop["STS.128"] >= premodulated["STS.128"] + 4, (premodulated, in_loop)
 
 
 def test_hopper_conv_flat_k_loop_is_one_loop(conv):

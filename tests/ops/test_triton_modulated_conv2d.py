@@ -127,6 +127,73 @@ def test_k_loop_forms_match_reference_float64(case, flat, monkeypatch):
     assert (1, flat) in forms
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", ["3x3-lrelu-clamp", "up-lrelu", "down-4x4", "k-steps-m-tiles"])
+def test_premodulated_weight_gives_the_same_bits(case, dtype, monkeypatch):
+    # PREMODULATED_WEIGHT (the default, for layers of 64^2 pixels or more; here for all) writes
+    # weight * style once per call and runs the main loop without styles; off, the K loop
+    # multiplies each weight tile. Both round the same float32 product to the dot dtype, so
+    # outputs and all gradients (the backward's transposed convolution folds the demodulation
+    # in the same way) are equal bit for bit.
+    resampling, shape, op_kwargs = CASES[case]
+    tensors, kwargs = make_inputs(resampling, **shape, dtype=dtype, param_dtype=torch.float32)
+    dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6, dtype)
+    launches = []
+    wrap = _launch.wrap_triton
+
+    def recording_wrap(kernel):
+        launcher = wrap(kernel)
+        def launch(grid):
+            def run_kernel(*args, **kwargs):
+                if kernel is _implicit_gemm._modulate_weight_kernel:
+                    launches.append("modulate")
+                elif "HAS_IN_SCALE" in kwargs:
+                    launches.append("conv with styles" if kwargs["HAS_IN_SCALE"] else "conv")
+                return launcher[grid](*args, **kwargs)
+
+            return run_kernel
+
+        return launch
+
+    monkeypatch.setattr(_launch, "wrap_triton", lambda kernel: _Indexable(recording_wrap(kernel)))
+    run("triton", tensors, **kwargs, **op_kwargs)
+    assert "modulate" not in launches, launches  # images this small keep the styles in the K loop
+    monkeypatch.setattr(_implicit_gemm, "PREMODULATE_MIN_PIXELS", 1)
+    results = {}
+    for premodulated in (False, True):
+        monkeypatch.setattr(_implicit_gemm, "PREMODULATED_WEIGHT", premodulated)
+        launches.clear()
+        results[premodulated] = run("triton", tensors, dy, **kwargs, **op_kwargs)
+        if premodulated:
+            assert "modulate" in launches and "conv with styles" not in launches, launches
+        else:
+            assert "modulate" not in launches and "conv with styles" in launches, launches
+    (out, grads), (out_pre, grads_pre) = results[False], results[True]
+    assert torch.equal(out_pre, out)
+    for name, g, g_pre in zip(["x", "weight", "styles", "noise", "bias"], grads, grads_pre):
+        assert torch.equal(g_pre, g), f"d{name} differs: {(g_pre - g).abs().max()}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_premodulated_weight_values(dtype):
+    # Odd sizes: 5 out channels (a masked 8-wide tile), 3 in channels, a 4x3 kernel, one
+    # sample's styles read with a stride.
+    weight = randn([5, 3, 4, 3], 1, torch.float32)
+    styles = randn([3, 6], 2, torch.float32)[:, ::2] + 1
+    out = _implicit_gemm._premodulated(weight, styles, dtype)
+    product = weight.double()[None] * styles.double()[:, None, :, None, None]
+    if dtype != torch.float64:
+        product = product.float()  # exact in float64, so rounded once, as a float32 multiply rounds
+    truth = product.to(dtype)
+    if dtype == torch.bfloat16 and DEVICE == "cpu":
+        # The interpreter converts float32 to bfloat16 by truncation (a GPU rounds to nearest);
+        # the convolution never asks it for bfloat16 weights (its CPU dot runs in float32).
+        truth = (product.view(torch.int32) & ~0xFFFF).view(torch.float32).to(dtype)
+    assert out.shape == (3, 5, 3, 4, 3) and out.dtype == dtype
+    assert out.permute(0, 3, 4, 2, 1).is_contiguous()  # [N, kh, kw, C, O] memory
+    assert torch.equal(out, truth)
+
+
 class _Indexable:
     """launcher[grid] for a function of grid."""
 
@@ -514,8 +581,8 @@ def test_compile_fullgraph_traces_the_ops():
 def test_kernel_compiles_for_hopper():
     # The interpreter skips Triton's compiler: build real sm_90 cubins (no GPU needed) for the
     # large-tile bf16 configuration (one K loop over taps and channels), a dilated bf16 one (the
-    # x-gradient of a stride-2 layer: a K loop under each tap's runtime phase test) and float64
-    # ones (tl.dot with a float64 accumulator).
+    # x-gradient of a stride-2 layer: a K loop under each tap's runtime phase test), float64
+    # ones (tl.dot with a float64 accumulator), and the premodulation of the weights.
     compiles_for_hopper(textwrap.dedent("""
         from stylegan_fast.ops.triton import _launch, _implicit_gemm as g
         names = ["x_ptr", "w_ptr", "a_ptr", "s_ptr", "noise_ptr", "bias_ptr", "y_ptr", "u_ptr"]
@@ -532,6 +599,9 @@ def test_kernel_compiles_for_hopper():
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, FLAT=False, BM=32, BN=32, BK=16,
                                                                    DILATE=2))
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, FLAT=True, BM=32, BN=32, BK=16))
+        for out, fp64 in (("bf16", False), ("fp16", False), ("fp32", False), ("fp64", True)):
+            io = dict(w_ptr="fp64" if fp64 else "fp32", a_ptr="fp64" if fp64 else "fp32", out_ptr=out)
+            _launch.compile_for_gpu(g._modulate_weight_kernel, io, dict(IS_FP64=fp64, BR=32, BO=128), num_warps=8)
     """))
 
 

@@ -35,11 +35,19 @@ programs of phase (ry, rx) cover its sub-grid of ceil(Ho / D) x ceil(Wo / D) pos
 about (kh / D) x (kw / D) taps instead of kh x kw: a quarter of the MACs for D = 2. With
 D = 1 there is one phase and the phase arithmetic folds away at compile time.
 
-The style modulation goes on the weight tile, not on the x tile: (1) the per-sample
-weight is formed as the reference forms it, weight * style in float32, rounded once to the
-dot dtype, so float16 x never meets an unnormalised style product; (2) the x tile goes to
-tl.dot as loaded; (3) it costs BK * BN multiplies per BM * BN * BK MACs, 1 / BM of the
-work. The per-sample weights [N, O, I, kh, kw] never exist in memory.
+The style modulation is applied to the weight, formed as the reference forms it: weight *
+style in float32, rounded once to the dot dtype, so that float16 x never meets an
+unnormalised style product and x goes to tl.dot as loaded. With PREMODULATED_WEIGHT (the
+default, for layers of 64 x 64 pixels or more) a small kernel writes these per-sample weights
+once per call, [N, kh, kw, C, O] in
+the dot dtype (N times the weight: 151 MB for 512->512 bf16 at batch 32, a 0.1 ms write and
+read against ~1 ms of tensor-core work), and each program reads its sample's slice; both
+operands then go from shared memory to the tensor cores untouched. Otherwise each weight tile
+is multiplied in the K loop after its copy to shared memory, which on sm_90 puts a
+shared-memory load, a multiply, a convert and a store of the tile between the copy and the
+wgmma, and makes every K step wait for its wgmma to finish before the next one may start
+(tests/ops/test_triton_codegen.py). The two forms compute the same bits. The per-sample
+weights exist only during the call: autograd never sees them.
 
 Epilogue: the [BM, BN] float32 (float64) accumulator is u; it is optionally stored (the
 backward needs it for the gradient of out_scale and to rebuild z for the activation's
@@ -92,6 +100,14 @@ FLAT_K_LOOP = True
 # by in_scale as it loads it, instead of xs = x * in_scale and ATen's convolution_backward.
 # Off: cuDNN's wgrad until `python -m benchmarks.sweep --only wgrad` measures the kernel faster.
 TRITON_WEIGHT_GRAD = False
+# The per-sample modulated weights written once per call by _modulate_weight_kernel, instead of
+# the weight tile multiplied by the styles in every K step (module docstring), for layers with
+# at least PREMODULATE_MIN_PIXELS output pixels per sample (and phase). Writing and reading the
+# weights costs 2 * elem_size / pixels bytes per FLOP of the convolution: at 64^2 about 6% of
+# its time at ~400 TFLOP/s and 3 TB/s, at 32^2 about 25%, more than the in-loop modulation
+# costs there; the layers below 64^2 are small and launch-bound anyway.
+PREMODULATED_WEIGHT = True
+PREMODULATE_MIN_PIXELS = 64 * 64
 
 
 def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.dtype,
@@ -151,7 +167,7 @@ def _dot(a, b, acc, DOT: tl.constexpr):
 def _scaled_conv2d_kernel(
     x_ptr, w_ptr, a_ptr, s_ptr, noise_ptr, bias_ptr, y_ptr, u_ptr,
     in_channels, in_h, in_w, out_channels, out_h, out_w, pad_y, pad_x, pad_ry, pad_rx, phase_tiles, k_blocks,
-    sxn, sxc, sxh, sxw, swo, swc, swh, sww, san, sac, ssn, sso,
+    sxn, sxc, sxh, sxw, swn, swo, swc, swh, sww, san, sac, ssn, sso,
     snn, sno, snh, snw, syn, syo, syh, syw, sun, suo, suh, suw,
     alpha: tl.float64, gain: tl.float64, clamp: tl.float64,  # float64 arguments keep float64 exact
     KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, DILATE: tl.constexpr,
@@ -193,6 +209,7 @@ def _scaled_conv2d_kernel(
     # `if` around its K loop (a runtime loop over the live taps would nest the pipelined loop
     # in another one).
     x_base = x_ptr + n * sxn
+    w_base = w_ptr + n * swn  # swn = 0: one weight for all samples; else the premodulated weights
     if FLAT:
         for step in range(KH * KW * k_blocks):
             tap = step // k_blocks
@@ -206,7 +223,7 @@ def _scaled_conv2d_kernel(
             c = kb * BK + offs_k
             c_ok = c < in_channels
             xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=pix_ok[:, None] & c_ok[None, :], other=0.0)
-            w_tap = w_ptr + ky * swh + kx * sww
+            w_tap = w_base + ky * swh + kx * sww
             wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=c_ok[:, None] & o_ok[None, :],
                          other=0.0)  # fmt: skip
             if HAS_IN_SCALE:
@@ -221,7 +238,7 @@ def _scaled_conv2d_kernel(
                 if row_live & col_live:
                     pix_ok = m_ok & row_ok & col_ok
                     pix = iy * sxh + ix * sxw  # with STRIDE = 1 consecutive along a row: qx + constant
-                    w_tap = w_ptr + ky * swh + kx * sww
+                    w_tap = w_base + ky * swh + kx * sww
                     for kb in range(k_blocks):  # not range(0, C, BK): triton 3.6's interpreter fails on it
                         c = kb * BK + offs_k
                         c_ok = c < in_channels
@@ -264,6 +281,49 @@ def _scaled_conv2d_kernel(
     tl.store(y_ptr + n * syn + offs_o[None, :] * syo + pix_out, y.to(y_ptr.dtype.element_ty), mask=out_ok)
 
 
+@triton.jit
+def _modulate_weight_kernel(
+    w_ptr, a_ptr, out_ptr, rows, in_channels, out_channels, san, sac,
+    IS_FP64: tl.constexpr, BR: tl.constexpr, BO: tl.constexpr,
+):  # fmt: skip
+    """out[n, r, o] = w[r, o] * a[n, r % in_channels] for the taps-major weight w
+    [kh * kw * in_channels, out_channels] (contiguous), computed in float32 (float64) and
+    rounded once to out's dtype."""
+    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    o = tl.program_id(1) * BO + tl.arange(0, BO)
+    n = tl.program_id(2).to(tl.int64)
+    r_ok = r < rows
+    ok = r_ok[:, None] & (o < out_channels)[None, :]
+    offs = r[:, None] * out_channels + o[None, :]
+    w = tl.load(w_ptr + offs, mask=ok, other=0.0)
+    a = tl.load(a_ptr + n * san + (r % in_channels) * sac, mask=r_ok, other=0.0)
+    if IS_FP64:
+        out = w.to(tl.float64) * a.to(tl.float64)[:, None]
+    else:
+        out = w.to(tl.float32) * a.to(tl.float32)[:, None]
+    tl.store(out_ptr + n * rows * out_channels + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def _premodulated(weight: torch.Tensor, in_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """weight [O, C, kh, kw] times in_scale [N, C] for each sample, rounded to dtype: a view
+    [N, O, C, kh, kw] of [N, kh, kw, C, O] memory (a program's weight tile is then BK rows of
+    BN contiguous out channels, as with _taps_major)."""
+    out_channels, in_channels, kh, kw = weight.shape
+    batch = in_scale.shape[0]
+    taps = weight.permute(2, 3, 1, 0).contiguous()
+    out = torch.empty([batch, kh, kw, in_channels, out_channels], dtype=dtype, device=weight.device)
+    rows = kh * kw * in_channels
+    block, warps, _ = _launch.elementwise_config(out.numel())
+    block_o = min(_launch.next_power_of_2(out_channels), MODULATE_MAX_OUT)
+    block_r = max(block // block_o, 1)
+    grid = (_launch.cdiv(rows, block_r), _launch.cdiv(out_channels, block_o), batch)
+    _launch.wrap_triton(_modulate_weight_kernel)[grid](
+        taps, in_scale, out, rows, in_channels, out_channels, *in_scale.stride(),
+        IS_FP64=dtype == torch.float64, BR=block_r, BO=block_o, num_warps=warps,
+    )  # fmt: skip
+    return out.permute(0, 4, 3, 1, 2)
+
+
 def _dot_code(x: torch.Tensor) -> int:
     if x.dtype == torch.float64:
         return _FP64.value
@@ -273,6 +333,13 @@ def _dot_code(x: torch.Tensor) -> int:
         return _FP32.value if x.device.type == "cpu" else _BF16.value  # cpu: the interpreter
     allow_tf32 = x.device.type == "cuda" and torch.backends.cudnn.allow_tf32
     return _TF32.value if allow_tf32 else _FP32.value
+
+
+# The operand dtype of each dot code (the interpreter's bfloat16 dot runs in float32).
+_DOT_DTYPES = {_FP16.value: torch.float16, _BF16.value: torch.bfloat16, _FP32.value: torch.float32,
+               _TF32.value: torch.float32, _FP64.value: torch.float64}  # fmt: skip
+# Widest run of out channels per program of _modulate_weight_kernel (256 bytes of float16).
+MODULATE_MAX_OUT = 128
 
 
 def _taps_major(weight: torch.Tensor) -> torch.Tensor:
@@ -309,7 +376,13 @@ def _conv_op(
     phase_pixels = _launch.cdiv(out_h, dilate) * _launch.cdiv(out_w, dilate)
     config = conv_config(phase_pixels, out_channels, in_channels, x.dtype, _launch.is_channels_last(x))
     bm, bn, bk, warps, stages = config
-    weight = _taps_major(weight)
+    dot = _dot_code(x)
+    if in_scale is not None and PREMODULATED_WEIGHT and phase_pixels >= PREMODULATE_MIN_PIXELS:
+        weight, in_scale = _premodulated(weight, in_scale, _DOT_DTYPES[dot]), None
+        weight_strides = weight.stride()
+    else:
+        weight = _taps_major(weight)
+        weight_strides = (0, *weight.stride())  # one weight for every sample
     phase_tiles = _launch.cdiv(phase_pixels, bm)
     grid = (dilate * dilate * phase_tiles, _launch.cdiv(out_channels, bn), batch)
     (pad_y, pad_ry), (pad_x, pad_rx) = divmod(padding[0], dilate), divmod(padding[1], dilate)  # 0 <= pad_r < dilate
@@ -318,13 +391,13 @@ def _conv_op(
         x if noise is None else noise, x if bias is None else bias, y, y if u.numel() == 0 else u,
         in_channels, in_h, in_w, out_channels, out_h, out_w, pad_y, pad_x, pad_ry, pad_rx, phase_tiles,
         _launch.cdiv(in_channels, bk),
-        *x.stride(), *weight.stride(), *_strides(in_scale, 2), *_strides(out_scale, 2),
+        *x.stride(), *weight_strides, *_strides(in_scale, 2), *_strides(out_scale, 2),
         *_strides(noise, 4), *y.stride(), *(u.stride() if store_u else y.stride()),
         alpha, gain, 0.0 if clamp is None else clamp,
         KH=kh, KW=kw, STRIDE=stride, DILATE=dilate, ACT=ACT_CODES[act],
         HAS_IN_SCALE=in_scale is not None, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
         NOISE_PER_PIXEL=noise is not None and noise.stride(1) == 0,
-        HAS_BIAS=bias is not None, HAS_CLAMP=clamp is not None, STORE_U=store_u, DOT=_dot_code(x),
+        HAS_BIAS=bias is not None, HAS_CLAMP=clamp is not None, STORE_U=store_u, DOT=dot,
         FLAT=FLAT_K_LOOP and dilate == 1, BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return y, u
