@@ -24,8 +24,8 @@ CONV = textwrap.dedent("""
                  NOISE_PER_PIXEL=True, HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, FLAT=True, BM=128,
                  BN=128, BK=64)  # G's noise: [N, 1, H, W], broadcast over the channels (stride 0)
     sizes = ["in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w", "sxn", "sxc", "sxh", "sxw", "swn",
-             "swc", "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh", "suw"]
-    ones = dict(swo=1, sac=1, sso=1)  # the taps-major weight's out channels, the scales' channels
+             "swo", "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh", "suw"]
+    ones = dict(swc=1, sac=1, sso=1)  # the taps-major weight's in channels, the scales' channels
     # Unit strides of x, then of y, noise (its pixels) and u; the K loop; the styles applied in
     # the K loop (PREMODULATED_WEIGHT off) instead of by the premodulated weights.
     layouts = {
@@ -41,6 +41,12 @@ CONV = textwrap.dedent("""
                                            dict(flags, **ones, **unit, FLAT=flat, HAS_IN_SCALE=styles),
                                            num_warps=8, multiples_of_16=aligned)  # fmt: skip
         print_opcodes(label, compiled)
+    # float32 layers (TF32 wgmma, which takes only K-major operands): BK 32.
+    io32 = {name: "fp32" for name in names}
+    compiled = _launch.compile_for_gpu(g._scaled_conv2d_kernel, io32,
+                                       dict(flags, **ones, **layouts["nhwc"][0], DOT=3, BK=32), num_warps=8,
+                                       multiples_of_16=tuple(name for name in sizes if name not in layouts["nhwc"][0]))
+    print_opcodes("nhwc_tf32", compiled)
 """)
 
 UPFIRDN2D = textwrap.dedent("""
@@ -158,6 +164,15 @@ def test_hopper_conv_premodulated_weight_keeps_wgmma_in_flight(conv):
     assert in_loop[WGMMA_KEEP_ONE] == 0 and in_loop["WARPGROUP.DEPBAR.LE gsb0, 0x0"] >= 1, in_loop
     # The modulated tile's trip through registers: 4 more 16-byte shared stores per thread and step.
     assert in_loop["STS.128"] >= premodulated["STS.128"] + 4, (premodulated, in_loop)
+
+
+def test_hopper_conv_tf32_copies_16_byte_pieces(conv):
+    # TF32 wgmma reads both operands K-major. The weight is laid out in-channels-contiguous
+    # (_taps_major, _premodulated), so its tiles are copied in 16-byte pieces like x's; an
+    # out-channel-contiguous weight made them 4-byte cp.async (48 per thread and K step).
+    counts = conv["nhwc_tf32"]
+    assert counts["LDGSTS.E.BYPASS.128"] >= 4 + 4 and counts["LDGSTS.E"] == 0, counts
+    assert counts[WGMMA_KEEP_ONE] >= 1 and spills(counts) == 0, counts
 
 
 def test_hopper_conv_flat_k_loop_is_one_loop(conv):

@@ -190,7 +190,7 @@ def test_premodulated_weight_values(dtype):
         # the convolution never asks it for bfloat16 weights (its CPU dot runs in float32).
         truth = (product.view(torch.int32) & ~0xFFFF).view(torch.float32).to(dtype)
     assert out.shape == (3, 5, 3, 4, 3) and out.dtype == dtype
-    assert out.permute(0, 3, 4, 2, 1).is_contiguous()  # [N, kh, kw, C, O] memory
+    assert out.permute(0, 3, 4, 1, 2).is_contiguous()  # [N, kh, kw, O, C] memory
     assert torch.equal(out, truth)
 
 
@@ -601,7 +601,7 @@ def test_kernel_compiles_for_hopper():
         _launch.compile_for_gpu(g._scaled_conv2d_kernel, io, dict(flags, DOT=4, FLAT=True, BM=32, BN=32, BK=16))
         for out, fp64 in (("bf16", False), ("fp16", False), ("fp32", False), ("fp64", True)):
             io = dict(w_ptr="fp64" if fp64 else "fp32", a_ptr="fp64" if fp64 else "fp32", out_ptr=out)
-            _launch.compile_for_gpu(g._modulate_weight_kernel, io, dict(IS_FP64=fp64, BR=32, BO=128), num_warps=8)
+            _launch.compile_for_gpu(g._modulate_weight_kernel, io, dict(IS_FP64=fp64, BR=32, BC=128), num_warps=8)
     """))
 
 

@@ -39,7 +39,7 @@ The style modulation is applied to the weight, formed as the reference forms it:
 style in float32, rounded once to the dot dtype, so that float16 x never meets an
 unnormalised style product and x goes to tl.dot as loaded. With PREMODULATED_WEIGHT (the
 default, for layers of 64 x 64 pixels or more) a small kernel writes these per-sample weights
-once per call, [N, kh, kw, C, O] in
+once per call, [N, kh, kw, O, C] in
 the dot dtype (N times the weight: 151 MB for 512->512 bf16 at batch 32, a 0.1 ms write and
 read against ~1 ms of tensor-core work), and each program reads its sample's slice; both
 operands then go from shared memory to the tensor cores untouched. Otherwise each weight tile
@@ -283,45 +283,43 @@ def _scaled_conv2d_kernel(
 
 @triton.jit
 def _modulate_weight_kernel(
-    w_ptr, a_ptr, out_ptr, rows, in_channels, out_channels, san, sac,
-    IS_FP64: tl.constexpr, BR: tl.constexpr, BO: tl.constexpr,
+    w_ptr, a_ptr, out_ptr, rows, in_channels, san, sac,
+    IS_FP64: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
-    """out[n, r, o] = w[r, o] * a[n, r % in_channels] for the taps-major weight w
-    [kh * kw * in_channels, out_channels] (contiguous), computed in float32 (float64) and
-    rounded once to out's dtype."""
+    """out[n, r, c] = w[r, c] * a[n, c] for the taps-major weight w [kh * kw * out_channels,
+    in_channels] (contiguous), computed in float32 (float64) and rounded once to out's dtype."""
     r = tl.program_id(0) * BR + tl.arange(0, BR)
-    o = tl.program_id(1) * BO + tl.arange(0, BO)
+    c = tl.program_id(1) * BC + tl.arange(0, BC)
     n = tl.program_id(2).to(tl.int64)
-    r_ok = r < rows
-    ok = r_ok[:, None] & (o < out_channels)[None, :]
-    offs = r[:, None] * out_channels + o[None, :]
+    c_ok = c < in_channels
+    ok = (r < rows)[:, None] & c_ok[None, :]
+    offs = r[:, None] * in_channels + c[None, :]
     w = tl.load(w_ptr + offs, mask=ok, other=0.0)
-    a = tl.load(a_ptr + n * san + (r % in_channels) * sac, mask=r_ok, other=0.0)
+    a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
     if IS_FP64:
-        out = w.to(tl.float64) * a.to(tl.float64)[:, None]
+        out = w.to(tl.float64) * a.to(tl.float64)[None, :]
     else:
-        out = w.to(tl.float32) * a.to(tl.float32)[:, None]
-    tl.store(out_ptr + n * rows * out_channels + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
+        out = w.to(tl.float32) * a.to(tl.float32)[None, :]
+    tl.store(out_ptr + n * rows * in_channels + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 def _premodulated(weight: torch.Tensor, in_scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """weight [O, C, kh, kw] times in_scale [N, C] for each sample, rounded to dtype: a view
-    [N, O, C, kh, kw] of [N, kh, kw, C, O] memory (a program's weight tile is then BK rows of
-    BN contiguous out channels, as with _taps_major)."""
+    [N, O, C, kh, kw] of [N, kh, kw, O, C] memory, laid out as _taps_major's."""
     out_channels, in_channels, kh, kw = weight.shape
     batch = in_scale.shape[0]
-    taps = weight.permute(2, 3, 1, 0).contiguous()
-    out = torch.empty([batch, kh, kw, in_channels, out_channels], dtype=dtype, device=weight.device)
-    rows = kh * kw * in_channels
+    taps = weight.permute(2, 3, 0, 1).contiguous()
+    out = torch.empty([batch, kh, kw, out_channels, in_channels], dtype=dtype, device=weight.device)
+    rows = kh * kw * out_channels
     block, warps, _ = _launch.elementwise_config(out.numel())
-    block_o = min(_launch.next_power_of_2(out_channels), MODULATE_MAX_OUT)
-    block_r = max(block // block_o, 1)
-    grid = (_launch.cdiv(rows, block_r), _launch.cdiv(out_channels, block_o), batch)
+    block_c = min(_launch.next_power_of_2(in_channels), MODULATE_MAX_RUN)
+    block_r = max(block // block_c, 1)
+    grid = (_launch.cdiv(rows, block_r), _launch.cdiv(in_channels, block_c), batch)
     _launch.wrap_triton(_modulate_weight_kernel)[grid](
-        taps, in_scale, out, rows, in_channels, out_channels, *in_scale.stride(),
-        IS_FP64=dtype == torch.float64, BR=block_r, BO=block_o, num_warps=warps,
+        taps, in_scale, out, rows, in_channels, *in_scale.stride(),
+        IS_FP64=dtype == torch.float64, BR=block_r, BC=block_c, num_warps=warps,
     )  # fmt: skip
-    return out.permute(0, 4, 3, 1, 2)
+    return out.permute(0, 3, 4, 1, 2)
 
 
 def _dot_code(x: torch.Tensor) -> int:
@@ -338,16 +336,18 @@ def _dot_code(x: torch.Tensor) -> int:
 # The operand dtype of each dot code (the interpreter's bfloat16 dot runs in float32).
 _DOT_DTYPES = {_FP16.value: torch.float16, _BF16.value: torch.bfloat16, _FP32.value: torch.float32,
                _TF32.value: torch.float32, _FP64.value: torch.float64}  # fmt: skip
-# Widest run of out channels per program of _modulate_weight_kernel (256 bytes of float16).
-MODULATE_MAX_OUT = 128
+# Widest run of in channels per program of _modulate_weight_kernel (256 bytes of float16).
+MODULATE_MAX_RUN = 128
 
 
 def _taps_major(weight: torch.Tensor) -> torch.Tensor:
-    """weight [O, C, kh, kw] as a view of [kh, kw, C, O] memory: a program's [BK, BN] weight
-    tile is then BK rows of BN contiguous out channels (coalesced), where the usual layout
-    would put consecutive out channels C * kh * kw elements apart. One copy of the weight
-    (at most a few MB) per call, against one strided gather of it per program."""
-    return weight.permute(2, 3, 1, 0).contiguous().permute(3, 2, 0, 1)
+    """weight [O, C, kh, kw] as a view of [kh, kw, O, C] memory: a program's [BK, BN] weight
+    tile is then BN runs of BK contiguous in channels, K-major as wgmma wants its B operand
+    (TF32 wgmma takes nothing else: from an out-channel-contiguous tile the sm_90 code copied
+    float32 weights 4 bytes at a time, see tests/ops/test_triton_codegen.py), where the usual
+    layout would put a tap's channels kh * kw elements apart. One copy of the weight (at most
+    a few MB) per call, against one strided gather of it per program."""
+    return weight.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
 
 
 def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
