@@ -227,8 +227,11 @@ def test_hopper_wgrad_tiles(wgrad, layout):
     # The weight gradient's K loop (pixels): g's tile [64 pixels, 128 out channels] is
     # aligned in either layout (no tap offset), x's [64, 128 in channels] only in
     # channels_last: 16-byte cp.async there, one element per load in NCHW (which is why
-    # _wgrad reads an NCHW x through its channels_last copy).
+    # _wgrad reads an NCHW x through its channels_last copy). The styles scale each sample's
+    # sum, not the x tile, so each K step leaves a wgmma group in flight.
     counts = wgrad[layout]
+    if layout != "nchw":
+        assert counts[WGMMA_KEEP_ONE] >= 1, counts
     assert counts["LDGSTS.E.BYPASS.128"] >= (12 if layout == "nchw" else 24), counts
     if layout == "nchw":
         assert counts["LDG.E.U16"] >= 32, counts

@@ -106,9 +106,9 @@ def test_strided_views():
 @pytest.mark.parametrize("splits", [2, 5, 40])
 def test_small_tiles_and_splits(splits, monkeypatch):
     # 16-channel tiles over 20 in and 17 out channels (2 x 2 programs per tap, the last ones
-    # mostly masked); 16-pixel K blocks, 3 per sample, 9 in all: 2 splits of 5 blocks cross a
-    # sample boundary, 5 splits of 2 leave the last one short, 40 are cut down to 9 of one
-    # block. (The other tests take one split: too little work to split.)
+    # mostly masked); 16-pixel K blocks, 3 per sample, 3 samples: 2 splits take 2 samples and
+    # 1 (and a masked one), 5 become 6 of chunks of 2 and 1 blocks, 40 become 9 of one block.
+    # (The other tests take one split: too little work to split.)
     monkeypatch.setattr(_wgrad, "wgrad_config", lambda *args: (16, 16, 16, splits, 4, 2))
     (x, a, g, weight), conv = inputs("3x3-same", n=3, c=20, o=17)
     out = kernel(x, a, g, weight, **conv)
@@ -159,6 +159,27 @@ def test_fake_tensors_give_the_weights_shape():
     with FakeTensorMode(allow_non_fake_inputs=True):
         out = kernel(x, a, g, weight, **conv)
     assert out.shape == weight.shape and out.dtype == torch.float32
+
+
+def test_split_samples():
+    # (splits, samples per split, chunks per sample, blocks per chunk); never empty splits.
+    assert _wgrad.split_samples(32, 64, 3) == (3, 11, 1, 64)
+    assert _wgrad.split_samples(32, 4096, 44) == (64, 1, 2, 2048)
+    assert _wgrad.split_samples(3, 3, 5) == (6, 1, 2, 2)
+    assert _wgrad.split_samples(3, 3, 40) == (9, 1, 3, 1)
+    assert _wgrad.split_samples(5, 7, 1) == (1, 5, 1, 7)
+    for batch in range(1, 9):
+        for blocks in range(1, 9):
+            for wanted in range(1, 40):
+                splits, samples, chunks, chunk_blocks = _wgrad.split_samples(batch, blocks, wanted)
+                # Every (sample, block) in exactly one split, every split with work.
+                covered = [(n, b) for split in range(splits)
+                           for n in range((split // chunks) * samples, (split // chunks + 1) * samples) if n < batch
+                           for b in range((split % chunks) * chunk_blocks, (split % chunks + 1) * chunk_blocks)
+                           if b < blocks]  # fmt: skip
+                assert sorted(covered) == [(n, b) for n in range(batch) for b in range(blocks)]
+                last = splits - 1  # the last split starts inside the work, so none is empty
+                assert last // chunks * samples < batch and last % chunks * chunk_blocks < blocks
 
 
 def test_config_rule():

@@ -8,16 +8,22 @@ convolution's output u (before out_scale: the caller folds it into g),
 with x zero outside the image, S the stride and (py, px) the padding before (any sign). The
 ATen path materialises xs = x * a (one read and one write of x) and hands xs and g to
 convolution_backward (cuDNN's weight-gradient kernels on a GPU); this kernel applies a to the
-x tile as it loads it, so xs never exists.
+accumulated products of each sample (below), so xs never exists.
 
 The GEMM, per tap (ky, kx): M = in channels, N = out channels, K = samples x output pixels.
 A program owns a [BC, BO] tile of one tap and walks its share of K, BP pixels of one sample
 at a time: the x tile [BC, BP] gathered at the tap's shifted pixels (masked outside the
-image), scaled by a[n] on load, and the g tile [BP, BO]. The scaled tile is the GEMM's left
-operand because that is the one a Hopper wgmma can take from registers; g, unmodified, is the
-right one, read from shared memory. K is split over the grid (split-K, `wgrad_config`): each
-split writes its own float32 (float64) partial dW, and ATen sums the partials, so the result
-is deterministic (no atomics).
+image) and the g tile [BP, BO], both going to the tensor cores as copied. Since a[n] is one
+factor per in channel and sample, it scales the sum of a sample's products instead of the x
+tile: the K loop runs sample by sample, and each sample's [BC, BO] sum is added times a[n]
+(one multiply per accumulator element per sample, against a multiply of every x tile, which
+on sm_90 put a register round trip between the tile's copy and its wgmma and made every
+wgmma wait for the one before; tests/ops/test_triton_codegen.py). The result is the exact
+sum rounded differently from the ATen path (which rounds xs = x * a to x's dtype first), by
+no more than that rounding. K is split over the grid (split-K, `wgrad_config`) along sample
+boundaries: a split takes whole samples, or, when there are more splits than samples, one
+sample's pixels are cut into chunks. Each split writes its own float32 (float64) partial dW,
+and ATen sums the partials, so the result is deterministic (no atomics).
 
 Launch order: the taps of one (tile, split) are consecutive programs, so the nine 3x3 taps
 read the same g tiles and overlapping x tiles at about the same time, mostly from L2.
@@ -72,14 +78,15 @@ def wgrad_config(out_channels: int, in_channels: int, taps: int, batch: int, pix
 def _weight_grad_kernel(
     x_ptr, g_ptr, a_ptr, part_ptr,
     in_channels, in_h, in_w, out_channels, out_w, pixels, pad_y, pad_x,
-    c_tiles, pixel_blocks, k_blocks, split_blocks,
+    c_tiles, batch, pixel_blocks, samples_per_split, chunks, chunk_blocks,
     sxn, sxc, sxh, sxw, sgn, sgo, sgp, san, sac, sps, spo, spc, sph, spw,
     KW: tl.constexpr, STRIDE: tl.constexpr, HAS_IN_SCALE: tl.constexpr, DOT: tl.constexpr,
     BC: tl.constexpr, BO: tl.constexpr, BP: tl.constexpr,
 ):  # fmt: skip
     # Axis 0: the tap (fastest, see the module docstring); 1: the [BC, BO] tile; 2: the split,
-    # which walks K blocks [split * split_blocks, (split + 1) * split_blocks), a K block being
-    # BP pixels of one sample (pixel_blocks per sample, k_blocks in all).
+    # which takes samples_per_split samples from (split // chunks) * samples_per_split on, and of
+    # each the pixel blocks of chunk split % chunks: chunk_blocks blocks of BP pixels from
+    # chunk * chunk_blocks on (one chunk, all pixel_blocks, when splits take whole samples).
     tap = tl.program_id(0)
     ky = tap // KW
     kx = tap % KW
@@ -94,29 +101,47 @@ def _weight_grad_kernel(
     else:
         acc = tl.zeros([BC, BO], tl.float32)
 
-    first = tl.program_id(2) * split_blocks
-    for i in range(split_blocks):  # not range(first, last): triton 3.6's interpreter fails on it
-        kb = first + i
-        live = kb < k_blocks  # the last split may be shorter
-        n = (kb // pixel_blocks).to(tl.int64)  # n * stride can pass 2**31 at 1024^2
-        p = (kb % pixel_blocks) * BP + offs_p
-        p_ok = (p < pixels) & live
-        oy = p // out_w
-        ox = p % out_w
-        iy = oy * STRIDE + ky - pad_y
-        ix = ox * STRIDE + kx - pad_x
-        x_ok = p_ok & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
-        xt_offs = n * sxn + offs_c[:, None] * sxc + (iy * sxh + ix * sxw)[None, :]
-        xt = tl.load(x_ptr + xt_offs, mask=c_ok[:, None] & x_ok[None, :], other=0.0)  # [BC, BP]
+    split = tl.program_id(2)
+    first_sample = (split // chunks) * samples_per_split
+    first_block = (split % chunks) * chunk_blocks
+    for j in range(samples_per_split):  # not range(first, last): triton 3.6's interpreter fails on it
+        n = (first_sample + j).to(tl.int64)  # n * stride can pass 2**31 at 1024^2
+        sample_live = n < batch  # the last split may be shorter
+        acc_n = tl.zeros_like(acc)
+        for i in range(chunk_blocks):
+            pb = first_block + i
+            p = pb * BP + offs_p
+            p_ok = (p < pixels) & (pb < pixel_blocks) & sample_live
+            oy = p // out_w
+            ox = p % out_w
+            iy = oy * STRIDE + ky - pad_y
+            ix = ox * STRIDE + kx - pad_x
+            x_ok = p_ok & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
+            xt_offs = n * sxn + offs_c[:, None] * sxc + (iy * sxh + ix * sxw)[None, :]
+            xt = tl.load(x_ptr + xt_offs, mask=c_ok[:, None] & x_ok[None, :], other=0.0)  # [BC, BP]
+            gt_offs = n * sgn + p[:, None] * sgp + offs_o[None, :] * sgo
+            gt = tl.load(g_ptr + gt_offs, mask=p_ok[:, None] & o_ok[None, :], other=0.0)  # [BP, BO]
+            acc_n = _dot(xt, gt, acc_n, DOT)
         if HAS_IN_SCALE:
-            a = tl.load(a_ptr + n * san + offs_c * sac, mask=c_ok & live, other=0.0)
-            xt = xt.to(acc.dtype) * a.to(acc.dtype)[:, None]  # before any arithmetic: bfloat16, see _implicit_gemm
-        gt_offs = n * sgn + p[:, None] * sgp + offs_o[None, :] * sgo
-        gt = tl.load(g_ptr + gt_offs, mask=p_ok[:, None] & o_ok[None, :], other=0.0)  # [BP, BO]
-        acc = _dot(xt, gt, acc, DOT)
+            a = tl.load(a_ptr + n * san + offs_c * sac, mask=c_ok & sample_live, other=0.0)
+            acc += acc_n * a.to(acc.dtype)[:, None]
+        else:
+            acc += acc_n
 
-    part_offs = tl.program_id(2) * sps + offs_c[:, None] * spc + offs_o[None, :] * spo + ky * sph + kx * spw
+    part_offs = split * sps + offs_c[:, None] * spc + offs_o[None, :] * spo + ky * sph + kx * spw
     tl.store(part_ptr + part_offs, acc, mask=c_ok[:, None] & o_ok[None, :])
+
+
+def split_samples(batch: int, pixel_blocks: int, splits: int) -> tuple[int, int, int, int]:
+    """(splits, samples_per_split, chunks, chunk_blocks): about `splits` splits of the K blocks
+    along sample boundaries, none empty. At most as many splits as samples: whole samples
+    each. More: each sample's pixel_blocks cut into `chunks` chunks of chunk_blocks blocks."""
+    if splits <= batch:
+        samples_per_split = _launch.cdiv(batch, splits)
+        return _launch.cdiv(batch, samples_per_split), samples_per_split, 1, pixel_blocks
+    chunk_blocks = _launch.cdiv(pixel_blocks, min(_launch.cdiv(splits, batch), pixel_blocks))
+    chunks = _launch.cdiv(pixel_blocks, chunk_blocks)
+    return batch * chunks, 1, chunks, chunk_blocks
 
 
 @_launch.triton_op("stylegan_fast::triton_scaled_conv2d_weight_grad")
@@ -138,8 +163,7 @@ def _weight_grad_op(
     k_blocks = batch * pixel_blocks
     if k_blocks == 0 or in_channels == 0 or out_channels == 0:
         return torch.zeros_like(weight, memory_format=torch.contiguous_format)
-    split_blocks = _launch.cdiv(k_blocks, splits)
-    splits = _launch.cdiv(k_blocks, split_blocks)  # none empty
+    splits, samples_per_split, chunks, chunk_blocks = split_samples(batch, pixel_blocks, splits)
     x = _launch.kernel_layout(x)  # an NCHW x tile would be one-element loads: a tap's pixels are off alignment
     # Partial sums [splits, O, C, kh, kw] in [splits, kh, kw, C, O] memory: a program's
     # [BC, BO] tile is BC rows of BO contiguous values.
@@ -151,7 +175,7 @@ def _weight_grad_op(
     _launch.wrap_triton(_weight_grad_kernel)[grid](
         x, g, x if in_scale is None else in_scale, part,
         in_channels, in_h, in_w, out_channels, out_w, pixels, padding[0], padding[1],
-        c_tiles, pixel_blocks, k_blocks, split_blocks,
+        c_tiles, batch, pixel_blocks, samples_per_split, chunks, chunk_blocks,
         *x.stride(), g.stride(0), g.stride(1), g.stride(3), *_implicit_gemm._strides(in_scale, 2), *part.stride(),
         KW=kw, STRIDE=stride, HAS_IN_SCALE=in_scale is not None, DOT=_dot_code(x),
         BC=bc, BO=bo, BP=bp, num_warps=warps, num_stages=stages,
