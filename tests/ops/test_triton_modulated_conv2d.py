@@ -252,6 +252,26 @@ def test_large_channels_last_tiles_within_baseline(dtype):
     assert_error_within_baseline(out, truth, baseline, "y")
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_large_tiles_premodulated_weight_gives_the_same_bits(dtype, monkeypatch):
+    # The compiled kernels at 64x64 pixels (premodulated by default) against the styles applied
+    # in the K loop: forward and every gradient equal bit for bit.
+    tensors, kwargs = make_inputs("same", n=2, i=128, o=128, hw=(64, 64), param_dtype=torch.float32, dtype=dtype)
+    x, *rest = tensors
+    tensors = [x.to(memory_format=torch.channels_last), *rest]
+    kwargs |= dict(act="lrelu", clamp=1.0)
+    dy = randn([2, 128, 64, 64], 6, dtype)
+    results = []
+    for premodulated in (True, False):
+        monkeypatch.setattr(_implicit_gemm, "PREMODULATED_WEIGHT", premodulated)
+        results.append(run("triton", tensors, dy, **kwargs))
+    (out, grads), (out_in_loop, grads_in_loop) = results
+    assert torch.equal(out, out_in_loop)
+    for name, g, g_in_loop in zip(["x", "weight", "styles", "noise", "bias"], grads, grads_in_loop):
+        assert torch.equal(g, g_in_loop), f"d{name} differs: {(g - g_in_loop).abs().max()}"
+
+
 def test_channels_last_in_channels_last_out():
     (x, *rest), kwargs = make_inputs("same", i=16, o=16, hw=(5, 6))
     tensors = [x.to(memory_format=torch.channels_last), *rest]
