@@ -86,6 +86,10 @@ BIAS_ACT = textwrap.dedent("""
     kernel = k._grad_and_bias_grad_runs_kernel
     sizes = [p.name for p in kernel.params if p.name not in io and p.name not in flags]
     print_opcodes("backward_nchw", _launch.compile_for_gpu(kernel, io, flags, num_warps=8, multiples_of_16=tuple(sizes)))
+    flags = dict(ACT=2, HAS_CLAMP=True, IS_FP64=False, INT64=False, BLOCK_R=k.ROWS_TILE // 32, BLOCK_C=32)
+    kernel = k._grad_and_bias_grad_rows_kernel
+    print_opcodes("backward_channels_last",
+                  _launch.compile_for_gpu(kernel, io, flags, num_warps=8, multiples_of_16=("rows", "channels")))
 """)
 
 
@@ -213,13 +217,17 @@ def test_hopper_bias_act_vector_accesses():
     # float16, 4096-element programs of 8 warps: each thread's 16 elements of x are read and
     # of y written as two 16-byte vectors (the bias is gathered per element, from L1). The
     # NCHW backward (dx and the per-program sums for db) reads dy and x the same way, and its
-    # one channel's bias with one load.
+    # one channel's bias with one load. The channels_last backward also moves 16-byte vectors.
     counts = opcode_counts(BIAS_ACT)
     forward, backward = counts["forward"], counts["backward_nchw"]
     assert forward["LDG.E.128"] >= 2 and forward["STG.E.128"] >= 2, forward
     assert forward["STG.E.U16"] == 0 and spills(forward) == 0, forward
     assert backward["LDG.E.128"] >= 4 and backward["STG.E.128"] >= 2, backward
     assert backward["LDG.E.U16"] <= 1 and spills(backward) == 0, backward
+    # channels_last (32 channels, the 1024^2 layers): the same, and the sums over rows by shuffles.
+    rows = counts["backward_channels_last"]
+    assert rows["LDG.E.128"] >= 4 and rows["STG.E.128"] >= 2 and rows["LDG.E.U16"] == 0, rows
+    assert spills(rows) == 0, rows
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nhwc_x_nchw_g", "nchw"])
