@@ -93,6 +93,29 @@ BIAS_ACT = textwrap.dedent("""
 """)
 
 
+CONV_EPILOGUE_GRAD = textwrap.dedent("""
+    from stylegan_fast.ops.triton import _launch, _conv_epilogue as k
+    from tests.ops.kernel_checks import print_opcodes
+    tensors = ("dy_ptr", "u_ptr", "du_ptr", "noise_ptr", "bias_ptr", "g_ptr", "dz_ptr")
+    io = {name: "fp16" for name in tensors} | {"s_ptr": "fp32", "part_ptr": "fp32"}
+    # A G layer's backward: lrelu, clamp, demodulation, per-pixel noise and bias, noise's
+    # gradient dz stored, the sums for the styles' and the bias's gradients.
+    flags = dict(ACT=2, NEED_Z=True, HAS_S=True, HAS_NOISE=True, NOISE_PER_PIXEL=True, HAS_BIAS=True, HAS_CLAMP=True,
+                 HAS_DU=False, STORE_DZ=True, SUM_DZ_U=True, SUM_DZ=True, IS_FP64=False, INT64=False, sbo=1, sso=1)
+    layouts = {  # unit strides of dy, u, du, noise (its pixels) and g; channels_last
+        "nchw": (dict(sdyp=1, sup=1, sdup=1, snp=1, sgp=1), False),
+        "nhwc": (dict(sdyo=1, suo=1, sduo=1, snp=1, sgo=1, sno=0), True),
+    }
+    for label, (unit, channels_last) in layouts.items():
+        block_p, block_o, warps = k.epilogue_grad_config(128, 256 * 256, 32 * 128 * 256 * 256, channels_last)
+        constexprs = dict(flags, **unit, BLOCK_P=block_p, BLOCK_O=block_o)
+        sizes = [p.name for p in k._conv_epilogue_grad_kernel.params
+                 if p.name not in io and p.name not in constexprs and p.name not in ("alpha", "gain", "clamp")]
+        compiled = _launch.compile_for_gpu(k._conv_epilogue_grad_kernel, io, constexprs, num_warps=warps,
+                                           multiples_of_16=tuple(sizes))
+        print_opcodes(label, compiled)
+""")
+
 WGRAD = textwrap.dedent("""
     from stylegan_fast.ops.triton import _launch, _wgrad
     from tests.ops.kernel_checks import print_opcodes
@@ -120,6 +143,11 @@ def conv():
 @pytest.fixture(scope="module")
 def fir():
     return opcode_counts(UPFIRDN2D)
+
+
+@pytest.fixture(scope="module")
+def epilogue_grad():
+    return opcode_counts(CONV_EPILOGUE_GRAD)
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +256,15 @@ def test_hopper_bias_act_vector_accesses():
     rows = counts["backward_channels_last"]
     assert rows["LDG.E.128"] >= 4 and rows["STG.E.128"] >= 2 and rows["LDG.E.U16"] == 0, rows
     assert spills(rows) == 0, rows
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_hopper_conv_epilogue_grad_vector_accesses(epilogue_grad, layout):
+    # The fused backward of G's epilogue, 32x128x256^2 float16: dy and u read, g and dz written
+    # as 16-byte vectors (two each per thread), the per-pixel noise with one load per pixel.
+    counts = epilogue_grad[layout]
+    assert counts["LDG.E.128"] >= 4 and counts["STG.E.128"] >= 4, counts
+    assert counts["STG.E.U16"] == 0 and counts["LDG.E.U16"] <= 2 and spills(counts) == 0, counts
 
 
 @pytest.mark.parametrize("layout", ["nhwc", "nhwc_x_nchw_g", "nchw"])
