@@ -99,22 +99,7 @@ def test_k_loop_forms_match_reference_float64(case, flat, monkeypatch):
     # loop per tap. The launches record which form each convolution ran (dilate > 1 always
     # takes the per-tap form).
     monkeypatch.setattr(_implicit_gemm, "FLAT_K_LOOP", flat)
-    forms = []
-    wrap = _launch.wrap_triton
-
-    def recording_wrap(kernel):
-        launcher = wrap(kernel)
-        def launch(grid):
-            def run_kernel(*args, **kwargs):
-                if "FLAT" in kwargs:
-                    forms.append((kwargs["DILATE"], kwargs["FLAT"]))
-                return launcher[grid](*args, **kwargs)
-
-            return run_kernel
-
-        return launch
-
-    monkeypatch.setattr(_launch, "wrap_triton", lambda kernel: _Indexable(recording_wrap(kernel)))
+    launches = record_launches(monkeypatch)
     resampling, shape, op_kwargs = CASES[case]
     tensors, kwargs = make_inputs(resampling, **shape)
     dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
@@ -123,8 +108,30 @@ def test_k_loop_forms_match_reference_float64(case, flat, monkeypatch):
     torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
     for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth_grads):
         torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+    forms = [(kw["DILATE"], kw["FLAT"]) for kernel, kw in launches if kernel is _implicit_gemm._scaled_conv2d_kernel]
     assert forms and all(form == (flat and dilate == 1) for dilate, form in forms), forms
     assert (1, flat) in forms
+
+
+def record_launches(monkeypatch):
+    """A list that collects (kernel, keyword arguments) of every Triton launch while the test runs."""
+    launches = []
+    wrap = _launch.wrap_triton
+
+    def recording_wrap(kernel):
+        launcher = wrap(kernel)
+
+        def launch(grid):
+            def run_kernel(*args, **kwargs):
+                launches.append((kernel, kwargs))
+                return launcher[grid](*args, **kwargs)
+
+            return run_kernel
+
+        return _Indexable(launch)
+
+    monkeypatch.setattr(_launch, "wrap_triton", recording_wrap)
+    return launches
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -138,36 +145,24 @@ def test_premodulated_weight_gives_the_same_bits(case, dtype, monkeypatch):
     resampling, shape, op_kwargs = CASES[case]
     tensors, kwargs = make_inputs(resampling, **shape, dtype=dtype, param_dtype=torch.float32)
     dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6, dtype)
-    launches = []
-    wrap = _launch.wrap_triton
+    recorded = record_launches(monkeypatch)
 
-    def recording_wrap(kernel):
-        launcher = wrap(kernel)
-        def launch(grid):
-            def run_kernel(*args, **kwargs):
-                if kernel is _implicit_gemm._modulate_weight_kernel:
-                    launches.append("modulate")
-                elif "HAS_IN_SCALE" in kwargs:
-                    launches.append("conv with styles" if kwargs["HAS_IN_SCALE"] else "conv")
-                return launcher[grid](*args, **kwargs)
+    def launches():
+        names = {_implicit_gemm._modulate_weight_kernel: "modulate", _implicit_gemm._scaled_conv2d_kernel: "conv"}
+        return [names.get(kernel, "other") + (" with styles" if kw.get("HAS_IN_SCALE") else "") for kernel, kw in recorded]
 
-            return run_kernel
-
-        return launch
-
-    monkeypatch.setattr(_launch, "wrap_triton", lambda kernel: _Indexable(recording_wrap(kernel)))
     run("triton", tensors, **kwargs, **op_kwargs)
-    assert "modulate" not in launches, launches  # images this small keep the styles in the K loop
+    assert "modulate" not in launches(), launches()  # images this small keep the styles in the K loop
     monkeypatch.setattr(_implicit_gemm, "PREMODULATE_MIN_PIXELS", 1)
     results = {}
     for premodulated in (False, True):
         monkeypatch.setattr(_implicit_gemm, "PREMODULATED_WEIGHT", premodulated)
-        launches.clear()
+        recorded.clear()
         results[premodulated] = run("triton", tensors, dy, **kwargs, **op_kwargs)
         if premodulated:
-            assert "modulate" in launches and "conv with styles" not in launches, launches
+            assert "modulate" in launches() and "conv with styles" not in launches(), launches()
         else:
-            assert "modulate" not in launches and "conv with styles" in launches, launches
+            assert "modulate" not in launches() and "conv with styles" in launches(), launches()
     (out, grads), (out_pre, grads_pre) = results[False], results[True]
     assert torch.equal(out_pre, out)
     for name, g, g_pre in zip(["x", "weight", "styles", "noise", "bias"], grads, grads_pre):
