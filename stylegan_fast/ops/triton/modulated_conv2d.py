@@ -13,7 +13,8 @@ What runs where, per call:
   upfirdn2d pass;
 - the convolution with the modulation, demodulation and epilogue: one Triton kernel.
 fused_modconv only chooses between two orders of the same arithmetic in the reference; the
-kernel has one (modulated weight tiles, never per-sample weights in memory), so it is ignored.
+kernel has its own (the weight modulated per sample, in the K loop or once per call, see
+_implicit_gemm), so it is ignored.
 
 Gradients (see _implicit_gemm): x and styles through the same kernel (a transposed
 convolution, with the styles as its out_scale, which is what makes it differentiable again);
