@@ -19,18 +19,17 @@ length every 4, by default). images/s = batch / step_s; s/kimg = 1000 * step_s /
 `batch_gpu` starts at the whole batch and halves on out-of-memory (gradient accumulation,
 as `--batch-gpu` does in training).
 
-torch.compile cannot differentiate a compiled graph twice (create_graph=True), which R1 and
-path length need, so under '+compile' the two regularisation phases run the same networks
-uncompiled; the result says so ('eager_phases').
+Under '+compile' the trainer runs as `stylegan-fast train --compile` does: G's mapping and
+synthesis and D compiled in the main phases. torch.compile cannot differentiate a compiled
+graph twice (create_graph=True), which R1 and path length need, so the two regularisation
+phases run the same networks uncompiled; the result says so ('eager_phases').
 """
 
 from __future__ import annotations
 
-import copy
 import shutil
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +100,13 @@ def _training(data, outdir, cfg, resolution, batch, impl, compiled, device, sett
         workers = 0 if device.type == "cpu" else None  # None: the trainer's default, as `stylegan-fast train`
         options = TrainOptions(data=data, outdir=outdir, cfg=cfg, resolution=resolution, batch=batch, batch_gpu=batch_gpu,
                                impl=impl, device=device.type, workers=workers, overrides=overrides,
-                               cudnn_benchmark=torch.backends.cudnn.benchmark)  # fmt: skip
+                               cudnn_benchmark=torch.backends.cudnn.benchmark,
+                               compile=compile_backend if compiled else None)  # fmt: skip
+        if compiled:
+            harness.reset_compiler()
         trainer = Trainer(options, log=lambda message: None)
-        eager_phases = _compile_trainer(trainer, compile_backend) if compiled else []
+        # `stylegan-fast train --compile`: the regularisation phases run the eager networks.
+        eager_phases = [phase.name for phase in trainer.phases if compiled and phase.name in REG_PHASES]
         phases = list(trainer.phases)
         _reset_peak(device)
         try:
@@ -150,21 +153,3 @@ def _training(data, outdir, cfg, resolution, batch, impl, compiled, device, sett
     if compiled:
         result.update(eager_phases=eager_phases, **harness.compile_counters())
     return result
-
-
-def _compile_trainer(trainer, backend: str) -> list[str]:
-    """Make the trainer's loss run compiled networks in its main phases, and the uncompiled
-    ones in its regularisation phases (see the module docstring); returns the latter."""
-    harness.reset_compiler()
-    G, D = trainer.G, trainer.D
-    eager_loss = copy.copy(trainer.loss)
-    trainer.loss.G = types.SimpleNamespace(
-        mapping=torch.compile(G.mapping, backend=backend), synthesis=torch.compile(G.synthesis, backend=backend)
-    )
-    trainer.loss.D = torch.compile(D, backend=backend)
-    eager = []
-    for phase in trainer.phases:
-        if phase.name in REG_PHASES:
-            phase.run = getattr(eager_loss, phase.name)
-            eager.append(phase.name)
-    return eager

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tensorboard", action="store_true", help="also log statistics to TensorBoard in the run directory")
     train.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
                        help="on CUDA, do not let cuDNN time its algorithms per convolution shape (it does by default)")
+    train.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
+                       help="run G and D under torch.compile in the main phases (backend: inductor unless given)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="change a config field, e.g. --set channel_base=4096 --set mp_dtype='\"bfloat16\"' (JSON values)")
     train.set_defaults(run=_train)

@@ -52,3 +52,12 @@ def test_train_lets_cudnn_benchmark_unless_told_not_to(monkeypatch):
     cli.main([*base, "--no-cudnn-benchmark", "--set", "channels_last=true"])
     assert [opts.cudnn_benchmark for opts in seen] == [True, False]
     assert seen[1].overrides == {"channels_last": True}
+
+
+def test_train_compile_option(monkeypatch):
+    seen = []
+    monkeypatch.setattr("stylegan_fast.train.loop.train", lambda opts: seen.append(opts))
+    base = ["train", "--data", "demo:faces", "--outdir", "runs"]
+    for extra in ([], ["--compile"], ["--compile", "aot_eager"]):
+        cli.main([*base, *extra])
+    assert [opts.compile for opts in seen] == [None, "inductor", "aot_eager"]

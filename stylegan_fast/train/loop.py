@@ -64,6 +64,7 @@ class TrainOptions:
     max_nonfinite: int = 20  # Stop after this many consecutive optimiser steps with non-finite gradients.
     cudnn_benchmark: bool = True  # On CUDA, let cuDNN time its algorithms for each convolution shape (as StyleGAN2-ADA).
     tensorboard: bool = False  # Also log the per-tick statistics to TensorBoard (needs the tensorboard package).
+    compile: str | None = None  # torch.compile backend for the main phases' networks ('inductor'); None = eager.
     overrides: dict = dataclasses.field(default_factory=dict)  # Other config fields to change, e.g. {'channel_base': 4096}.
 
 
@@ -114,6 +115,10 @@ class Trainer:
             style_mixing_prob=self.config.style_mixing_prob, augment=self.config.augment,
         )  # fmt: skip
         self.loss.pl_mean = self.loss.pl_mean.to(self.device)
+        if opts.compile:
+            self.loss.compile(opts.compile)
+            self.log(f"torch.compile ({opts.compile}): G's mapping and synthesis and D in the main phases; "
+                     "the regularisation phases run eagerly (they differentiate twice)")  # fmt: skip
         self.phases, self.optimizers = self._phases()
         self.step = 0
         self.cur_nimg = 0

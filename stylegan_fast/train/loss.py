@@ -57,33 +57,45 @@ class StyleGAN2Loss:
         self.gp_lambda, self.wgan_drift = gp_lambda, wgan_drift
         self.augment = parse_policy(augment)
         self.pl_mean = torch.zeros([])
+        self._compiled = None  # (G.mapping, G.synthesis, D) under torch.compile, for the main phases
+
+    def compile(self, backend: str = "inductor") -> None:
+        """Run the main phases' networks (G's mapping and synthesis, D) under torch.compile
+        with `backend`. The regularisation phases keep the eager networks: they differentiate
+        their graphs twice (create_graph=True), which compiled graphs do not support. The
+        compiled modules share the networks' parameters and buffers."""
+        G, D = self.G, self.D
+        self._compiled = tuple(torch.compile(net, backend=backend) for net in (G.mapping, G.synthesis, D))
 
     # Generator and discriminator passes.
 
-    def run_G(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images [NCHW] and their ws [N, num_ws, w_dim], with style mixing; w_avg is left alone."""
-        ws = self.G.mapping(z, c, update_emas=False)
+    def run_G(self, z: torch.Tensor, c: torch.Tensor, compiled: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [NCHW] and their ws [N, num_ws, w_dim], with style mixing; w_avg is left alone.
+        compiled: through the compiled networks, when compile() was called."""
+        mapping, synthesis = self._compiled[:2] if compiled and self._compiled else (self.G.mapping, self.G.synthesis)
+        ws = mapping(z, c, update_emas=False)
         if self.style_mixing_prob > 0:
             num_ws = ws.shape[1]
             # Crossover in [1, num_ws); no mixing (crossover num_ws) with probability 1 - p.
             # Tensor arithmetic instead of Python branches keeps the GPU free of host syncs.
             cutoff = torch.randint(1, num_ws, [], device=ws.device)
             cutoff = torch.where(torch.rand([], device=ws.device) < self.style_mixing_prob, cutoff, num_ws)
-            ws2 = self.G.mapping(torch.randn_like(z), c, update_emas=False)
+            ws2 = mapping(torch.randn_like(z), c, update_emas=False)
             later = torch.arange(num_ws, device=ws.device).reshape(1, -1, 1) >= cutoff
             ws = torch.where(later, ws2, ws)
-        return self.G.synthesis(ws), ws
+        return synthesis(ws), ws
 
-    def run_D(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def run_D(self, img: torch.Tensor, c: torch.Tensor, compiled: bool = False) -> torch.Tensor:
         if self.augment:
             img = augment(img, self.augment)
-        return self.D(img, c)
+        D = self._compiled[2] if compiled and self._compiled else self.D
+        return D(img, c)
 
     # Phases.
 
     def G_main(self, gen_z, gen_c, gain: float) -> dict:
-        gen_img, _ = self.run_G(gen_z, gen_c)
-        logits = self.run_D(gen_img, gen_c)
+        gen_img, _ = self.run_G(gen_z, gen_c, compiled=True)
+        logits = self.run_D(gen_img, gen_c, compiled=True)
         if self.loss == "ns":
             loss = F.softplus(-logits)
         elif self.loss == "lsgan":
@@ -116,9 +128,9 @@ class StyleGAN2Loss:
     def D_main(self, real_img, real_c, gen_z, gen_c, gain: float) -> dict:
         """Adversarial D loss; returns 'w_sum'/'w_count' for the mapping's w_avg besides stats."""
         with torch.no_grad():
-            gen_img, gen_ws = self.run_G(gen_z, gen_c)
-        fake_logits = self.run_D(gen_img, gen_c)
-        real_logits = self.run_D(real_img.detach(), real_c)
+            gen_img, gen_ws = self.run_G(gen_z, gen_c, compiled=True)
+        fake_logits = self.run_D(gen_img, gen_c, compiled=True)
+        real_logits = self.run_D(real_img.detach(), real_c, compiled=True)
         if self.loss == "ns":
             loss = F.softplus(fake_logits) + F.softplus(-real_logits)
         elif self.loss == "lsgan":
