@@ -2,6 +2,8 @@
 
     python -m benchmarks.sweep [--only upfirdn2d|conv|up|wgrad|layout ...] [--out FILE.json]
 
+--out keeps the rows as JSON, written again after each row.
+
 The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
 _launch.py, _implicit_gemm.conv_config). Each sweep times kernels on StyleGAN2's heaviest
 shapes under a handful of alternatives, next to the copy and matmul ceilings measured in the
@@ -88,7 +90,7 @@ def sweep_upfirdn2d(copy_gbs: float) -> list[dict]:
                     except Exception as error:  # noqa: BLE001 (a config that fails is a result too)
                         rows.append(dict(op="upfirdn2d", case=name, layout=layout, config=[positions, warps, run],
                                          error=repr(error)[:200]))  # fmt: skip
-                print(_row(rows[-1]), flush=True)
+                _emit(rows[-1])
             torch.cuda.empty_cache()
     return rows
 
@@ -134,7 +136,7 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
                                          tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
                     except Exception as error:  # noqa: BLE001
                         rows.append(dict(op="conv", case=name, layout=layout, config=label, error=repr(error)[:200]))
-                print(_row(rows[-1]), flush=True)
+                _emit(rows[-1])
             torch.cuda.empty_cache()
     return rows
 
@@ -180,7 +182,7 @@ def sweep_wgrad(matmul_tflops: dict) -> list[dict]:
                                          tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
                     except Exception as error:  # noqa: BLE001
                         rows.append(dict(op="wgrad", case=name, layout=layout, config=variant, error=repr(error)[:200]))
-                print(_row(rows[-1]), flush=True)
+                _emit(rows[-1])
             if len(results) == 2:  # the same inputs by both paths
                 reference, kernel = results.values()
                 difference = ((kernel.float() - reference.float()).norm() / reference.float().norm()).item()
@@ -238,7 +240,7 @@ def sweep_up(matmul_tflops: dict) -> list[dict]:
                                          matmul_fraction=flops / fwd / 1e12 / peak))  # fmt: skip
                     except Exception as error:  # noqa: BLE001
                         rows.append(dict(op="up layer", case=name, layout=layout, config=variant, error=repr(error)[:200]))
-                print(_row(rows[-1]), flush=True)
+                _emit(rows[-1])
             torch.cuda.empty_cache()
     return rows
 
@@ -312,9 +314,22 @@ def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
                 except Exception as error:  # noqa: BLE001
                     row["error"] = repr(error)[:200]
             rows.append(row)
-            print(_row(row), flush=True)
+            _emit(row)
             torch.cuda.empty_cache()
     return rows
+
+
+# Where main() keeps the rows (--out): rewritten after every row, so that a run cut short by a
+# time limit still leaves a file with what it measured.
+_SAVED = {"path": None, "header": {}, "rows": []}
+
+
+def _emit(row: dict) -> None:
+    print(_row(row), flush=True)
+    if _SAVED["path"]:
+        _SAVED["rows"].append(row)
+        with open(_SAVED["path"], "w") as file:
+            json.dump(dict(_SAVED["header"], rows=_SAVED["rows"]), file, indent=1)
 
 
 def _row(r: dict) -> str:
@@ -338,6 +353,7 @@ def main() -> None:
     copy_gbs = ceilings.copy_bandwidth(device, 1 << 30, SETTINGS)["bytes_per_s"] / 1e9
     matmul = {kind: ceilings.matmul_rate(device, 8192, kind, SETTINGS)["flop_per_s"] / 1e12 for kind in ("bfloat16", "float16")}
     print(f"copy {copy_gbs:.0f} GB/s, matmul {matmul}", flush=True)
+    _SAVED.update(path=args.out, header=dict(copy_gb_per_s=copy_gbs, matmul_tflop_per_s=matmul))
     rows = []
     if args.only is None or "layout" in args.only:
         rows += sweep_layout(copy_gbs, matmul)
@@ -349,10 +365,7 @@ def main() -> None:
         rows += sweep_wgrad(matmul)
     if args.only is None or "upfirdn2d" in args.only:
         rows += sweep_upfirdn2d(copy_gbs)
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump(dict(copy_gb_per_s=copy_gbs, matmul_tflop_per_s=matmul, rows=rows), file, indent=1)
-    print(f"swept in {time.monotonic() - started:.0f} s")
+    print(f"swept {len(rows)} rows in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -302,3 +302,20 @@ def test_benchmark_modulated_conv2d_ref(benchmark, up):
                                        impl="ref")  # fmt: skip
 
     _pedantic(benchmark, _forward_backward(run, x, weight, styles))
+
+
+def test_sweep_rows_are_saved_as_they_come(tmp_path, monkeypatch, capsys):
+    # A sweep cut short by the lease's time limit still leaves its rows in the --out file.
+    from benchmarks import sweep
+
+    path = tmp_path / "sweep.json"
+    monkeypatch.setattr(sweep, "_SAVED", {"path": str(path), "header": {"copy_gb_per_s": 3000.0}, "rows": []})
+    rows = [dict(op="conv", case="512->512 64^2 bf16", layout="nhwc", config="rule", ms=1.5, tflops=412.0,
+                 matmul_fraction=0.54),
+            dict(op="conv", case="512->512 64^2 bf16", layout="nhwc", config="rule, styles in K loop", error="boom")]  # fmt: skip
+    sweep._emit(rows[0])
+    assert json.loads(path.read_text()) == {"copy_gb_per_s": 3000.0, "rows": rows[:1]}
+    sweep._emit(rows[1])
+    assert json.loads(path.read_text())["rows"] == rows
+    printed = capsys.readouterr().out
+    assert "54.0% of matmul" in printed and "ERROR boom" in printed
