@@ -12,11 +12,12 @@
 #   BENCH_RUNS="--suite train --providers auto; --suite train --providers auto --set channels_last=true" ...
 #                                                     # several runs (';' between), the time shared equally
 #   SWEEP=1 SWEEP_ARGS="--only conv" ...                 # also sweep the kernels' launch configs (sweep.json)
+#   PROFILE=1 PROFILE_ARGS="--set channels_last=true" ... # also profile each training phase by kernel (profile.json)
 #   STYLEGAN_FAST_COMMIT=<hash> bash ...               # .git does not travel: name the commit
 #
 # Files in $OUT (the device tool brings back 8): stages.txt, setup.log (install, info, and
 # the host time per op call), tests.log, bench.log (with the sweep's output), sweep.json
-# with SWEEP, one result <date>_<device>_<suites>.json per benchmark run, and report.md (the
+# with SWEEP, profile.json with PROFILE, one result <date>_<device>_<suites>.json per benchmark run, and report.md (the
 # markdown tables for them). Commit the JSONs to benchmarks/results/ and run
 # `python -m benchmarks.report`.
 set -uo pipefail
@@ -112,6 +113,10 @@ if [ -n "${SWEEP:-}" ]; then
   stage sweep "$(min "${SWEEP_S:-180}" "$(($(left) - REPORT_S))")" "python -m benchmarks.sweep --out '$OUT/sweep.json' ${SWEEP_ARGS:-}" \
     2>&1 | tee "$OUT/bench.log"
 fi
+if [ -n "${PROFILE:-}" ]; then
+  stage profile "$(min "${PROFILE_S:-150}" "$(($(left) - REPORT_S))")" "python -m benchmarks.profile --out '$OUT/profile.json' ${PROFILE_ARGS:-}" \
+    2>&1 | tee -a "$OUT/bench.log"
+fi
 # The benchmark ends itself in time (--budget); the stage's timeout is a safety net.
 IFS=';' read -r -a RUNS <<<"${BENCH_RUNS:-${BENCH_ARGS:-}}"
 [ "${#RUNS[@]}" -eq 0 ] && RUNS=("")
@@ -127,7 +132,7 @@ echo "==================== summary ===================="
 cat "$STAGES"
 if ls "$OUT"/*.json >/dev/null 2>&1; then
   timeout 20 python -m benchmarks.report --results "$OUT" --out "$OUT/report.md" --include-quick >/dev/null 2>&1
-  for RESULT in $(ls -tr "$OUT"/*.json | grep -v sweep.json); do
+  for RESULT in $(ls -tr "$OUT"/*.json | grep -v -e sweep.json -e profile.json); do
     timeout 20 python -c 'import json, sys; from benchmarks import report; doc = json.load(open(sys.argv[1])); doc["_file"] = sys.argv[1].rsplit("/", 1)[-1]; print(report.summary(doc))' "$RESULT"
   done
 else

@@ -38,7 +38,7 @@ def load(results_dir: Path, include_quick: bool = False) -> list[dict]:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(doc, dict) and "meta" in doc and (include_quick or not doc.get("config", {}).get("quick")):
+        if isinstance(doc, dict) and "schema" in doc and "meta" in doc and (include_quick or not doc.get("config", {}).get("quick")):
             doc["_file"] = path.name
             docs.append(doc)
     return docs

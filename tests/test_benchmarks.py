@@ -319,3 +319,35 @@ def test_sweep_rows_are_saved_as_they_come(tmp_path, monkeypatch, capsys):
     assert json.loads(path.read_text())["rows"] == rows
     printed = capsys.readouterr().out
     assert "54.0% of matmul" in printed and "ERROR boom" in printed
+
+
+def test_profile_kinds_of_kernels():
+    from benchmarks.profile import kind_of
+
+    assert kind_of("_scaled_conv2d_kernel") == "triton conv"
+    assert kind_of("_modulate_weight_kernel") == "triton conv"
+    assert kind_of("_upfirdn2d_forward_kernel") == "triton upfirdn2d"
+    assert kind_of("_grad_and_bias_grad_rows_kernel") == "triton bias_act"
+    assert kind_of("_conv_epilogue_grad_kernel") == "triton conv epilogue bwd"
+    assert kind_of("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x128x64") == "cudnn / cublas / cutlass"
+    assert kind_of("void at::native::elementwise_kernel<128, 4, direct_copy_kernel_cuda>") == "aten copy / layout"
+    assert kind_of("Memcpy DtoD (Device -> Device)") == "aten copy / layout"
+    assert kind_of("void at::native::reduce_kernel<512, 1, ReduceOp<float, func_wrapper_t<float, sum_functor>>>") == "aten reduction"
+    assert kind_of("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add<c10::Half>>") == "aten elementwise"
+    assert kind_of("something else") == "other"
+
+
+def test_profile_of_a_tiny_training_step(tmp_path):
+    # The harness on a CPU: every phase profiled, shares that add up, kernels by time.
+    from benchmarks import profile
+
+    overrides = {"channel_base": 128, "channel_max": 8, "z_dim": 8, "w_dim": 8, "map_layers": 1, "pl_weight": 2.0}
+    result = profile.profile_training("small", 8, 4, "ref", overrides, torch.device("cpu"), reps=1, top=5)
+    assert set(result) == {"empty", "G_main", "G_reg", "D_main", "D_reg"}
+    for name, phase in result.items():
+        assert phase["wall_s"] > 0 and phase["busy_s"] > 0, name
+        assert sum(kind["share"] for kind in phase["kinds"].values()) == pytest.approx(1.0), name
+        times = [kernel["seconds"] for kernel in phase["kernels"]]
+        assert times == sorted(times, reverse=True) and len(times) <= 5, name
+    assert result["D_reg"]["interval"] == 16 and result["G_reg"]["interval"] == 4
+    json.dumps(result)  # what --out writes
