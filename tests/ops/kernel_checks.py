@@ -72,6 +72,18 @@ _SASS_INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-
 _WITH_OPERANDS = ("WARPGROUP.DEPBAR.LE",)
 
 
+def print_kernel_opcodes(label, kernel, pointers, constexprs, num_warps):
+    """Compile `kernel` for sm_90 as Triton's launcher compiles it for real tensors whose int
+    arguments (the sizes and strides not fixed in constexprs) are multiples of 16, and print
+    its opcode counts (print_opcodes)."""
+    from stylegan_fast.ops.triton import _launch
+
+    sizes = tuple(p.name for p in kernel.params
+                  if p.name not in pointers and p.name not in constexprs and not p.annotation_type)  # fmt: skip
+    compiled = _launch.compile_for_gpu(kernel, pointers, constexprs, num_warps=num_warps, multiples_of_16=sizes)
+    print_opcodes(label, compiled)
+
+
 def print_opcodes(label, compiled):
     """Print the opcode counts of a compiled kernel's SASS for opcode_counts to read. The cubin
     is disassembled with the nvdisasm that ships with Triton (Triton 3.6's own `asm["sass"]`

@@ -24,7 +24,8 @@ CONV = textwrap.dedent("""
                  NOISE_PER_PIXEL=True, HAS_BIAS=True, HAS_CLAMP=True, STORE_U=False, DOT=1, FLAT=True, BM=128,
                  BN=128, BK=64)  # G's noise: [N, 1, H, W], broadcast over the channels (stride 0)
     sizes = ["in_channels", "in_h", "in_w", "out_channels", "out_h", "out_w", "sxn", "sxc", "sxh", "sxw", "swn",
-             "swo", "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh", "suw"]
+             "swo", "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh",
+             "suw"]
     ones = dict(swc=1, sac=1, sso=1)  # the taps-major weight's in channels, the scales' channels
     # Unit strides of x, then of y, noise (its pixels) and u; the K loop; the styles applied in
     # the K loop (PREMODULATED_WEIGHT off) instead of by the premodulated weights.
@@ -73,29 +74,22 @@ UPFIRDN2D = textwrap.dedent("""
 
 BIAS_ACT = textwrap.dedent("""
     from stylegan_fast.ops.triton import _launch, bias_act as k
-    from tests.ops.kernel_checks import print_opcodes
+    from tests.ops.kernel_checks import print_kernel_opcodes
     io = {"x_ptr": "fp16", "b_ptr": "fp16", "y_ptr": "fp16"}
     flags = dict(HAS_BIAS=True, HAS_CLAMP=True, IS_FP64=False, INT64=False, ACT=2)
     block, warps, _ = _launch.elementwise_config(1 << 26)
-    sizes = [p.name for p in k._bias_act_forward_kernel.params if p.name not in io and p.name not in flags]
-    compiled = _launch.compile_for_gpu(k._bias_act_forward_kernel, io, dict(flags, BLOCK=block), num_warps=warps,
-                                       multiples_of_16=tuple(sizes))
-    print_opcodes("forward", compiled)
+    print_kernel_opcodes("forward", k._bias_act_forward_kernel, io, dict(flags, BLOCK=block), warps)
     io = {"g_ptr": "fp16", "x_ptr": "fp16", "b_ptr": "fp16", "out_ptr": "fp16", "part_ptr": "fp32"}
-    flags = dict(ACT=2, HAS_CLAMP=True, IS_FP64=False, INT64=False, BLOCK=k.RUNS_BLOCK)
-    kernel = k._grad_and_bias_grad_runs_kernel
-    sizes = [p.name for p in kernel.params if p.name not in io and p.name not in flags]
-    print_opcodes("backward_nchw", _launch.compile_for_gpu(kernel, io, flags, num_warps=8, multiples_of_16=tuple(sizes)))
-    flags = dict(ACT=2, HAS_CLAMP=True, IS_FP64=False, INT64=False, BLOCK_R=k.ROWS_TILE // 32, BLOCK_C=32)
-    kernel = k._grad_and_bias_grad_rows_kernel
-    print_opcodes("backward_channels_last",
-                  _launch.compile_for_gpu(kernel, io, flags, num_warps=8, multiples_of_16=("rows", "channels")))
+    flags = dict(ACT=2, HAS_CLAMP=True, IS_FP64=False, INT64=False)
+    print_kernel_opcodes("backward_nchw", k._grad_and_bias_grad_runs_kernel, io, dict(flags, BLOCK=k.RUNS_BLOCK), 8)
+    print_kernel_opcodes("backward_channels_last", k._grad_and_bias_grad_rows_kernel, io,
+                         dict(flags, BLOCK_R=k.ROWS_TILE // 32, BLOCK_C=32), 8)
 """)
 
 
 CONV_EPILOGUE_GRAD = textwrap.dedent("""
-    from stylegan_fast.ops.triton import _launch, _conv_epilogue as k
-    from tests.ops.kernel_checks import print_opcodes
+    from stylegan_fast.ops.triton import _conv_epilogue as k
+    from tests.ops.kernel_checks import print_kernel_opcodes
     tensors = ("dy_ptr", "u_ptr", "du_ptr", "noise_ptr", "bias_ptr", "g_ptr", "dz_ptr")
     io = {name: "fp16" for name in tensors} | {"s_ptr": "fp32", "part_ptr": "fp32"}
     # A G layer's backward: lrelu, clamp, demodulation, per-pixel noise and bias, noise's
@@ -108,17 +102,13 @@ CONV_EPILOGUE_GRAD = textwrap.dedent("""
     }
     for label, (unit, channels_last) in layouts.items():
         block_p, block_o, warps = k.epilogue_grad_config(128, 256 * 256, 32 * 128 * 256 * 256, channels_last)
-        constexprs = dict(flags, **unit, BLOCK_P=block_p, BLOCK_O=block_o)
-        sizes = [p.name for p in k._conv_epilogue_grad_kernel.params
-                 if p.name not in io and p.name not in constexprs and p.name not in ("alpha", "gain", "clamp")]
-        compiled = _launch.compile_for_gpu(k._conv_epilogue_grad_kernel, io, constexprs, num_warps=warps,
-                                           multiples_of_16=tuple(sizes))
-        print_opcodes(label, compiled)
+        tile = dict(BLOCK_P=block_p, BLOCK_O=block_o)
+        print_kernel_opcodes(label, k._conv_epilogue_grad_kernel, io, dict(flags, **unit, **tile), warps)
 """)
 
 WGRAD = textwrap.dedent("""
-    from stylegan_fast.ops.triton import _launch, _wgrad
-    from tests.ops.kernel_checks import print_opcodes
+    from stylegan_fast.ops.triton import _wgrad
+    from tests.ops.kernel_checks import print_kernel_opcodes
     io = dict(x_ptr="fp16", g_ptr="fp16", a_ptr="fp32", part_ptr="fp32")
     flags = dict(KW=3, STRIDE=1, HAS_IN_SCALE=True, DOT=0, BC=128, BO=128, BP=64, sac=1, spw=1)
     layouts = {  # unit strides of x and g
@@ -127,11 +117,7 @@ WGRAD = textwrap.dedent("""
         "nchw": dict(sxw=1, sgp=1),
     }
     for label, unit in layouts.items():
-        constexprs = dict(flags, **unit)
-        sizes = [p.name for p in _wgrad._weight_grad_kernel.params if p.name not in io and p.name not in constexprs]
-        compiled = _launch.compile_for_gpu(_wgrad._weight_grad_kernel, io, constexprs, num_warps=8,
-                                           multiples_of_16=tuple(sizes))
-        print_opcodes(label, compiled)
+        print_kernel_opcodes(label, _wgrad._weight_grad_kernel, io, dict(flags, **unit), 8)
 """)
 
 
