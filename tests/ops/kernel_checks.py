@@ -72,14 +72,15 @@ _SASS_INSTRUCTION = re.compile(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-
 _WITH_OPERANDS = ("WARPGROUP.DEPBAR.LE",)
 
 
-def print_kernel_opcodes(label, kernel, pointers, constexprs, num_warps):
-    """Compile `kernel` for sm_90 as Triton's launcher compiles it for real tensors whose int
-    arguments (the sizes and strides not fixed in constexprs) are multiples of 16, and print
-    its opcode counts (print_opcodes)."""
+def print_kernel_opcodes(label, kernel, pointers, constexprs, num_warps, unaligned=()):
+    """Compile `kernel` for sm_90 as Triton's launcher compiles it for real tensors: every int
+    argument not fixed in constexprs is a multiple of 16 (the sizes and strides of the
+    networks' layers) except those named in `unaligned` (paddings, tile and split counts).
+    Print its opcode counts (print_opcodes)."""
     from stylegan_fast.ops.triton import _launch
 
-    sizes = tuple(p.name for p in kernel.params
-                  if p.name not in pointers and p.name not in constexprs and not p.annotation_type)  # fmt: skip
+    sizes = tuple(p.name for p in kernel.params if p.name not in pointers and p.name not in constexprs
+                  and p.name not in unaligned and not p.annotation_type)  # fmt: skip
     compiled = _launch.compile_for_gpu(kernel, pointers, constexprs, num_warps=num_warps, multiples_of_16=sizes)
     print_opcodes(label, compiled)
 

@@ -81,7 +81,8 @@ BIAS_ACT = textwrap.dedent("""
     print_kernel_opcodes("forward", k._bias_act_forward_kernel, io, dict(flags, BLOCK=block), warps)
     io = {"g_ptr": "fp16", "x_ptr": "fp16", "b_ptr": "fp16", "out_ptr": "fp16", "part_ptr": "fp32"}
     flags = dict(ACT=2, HAS_CLAMP=True, IS_FP64=False, INT64=False)
-    print_kernel_opcodes("backward_nchw", k._grad_and_bias_grad_runs_kernel, io, dict(flags, BLOCK=k.RUNS_BLOCK), 8)
+    print_kernel_opcodes("backward_nchw", k._grad_and_bias_grad_runs_kernel, io, dict(flags, BLOCK=k.RUNS_BLOCK), 8,
+                         unaligned=("blocks",))
     print_kernel_opcodes("backward_channels_last", k._grad_and_bias_grad_rows_kernel, io,
                          dict(flags, BLOCK_R=k.ROWS_TILE // 32, BLOCK_C=32), 8)
 """)
@@ -103,7 +104,8 @@ CONV_EPILOGUE_GRAD = textwrap.dedent("""
     for label, (unit, channels_last) in layouts.items():
         block_p, block_o, warps = k.epilogue_grad_config(128, 256 * 256, 32 * 128 * 256 * 256, channels_last)
         tile = dict(BLOCK_P=block_p, BLOCK_O=block_o)
-        print_kernel_opcodes(label, k._conv_epilogue_grad_kernel, io, dict(flags, **unit, **tile), warps)
+        print_kernel_opcodes(label, k._conv_epilogue_grad_kernel, io, dict(flags, **unit, **tile), warps,
+                             unaligned=("pixel_blocks", "part_stride"))
 """)
 
 WGRAD = textwrap.dedent("""
@@ -116,8 +118,9 @@ WGRAD = textwrap.dedent("""
         "nhwc_x_nchw_g": dict(sxc=1, sgp=1),  # an NCHW x's channels_last copy, g as it comes
         "nchw": dict(sxw=1, sgp=1),
     }
+    unaligned = ("pad_y", "pad_x", "c_tiles", "batch", "pixel_blocks", "samples_per_split", "chunks", "chunk_blocks")
     for label, unit in layouts.items():
-        print_kernel_opcodes(label, _wgrad._weight_grad_kernel, io, dict(flags, **unit), 8)
+        print_kernel_opcodes(label, _wgrad._weight_grad_kernel, io, dict(flags, **unit), 8, unaligned=unaligned)
 """)
 
 
