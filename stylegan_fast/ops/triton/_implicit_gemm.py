@@ -38,16 +38,16 @@ D = 1 there is one phase and the phase arithmetic folds away at compile time.
 The style modulation is applied to the weight, formed as the reference forms it: weight *
 style in float32, rounded once to the dot dtype, so that float16 x never meets an
 unnormalised style product and x goes to tl.dot as loaded. With PREMODULATED_WEIGHT (the
-default, for layers of 64 x 64 pixels or more) a small kernel writes these per-sample weights
-once per call, [N, kh, kw, O, C] in
-the dot dtype (N times the weight: 151 MB for 512->512 bf16 at batch 32, a 0.1 ms write and
-read against ~1 ms of tensor-core work), and each program reads its sample's slice; both
-operands then go from shared memory to the tensor cores untouched. Otherwise each weight tile
-is multiplied in the K loop after its copy to shared memory, which on sm_90 puts a
-shared-memory load, a multiply, a convert and a store of the tile between the copy and the
-wgmma, and makes every K step wait for its wgmma to finish before the next one may start
-(tests/ops/test_triton_codegen.py). The two forms compute the same bits. The per-sample
-weights exist only during the call: autograd never sees them.
+default, for layers of 64 x 64 pixels or more) a small kernel writes these per-sample
+weights once per call, [N, kh, kw, O, C] in the dot dtype (N times the weight: 151 MB for
+512->512 bf16 at batch 32, a 0.1 ms write and read against ~1 ms of tensor-core work), and
+each program reads its sample's slice; both operands then go from shared memory to the
+tensor cores untouched. Otherwise each weight tile is multiplied in the K loop after its
+copy to shared memory, which on sm_90 puts a shared-memory load, a multiply, a convert and a
+store of the tile between the copy and the wgmma, and makes every K step wait for its wgmma
+to finish before the next one may start (tests/ops/test_triton_codegen.py). The two forms
+compute the same bits. The per-sample weights exist only during the call: autograd never
+sees them.
 
 Epilogue: the [BM, BN] float32 (float64) accumulator is u; it is optionally stored (the
 backward needs it for the gradient of out_scale and to rebuild z for the activation's
@@ -96,8 +96,8 @@ LARGE_TILE_M, LARGE_TILE_MIN_PIXELS, LARGE_TILE_MIN_OUT = 256, 64 * 64, 128
 # with 128 channels (BK 64) a tap's loop has 2 steps for a 3-stage pipeline, with 32-64
 # channels one, so the high-resolution layers wait for every tile's loads.
 FLAT_K_LOOP = True
-# The first-order weight gradient (dilate = 1) by the Triton kernel of _wgrad, which scales x
-# by in_scale as it loads it, instead of xs = x * in_scale and ATen's convolution_backward.
+# The first-order weight gradient (dilate = 1) by the Triton kernel of _wgrad, which applies
+# in_scale to each sample's sum, instead of xs = x * in_scale and ATen's convolution_backward.
 # Off: cuDNN's wgrad until `python -m benchmarks.sweep --only wgrad` measures the kernel faster.
 TRITON_WEIGHT_GRAD = False
 # The per-sample modulated weights written once per call by _modulate_weight_kernel, instead of
@@ -164,6 +164,21 @@ def _dot(a, b, acc, DOT: tl.constexpr):
 
 
 @triton.jit
+def _k_step(acc, x_pix, pix_ok, w_tap, a_row, c, in_channels, offs_o, o_ok, sxc, swc, swo, sac,
+            HAS_IN_SCALE: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+    """acc plus one K step: the x tile [BM, BK] of channels c at the pixels x_pix (masked by
+    pix_ok) times the weight tile [BK, BN] of one tap at w_tap, the latter multiplied by the
+    styles a_row[c] here when HAS_IN_SCALE (the weights not premodulated)."""
+    c_ok = c < in_channels
+    xt = tl.load(x_pix + c[None, :] * sxc, mask=pix_ok[:, None] & c_ok[None, :], other=0.0)  # [BM, BK]
+    wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=c_ok[:, None] & o_ok[None, :], other=0.0)
+    if HAS_IN_SCALE:
+        a = tl.load(a_row + c * sac, mask=c_ok, other=0.0)
+        wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
+    return _dot(xt, wt, acc, DOT)
+
+
+@triton.jit
 def _scaled_conv2d_kernel(
     x_ptr, w_ptr, a_ptr, s_ptr, noise_ptr, bias_ptr, y_ptr, u_ptr,
     in_channels, in_h, in_w, out_channels, out_h, out_w, pad_y, pad_x, pad_ry, pad_rx, phase_tiles, k_blocks,
@@ -210,6 +225,7 @@ def _scaled_conv2d_kernel(
     # in another one).
     x_base = x_ptr + n * sxn
     w_base = w_ptr + n * swn  # swn = 0: one weight for all samples; else the premodulated weights
+    a_row = a_ptr + n * san
     if FLAT:
         for step in range(KH * KW * k_blocks):
             tap = step // k_blocks
@@ -219,17 +235,9 @@ def _scaled_conv2d_kernel(
             iy = qy * STRIDE + ky - pad_y
             ix = qx * STRIDE + kx - pad_x
             pix_ok = m_ok & (iy >= 0) & (iy < in_h) & (ix >= 0) & (ix < in_w)
-            pix = iy * sxh + ix * sxw
-            c = kb * BK + offs_k
-            c_ok = c < in_channels
-            xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=pix_ok[:, None] & c_ok[None, :], other=0.0)
-            w_tap = w_base + ky * swh + kx * sww
-            wt = tl.load(w_tap + c[:, None] * swc + offs_o[None, :] * swo, mask=c_ok[:, None] & o_ok[None, :],
-                         other=0.0)  # fmt: skip
-            if HAS_IN_SCALE:
-                a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
-                wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
-            acc = _dot(xt, wt, acc, DOT)
+            x_pix = x_base + (iy * sxh + ix * sxw)[:, None]
+            acc = _k_step(acc, x_pix, pix_ok, w_base + ky * swh + kx * sww, a_row, kb * BK + offs_k, in_channels,
+                          offs_o, o_ok, sxc, swc, swo, sac, HAS_IN_SCALE, DOT)  # fmt: skip
     else:
         for ky in tl.static_range(KH):
             row_live, iy, row_ok = _tap_index(qy, ry, ky, pad_y, pad_ry, in_h, STRIDE, DILATE)
@@ -237,20 +245,11 @@ def _scaled_conv2d_kernel(
                 col_live, ix, col_ok = _tap_index(qx, rx, kx, pad_x, pad_rx, in_w, STRIDE, DILATE)
                 if row_live & col_live:
                     pix_ok = m_ok & row_ok & col_ok
-                    pix = iy * sxh + ix * sxw  # with STRIDE = 1 consecutive along a row: qx + constant
+                    x_pix = x_base + (iy * sxh + ix * sxw)[:, None]  # with STRIDE = 1 consecutive along a row
                     w_tap = w_base + ky * swh + kx * sww
                     for kb in range(k_blocks):  # not range(0, C, BK): triton 3.6's interpreter fails on it
-                        c = kb * BK + offs_k
-                        c_ok = c < in_channels
-                        xt_ok = pix_ok[:, None] & c_ok[None, :]
-                        xt = tl.load(x_base + pix[:, None] + c[None, :] * sxc, mask=xt_ok, other=0.0)  # [BM, BK]
-                        wt_ok = c_ok[:, None] & o_ok[None, :]
-                        wt_ptrs = w_tap + c[:, None] * swc + offs_o[None, :] * swo
-                        wt = tl.load(wt_ptrs, mask=wt_ok, other=0.0)  # [BK, BN]
-                        if HAS_IN_SCALE:
-                            a = tl.load(a_ptr + n * san + c * sac, mask=c_ok, other=0.0)
-                            wt = wt.to(acc.dtype) * a.to(acc.dtype)[:, None]
-                        acc = _dot(xt, wt, acc, DOT)
+                        acc = _k_step(acc, x_pix, pix_ok, w_tap, a_row, kb * BK + offs_k, in_channels, offs_o, o_ok,
+                                      sxc, swc, swo, sac, HAS_IN_SCALE, DOT)  # fmt: skip
 
     # The stores of y and u and the load of noise go to the pixels (oy, ox), D apart along a
     # row when D > 1. NCHW: stride-D accesses, only 1 / D of each 32-byte sector touched is
