@@ -32,11 +32,36 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from stylegan_fast.generate import generate_images
+    from stylegan_fast.generate import generate_images, generate_projected
 
-    paths = generate_images(args.network, args.seeds, args.outdir, truncation_psi=args.trunc, noise_mode=args.noise_mode,
+    if args.projected_w is not None:
+        if args.seeds is not None or args.class_idx is not None:
+            raise SystemExit("generate: --projected-w renders the saved latents; it takes no --seeds or --class")
+        paths = generate_projected(args.network, args.projected_w, args.outdir, device=args.device, impl=args.impl)
+        print(f"wrote {len(paths)} images to {args.outdir}")
+        return 0
+    seeds = args.seeds if args.seeds is not None else _seeds("0-7")
+    paths = generate_images(args.network, seeds, args.outdir, truncation_psi=args.trunc, noise_mode=args.noise_mode,
                             class_idx=args.class_idx, device=args.device, impl=args.impl)  # fmt: skip
     print(f"wrote {len(paths)} images to {args.outdir}")
+    return 0
+
+
+def _project(args: argparse.Namespace) -> int:
+    from stylegan_fast.project import VGG16_REQUIRED, project_file
+
+    if args.loss == "lpips" and args.vgg16 is None:
+        raise SystemExit(f"project: {VGG16_REQUIRED}")
+    every = max(1, args.steps // 10)
+
+    def report(info) -> None:
+        if (info.step + 1) % every == 0 or info.step + 1 == info.num_steps:
+            print(f"step {info.step + 1}/{info.num_steps}: distance {info.distance:.4f}", flush=True)
+
+    project_file(args.network, args.target, args.outdir, num_steps=args.steps, loss=args.loss, vgg16=args.vgg16,
+                 lpips=args.lpips, w_plus=args.w_plus, class_idx=args.class_idx, seed=args.seed,
+                 save_frames=args.save_frames, device=args.device, impl=args.impl, progress=report)  # fmt: skip
+    print(f"wrote target.png, proj.png and projected_w.npz to {args.outdir}")
     return 0
 
 
@@ -45,6 +70,66 @@ def _convert(args: argparse.Namespace) -> int:
 
     nets = convert(args.source, args.dest)
     print(f"wrote {', '.join(nets)} to {args.dest}")
+    return 0
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from stylegan_fast.metrics import compute
+
+    names = [name.strip() for name in args.metrics.split(",") if name.strip()]
+    if args.detector is None and any(name in compute.FEATURE_METRICS for name in names):
+        raise SystemExit(f"metrics: {', '.join(n for n in names if n in compute.FEATURE_METRICS)} {compute.DETECTOR_NEEDED}")
+    if args.vgg16 is None and any(name.startswith("ppl") for name in names):
+        raise SystemExit(f"metrics: {', '.join(n for n in names if n.startswith('ppl'))} {compute.VGG16_NEEDED}")
+
+    def report(what: str, done: int, total: int) -> None:
+        print(f"\r{what}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    results = compute.compute_metrics(
+        args.network, args.data, names, detector=args.detector, vgg16=args.vgg16, lpips=args.lpips,
+        num_gen=args.num_gen, num_real=args.num_real, ppl_samples=args.ppl_samples, batch=args.batch,
+        truncation_psi=args.trunc, device=args.device, impl=args.impl, cache_dir=args.cache, seed=args.seed,
+        workers=args.workers, progress=report,
+    )  # fmt: skip
+    if args.out is not None:
+        compute.append_jsonl(args.out, results)
+    print(compute.format_results(results))
+    return 0
+
+
+def _mix(args: argparse.Namespace) -> int:
+    from stylegan_fast.mixing import write_style_mix
+
+    paths = write_style_mix(args.network, args.rows, args.cols, args.styles, args.outdir, truncation_psi=args.trunc,
+                            noise_mode=args.noise_mode, class_idx=args.class_idx, device=args.device, impl=args.impl,
+                            batch_size=args.batch)  # fmt: skip
+    print(f"wrote grid.png and {len(paths) - 1} images to {args.outdir}")
+    return 0
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from stylegan_fast.interpolate import write_interpolation
+
+    paths = write_interpolation(args.network, args.seeds, args.outdir, frames=args.frames, space=args.space, loop=args.loop,
+                                truncation_psi=args.trunc, noise_mode=args.noise_mode, class_idx=args.class_idx,
+                                gif=args.gif, fps=args.fps, device=args.device, impl=args.impl,
+                                batch_size=args.batch)  # fmt: skip
+    print(f"wrote {len(paths)} frames{' and interpolation.gif' if args.gif else ''} to {args.outdir}")
+    return 0
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    from stylegan_fast.data.prepare import DEFAULT_THREADS, prepare_dataset
+
+    def report(written: int, planned: int) -> None:
+        if written % 1000 == 0:
+            print(f"{written}/{planned} images", file=sys.stderr, flush=True)
+
+    result = prepare_dataset(args.source, args.dest, args.resolution, args.channels, False if args.no_labels else args.labels,
+                             max_images=args.max_images, force=args.force, progress=report,
+                             threads=DEFAULT_THREADS if args.threads is None else args.threads)  # fmt: skip
+    labelled = f", labelled (label_dim {result.label_dim})" if result.label_dim else ""
+    print(f"wrote {result.written} images at {args.resolution}x{args.resolution}{labelled} to {result.dest}")
     return 0
 
 
@@ -66,6 +151,30 @@ def _seeds(text: str) -> list[int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"seeds must look like '0-7,10', got {text!r}") from None
     return seeds
+
+
+def _styles(text: str) -> list[int]:
+    """'0-3,6' -> [0, 1, 2, 3, 6]: ws indices, in the syntax of seeds."""
+    try:
+        return _seeds(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"styles must look like '0-6' or '0,2,4', got {text!r}") from None
+
+
+_GENERATOR_OPTIONS = {  # the options the generator tools share: name -> (flag, add_argument keywords)
+    "network": ("--network", dict(required=True, help="a snapshot or networks checkpoint (.safetensors)")),
+    "trunc": ("--trunc", dict(type=float, default=1.0, help="truncation psi (default: 1)")),
+    "noise_mode": ("--noise-mode", dict(dest="noise_mode", default="const", choices=["const", "random", "none"])),
+    "class_idx": ("--class", dict(dest="class_idx", type=int, help="class index for a conditional network")),
+    "device": ("--device", dict(choices=["cuda", "cpu"], help="default: cuda when available")),
+    "impl": ("--impl", dict(default="auto", choices=["auto", "ref", "triton", "cuda"])),
+}
+
+
+def _generator_options(parser: argparse.ArgumentParser, *names: str) -> None:
+    for name in names:
+        flag, keywords = _GENERATOR_OPTIONS[name]
+        parser.add_argument(flag, **keywords)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,15 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     gen = commands.add_parser("generate", help="write images from a trained network, one PNG per seed")
-    gen.add_argument("--network", required=True, help="a snapshot or networks checkpoint (.safetensors)")
-    gen.add_argument("--seeds", type=_seeds, default=_seeds("0-7"), help="e.g. 0-7,10 (default: 0-7)")
-    gen.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default: 1)")
-    gen.add_argument("--noise-mode", dest="noise_mode", default="const", choices=["const", "random", "none"])
-    gen.add_argument("--class", dest="class_idx", type=int, help="class index for a conditional network")
+    _generator_options(gen, "network", "trunc", "noise_mode", "class_idx", "device", "impl")
+    gen.add_argument("--seeds", type=_seeds, help="e.g. 0-7,10 (default: 0-7)")
     gen.add_argument("--outdir", required=True, help="where to write seedNNNN.png")
-    gen.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
-    gen.add_argument("--impl", default="auto", choices=["auto", "ref", "triton", "cuda"])
+    gen.add_argument("--projected-w", dest="projected_w", metavar="FILE.npz",
+                     help="instead of seeds, render the latents and noise maps of `stylegan-fast project`'s "
+                          "projected_w.npz as projNNNN.png")  # fmt: skip
     gen.set_defaults(run=_generate)
+
+    proj = commands.add_parser(
+        "project",
+        help="find the latent w (and noise maps) that reproduce an image",
+        description="Optimise w (or one w per layer with --w-plus) and the noise maps so that the generator's "
+        "image matches --target under the LPIPS distance on VGG16 (StyleGAN2 paper, appendix D). Writes "
+        "target.png, proj.png and projected_w.npz (render it again with generate --projected-w).",
+    )
+    _generator_options(proj, "network", "class_idx", "device", "impl")
+    proj.add_argument("--target", required=True, help="image file; centre-cropped and resized to the network's resolution")
+    proj.add_argument("--outdir", required=True, help="where to write the results")
+    proj.add_argument("--steps", type=int, default=1000, help="optimisation steps (default: 1000)")
+    proj.add_argument("--vgg16", help="VGG16 weights: torchvision's vgg16 state dict (.pth) or NVIDIA's vgg16.pt TorchScript")
+    proj.add_argument("--lpips", help="with a torchvision state dict: LPIPS v0.1's linear weights (vgg.pth)")
+    proj.add_argument("--loss", default="lpips", choices=["lpips", "mse"],
+                      help="lpips (default; needs --vgg16) or mse: pixel error, quick but blurrier")  # fmt: skip
+    proj.add_argument("--w-plus", dest="w_plus", action="store_true", help="optimise a separate w for every layer")
+    proj.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    proj.add_argument("--save-frames", dest="save_frames", type=int, metavar="N",
+                      help="write frames/stepNNNNN.png every N steps: that step's image beside the target")  # fmt: skip
+    proj.set_defaults(run=_project)
 
     conv = commands.add_parser(
         "convert",
@@ -136,6 +264,85 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("source", help="network-snapshot-*.pkl")
     conv.add_argument("dest", help="output .safetensors")
     conv.set_defaults(run=_convert)
+
+    met = commands.add_parser(
+        "metrics",
+        help="FID, KID and perceptual path length of a trained network",
+        description="Measure G_ema with the StyleGAN2-ADA metrics: fid50k_full, kid50k_full (50,000 generated "
+        "images against every real image, Inception-v3 pool features) and ppl_zfull, ppl_wfull, ppl_zend, ppl_wend, "
+        "ppl2_wend (perceptual path length, LPIPS on VGG16). Real-image statistics are cached. Prints a summary; "
+        "--out appends one JSON line per metric. Runs with other counts are marked non-standard.",
+    )
+    _generator_options(met, "network", "trunc", "device", "impl")
+    met.add_argument("--data", help="the real images: a folder, .zip, .npy/.npz or demo:NAME (needed for FID/KID)")
+    met.add_argument("--metrics", default="fid50k_full", help="comma-separated metric names (default: fid50k_full)")
+    met.add_argument("--detector", help="Inception-v3 for FID/KID: pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
+                                        "or NVIDIA's inception-2015-12-05.pt TorchScript")  # fmt: skip
+    met.add_argument("--vgg16", help="VGG16 for PPL: torchvision's vgg16 state dict (.pth) or NVIDIA's vgg16.pt TorchScript")
+    met.add_argument("--lpips", help="with a torchvision state dict: LPIPS v0.1's linear weights (vgg.pth)")
+    met.add_argument("--num-gen", dest="num_gen", type=int, default=50000, help="generated images for FID/KID (default: 50000)")
+    met.add_argument("--num-real", dest="num_real", type=int, help="use only the first N real images (default: all)")
+    met.add_argument("--ppl-samples", dest="ppl_samples", type=int, default=100000, help="PPL pairs (default: 100000)")
+    met.add_argument("--batch", type=int, default=32, help="images per forward pass (default: 32)")
+    met.add_argument("--seed", type=int, default=0, help="first latent seed; also seeds labels, noise and PPL (default: 0)")
+    met.add_argument("--cache", help="folder of cached real-image statistics "
+                                     "(default: $STYLEGAN_FAST_METRICS_CACHE or ~/.cache/stylegan_fast/metrics)")  # fmt: skip
+    met.add_argument("--out", help="append one JSON line per metric to this file")
+    met.add_argument("--workers", type=int, default=0, help="data-loading processes for the real images (default: 0)")
+    met.set_defaults(run=_metrics)
+
+    mix = commands.add_parser(
+        "mix",
+        help="style mixing: a grid of row seeds whose chosen styles come from column seeds",
+        description="For each row seed and column seed, synthesise the row seed's ws with the column seed's ws at the "
+        "--styles indices (0 = the coarsest layer). Writes grid.png (first row: the column seeds' images, first "
+        "column: the row seeds'), ROW-COL.png for every cell and SEED-SEED.png for every seed's own image.",
+    )
+    _generator_options(mix, "network", "trunc", "noise_mode", "class_idx", "device", "impl")
+    mix.add_argument("--rows", required=True, type=_seeds, help="row seeds, e.g. 85,100,75")
+    mix.add_argument("--cols", required=True, type=_seeds, help="column seeds, e.g. 55,821,1789")
+    mix.add_argument("--styles", required=True, type=_styles, help="ws indices taken from the column seed, e.g. 0-6")
+    mix.add_argument("--outdir", required=True, help="where to write the images")
+    mix.add_argument("--batch", type=int, default=8, help="images per network call (default: 8)")
+    mix.set_defaults(run=_mix)
+
+    interp = commands.add_parser(
+        "interpolate",
+        help="frames of a walk from seed to seed through the latent space",
+        description="Write frameNNNNN.png moving from each seed to the next: spherical interpolation of z "
+        "(--space z) or linear interpolation of the mapped w (--space w). Seed k is frame k * --frames; without "
+        "--loop the last frame is the last seed ((seeds - 1) * frames + 1 frames), with --loop the walk returns "
+        "towards the first seed (seeds * frames frames).",
+    )
+    _generator_options(interp, "network", "trunc", "noise_mode", "class_idx", "device", "impl")
+    interp.add_argument("--seeds", required=True, type=_seeds, help="at least 2 seeds, in walking order, e.g. 0,5,9")
+    interp.add_argument("--frames", type=int, default=60, help="frames per transition between two seeds (default: 60)")
+    interp.add_argument("--space", default="w", choices=["w", "z"], help="interpolate w (linear) or z (spherical) (default: w)")
+    interp.add_argument("--loop", action="store_true", help="add a transition from the last seed back to the first")
+    interp.add_argument("--outdir", required=True, help="where to write the frames")
+    interp.add_argument("--gif", action="store_true", help="also write interpolation.gif")
+    interp.add_argument("--fps", type=float, default=30, help="GIF frame rate (default: 30)")
+    interp.add_argument("--batch", type=int, default=8, help="images per network call (default: 8)")
+    interp.set_defaults(run=_interpolate)
+
+    data = commands.add_parser(
+        "dataset",
+        help="prepare a dataset: a zip of PNGs already cropped and resized for training",
+        description="Read a folder, .zip, .npy/.npz or demo dataset as training does, prepare every image at "
+        "--resolution (centre crop, Lanczos resize, channel conversion) and write img/NNNNNNNN.png into --dest, "
+        "with the labels in dataset.json. Unreadable images are reported and skipped.",
+    )
+    data.add_argument("--source", required=True, help="an image folder, a .zip, a .npy/.npz array, or demo:faces / demo:textures")
+    data.add_argument("--dest", required=True, help="output .zip (an existing file is replaced only with --force)")
+    data.add_argument("--resolution", required=True, type=int, help="image side, a power of two >= 4")
+    data.add_argument("--channels", type=int, default=3, choices=[1, 3], help="3 (RGB) or 1 (grayscale) (default: 3)")
+    data_labels = data.add_mutually_exclusive_group()
+    data_labels.add_argument("--labels", metavar="FILE", help="a JSON labels file instead of the source's own labels")
+    data_labels.add_argument("--no-labels", dest="no_labels", action="store_true", help="write no labels")
+    data.add_argument("--max-images", dest="max_images", type=int, help="stop after this many images")
+    data.add_argument("--force", action="store_true", help="replace --dest if it exists")
+    data.add_argument("--threads", type=int, help="decoding / encoding threads (default: the CPU count, at most 8)")
+    data.set_defaults(run=_dataset)
 
     # Listed for --help only: main() hands everything after "bench" to benchmarks.run untouched.
     commands.add_parser("bench", help="run the benchmark suite of a source checkout (arguments: python -m benchmarks.run --help)")

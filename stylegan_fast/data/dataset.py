@@ -173,24 +173,35 @@ def open_dataset(
             a path uses that labels file instead (format in labels.py); False ignores labels.
         cache_bytes: keep prepared images in memory when they fit in this many bytes.
     """
+    _check_labels_choice(labels)
+    source = open_source(spec)
+    aligned = source_labels(source, labels)
+    return ImageDataset(
+        source, resolution=resolution, channels=channels, mirror=mirror, labels=aligned, cache_bytes=cache_bytes
+    )
+
+
+def _check_labels_choice(labels) -> None:
     if labels is not None and not isinstance(labels, (bool, str, os.PathLike)):
         raise TypeError(f"labels must be None, False or a path to a labels file, got {type(labels).__name__}")
     if labels is True:
         raise ValueError("labels must be None (use the data's own labels), False (none) or a path; True is ambiguous")
-    source = _open_source(spec)
+
+
+def source_labels(source, labels: str | os.PathLike | bool | None) -> _labels.Labels | None:
+    """The labels of `source`'s entries, chosen by `labels` as `open_dataset` documents."""
+    _check_labels_choice(labels)
     if labels is None:
         parsed, where = source.builtin_labels()
     elif labels is False:
         parsed, where = None, ""
     else:
         parsed, where = _read_labels_file(labels, source), os.fspath(labels)
-    aligned = _labels.align(parsed, source.names, where, by_row=source.labels_by_row)
-    return ImageDataset(
-        source, resolution=resolution, channels=channels, mirror=mirror, labels=aligned, cache_bytes=cache_bytes
-    )
+    return _labels.align(parsed, source.names, where, by_row=source.labels_by_row)
 
 
-def _open_source(spec):
+def open_source(spec: str | os.PathLike):
+    """The raw source `spec` names (see `open_dataset`): its entries, unprepared (sources.py)."""
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"spec must be a str or a path, got {type(spec).__name__}")
     spec = os.fspath(spec)

@@ -1,0 +1,32 @@
+"""Quality metrics of trained generators: FID, KID and perceptual path length.
+
+    from stylegan_fast.metrics import compute_metrics
+    results = compute_metrics("snapshot.safetensors", "ffhq.zip", "fid50k_full,ppl_wend",
+                              detector="pt_inception-2015-12-05-6726825d.pth", vgg16="vgg16.pt")
+
+inception.py: the FID Inception-v3 and `load_detector`; statistics.py: streaming feature
+statistics, `frechet_distance`, `kernel_inception_distance`; ppl.py: perceptual path
+length; perceptual.py: the LPIPS distance PPL uses; compute.py: the named metrics of a
+checkpoint against its dataset, with cached real statistics.
+"""
+
+from stylegan_fast.metrics.compute import FEATURE_METRICS, PPL_METRICS, compute_metrics, format_results
+from stylegan_fast.metrics.inception import FeatureDetector, InceptionV3, load_detector
+from stylegan_fast.metrics.ppl import parse_ppl_metric, path_lengths, perceptual_path_length
+from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, kernel_inception_distance
+
+__all__ = [
+    "FEATURE_METRICS",
+    "PPL_METRICS",
+    "FeatureDetector",
+    "FeatureStats",
+    "InceptionV3",
+    "compute_metrics",
+    "format_results",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "load_detector",
+    "parse_ppl_metric",
+    "path_lengths",
+    "perceptual_path_length",
+]

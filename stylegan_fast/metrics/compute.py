@@ -1,0 +1,465 @@
+"""The metrics of a trained generator against its dataset, as the StyleGAN2-ADA protocol names them.
+
+    results = compute_metrics("snapshot.safetensors", "ffhq.zip", ["fid50k_full", "ppl_wend"],
+                              detector="pt_inception-2015-12-05-6726825d.pth", vgg16="vgg16.pt")
+    results["fid50k_full"]["value"]
+
+* `fid50k_full`: FID between 50,000 generated images and every real image.
+* `kid50k_full`: KID (100 subsets of 1000) between the same two sets.
+* `ppl_zfull`, `ppl_wfull`, `ppl_zend`, `ppl_wend` (cropped) and `ppl2_wend` (uncropped), and
+  the other `ppl{,2}_{z,w}{full,end}` combinations: perceptual path length over 100,000 pairs.
+
+Generated image k (k = 0 .. num_gen-1) comes from the latent of seed `seed + k`, the one
+`stylegan-fast generate --seeds` uses, with random per-pixel noise (as the protocol draws
+it; seeded, so a run is repeatable). Labels of a conditional network are drawn from the
+dataset's labels, each image's label equally likely. Real images are the dataset at G's
+resolution and channels, not mirrored; their statistics are cached (see `real_statistics`).
+FID uses unbiased covariances (ddof=1, as numpy.cov and the TF FID code; StyleGAN2-ADA
+divides by n instead, a relative difference of 1/n in the covariances).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import stylegan_fast
+from stylegan_fast.data import open_dataset, to_uint8
+from stylegan_fast.generate import load_generator, z_from_seed
+from stylegan_fast.metrics.inception import FeatureDetector, load_detector
+from stylegan_fast.metrics.ppl import (
+    DEFAULT_EPSILON,
+    DEFAULT_NUM_SAMPLES,
+    filtered_mean,
+    parse_ppl_metric,
+    path_lengths,
+)
+from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, kernel_inception_distance
+
+FEATURE_METRICS = ("fid50k_full", "kid50k_full")
+PPL_METRICS = ("ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend", "ppl2_wend")
+PROTOCOL_NUM_GEN = 50_000
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+CACHE_ENV = "STYLEGAN_FAST_METRICS_CACHE"
+DEFAULT_CACHE_DIR = Path("~/.cache/stylegan_fast/metrics")
+_CACHE_FORMAT = 1  # bump when the cached arrays change meaning
+
+DETECTOR_NEEDED = (
+    "needs the Inception-v3 feature detector: the pytorch-fid Inception weights "
+    "(pt_inception-2015-12-05-6726825d.pth, a state dict) or NVIDIA's Inception TorchScript "
+    "(inception-2015-12-05.pt); pass its path as detector (--detector)"
+)
+VGG16_NEEDED = (
+    "needs the VGG16 network for LPIPS: torchvision's VGG16 state dict (vgg16-397923af.pth, optionally "
+    "with the LPIPS v0.1 linear weights as lpips / --lpips) or NVIDIA's vgg16 TorchScript (vgg16.pt); "
+    "pass its path as vgg16 (--vgg16)"
+)
+
+logger = logging.getLogger(__name__)
+
+
+def compute_metrics(
+    network: str | os.PathLike | torch.nn.Module,
+    data: str | os.PathLike | None,
+    metrics: list[str] | tuple[str, ...] | str,
+    *,
+    detector: str | os.PathLike | FeatureDetector | None = None,
+    vgg16: str | os.PathLike | Callable | None = None,
+    lpips: str | os.PathLike | None = None,
+    num_gen: int = PROTOCOL_NUM_GEN,
+    num_real: int | None = None,
+    ppl_samples: int = DEFAULT_NUM_SAMPLES,
+    batch: int = 32,
+    truncation_psi: float = 1.0,
+    device: str | torch.device | None = None,
+    impl: str = "auto",
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    workers: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, dict]:
+    """Compute `metrics` for a generator; returns {metric name: record}.
+
+    Args:
+        network: a snapshot / networks checkpoint (its G_ema is measured), or a generator.
+        data: the real images, any spec `open_dataset` takes. Needed for FID and KID, and
+            for the labels of a conditional network.
+        metrics: names (a list, or one comma-separated string), see the module docstring.
+        detector: the FID Inception (a file `load_detector` reads, or a FeatureDetector).
+        vgg16, lpips: the perceptual distance for PPL: files for `load_perceptual`, or
+            `vgg16` a ready callable (x, y) -> [N] on images in [-1, 1].
+        num_gen: generated images for FID/KID (the protocol: 50,000).
+        num_real: use only the first num_real real images (the protocol: None, all).
+        ppl_samples: PPL pairs (the protocol: 100,000).
+        batch: images per forward pass.
+        truncation_psi: applied to every generated image (the protocol: 1).
+        device: default cuda when available.
+        impl: kernel implementation of G.
+        cache_dir: where real-image statistics are kept; default $STYLEGAN_FAST_METRICS_CACHE
+            or ~/.cache/stylegan_fast/metrics.
+        seed: first latent seed, and the seed of labels, noise and PPL sampling.
+        workers: data-loading processes for the real images.
+        progress: called as progress(what, done, total) after every batch.
+
+    Each record is JSON-ready: metric, value, protocol ('standard' or 'non-standard'),
+    deviations (how a non-standard run differs), the counts used, truncation_psi, seed,
+    seconds (a metric sharing feature extraction with another counts it in full), network,
+    data, the detector or vgg16 file, device and version.
+    """
+    names = _check_metrics(metrics)
+    wants_features = [m for m in names if m in FEATURE_METRICS]
+    wants_ppl = [m for m in names if m not in FEATURE_METRICS]
+    if wants_features and detector is None:
+        raise ValueError(f"{', '.join(wants_features)} {DETECTOR_NEEDED}")
+    if wants_ppl and vgg16 is None:
+        raise ValueError(f"{', '.join(wants_ppl)} {VGG16_NEEDED}")
+    if wants_features and data is None:
+        raise ValueError(f"{', '.join(wants_features)} compare with real images: data must be given")
+    _check_count("num_gen", num_gen, 2)
+    _check_count("ppl_samples", ppl_samples, 1)
+    _check_count("batch", batch, 1)
+    if num_real is not None:
+        _check_count("num_real", num_real, 2)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    G = network if isinstance(network, torch.nn.Module) else load_generator(network, device, impl)
+    G = G.to(device).eval().requires_grad_(False)
+    common = {
+        "truncation_psi": float(truncation_psi),
+        "seed": seed,
+        "network": str(network) if not isinstance(network, torch.nn.Module) else type(network).__name__,
+        "data": None if data is None else os.fspath(data),
+        "device": str(device),
+        "version": stylegan_fast.__version__,
+    }
+    deviations = [f"truncation_psi={truncation_psi:g} (protocol: 1)"] if truncation_psi != 1 else []
+    results, labels = {}, None
+    with _full_float32():
+        if wants_features:
+            if not isinstance(detector, FeatureDetector):
+                detector = load_detector(detector, device)
+            start = time.perf_counter()
+            real, labels = real_statistics(
+                data, G, detector, num_real=num_real, keep_features="kid50k_full" in names, batch=batch,
+                cache_dir=cache_dir, workers=workers, progress=progress,
+            )  # fmt: skip
+            fake = generated_statistics(
+                G, detector, num_gen=num_gen, keep_features="kid50k_full" in names, batch=batch,
+                truncation_psi=truncation_psi, labels=_label_sampler(G, labels, data, seed), seed=seed,
+                progress=progress,
+            )  # fmt: skip
+            shared = time.perf_counter() - start
+            for name in wants_features:
+                start = time.perf_counter()
+                value = _feature_metric(name, real, fake, seed)
+                results[name] = _record(
+                    name, value, deviations + _count_deviations(num_gen, num_real), common,
+                    seconds=shared + time.perf_counter() - start, num_gen=fake.num_items, num_real=real.num_items,
+                    detector=detector.path,
+                )  # fmt: skip
+        if wants_ppl:
+            distance = vgg16 if callable(vgg16) else _load_perceptual(vgg16, lpips, device)
+            sampler = _label_sampler(G, labels, data, seed)
+            if ppl_samples != DEFAULT_NUM_SAMPLES:
+                deviations = deviations + [f"ppl_samples={ppl_samples} (protocol: {DEFAULT_NUM_SAMPLES})"]
+            for name in wants_ppl:
+                start = time.perf_counter()
+                space, sampling, crop = parse_ppl_metric(name)
+                lengths = path_lengths(
+                    G, distance, space=space, sampling=sampling, crop=crop, num_samples=ppl_samples,
+                    truncation_psi=truncation_psi, batch=batch, labels=sampler, seed=seed, device=device,
+                    progress=None if progress is None else functools.partial(progress, f"{name} pairs"),
+                )  # fmt: skip
+                results[name] = _record(
+                    name, filtered_mean(lengths), deviations, common, seconds=time.perf_counter() - start,
+                    num_samples=ppl_samples, epsilon=DEFAULT_EPSILON,
+                    vgg16=None if callable(vgg16) else os.fspath(vgg16),
+                )  # fmt: skip
+    return {name: results[name] for name in names}
+
+
+def real_statistics(
+    data: str | os.PathLike,
+    G: torch.nn.Module,
+    detector: FeatureDetector,
+    *,
+    num_real: int | None = None,
+    keep_features: bool = False,
+    batch: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+    workers: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[FeatureStats, np.ndarray | None]:
+    """Feature statistics of the real images, and their class ids (int64 [n], or None).
+
+    Cached in `cache_dir` as an .npz keyed by a hash of: the data (for a file its path,
+    size and modification time; for a folder every file's relative name, size and
+    modification time; for 'demo:...' the spec and package version), G's resolution and
+    channels, whether labels are read (conditional G), the detector file's SHA-256 and
+    num_real. A cache file with the features kept also serves a request without them.
+    Files are written to a temporary name and renamed into place.
+    """
+    conditional = G.c_dim > 0
+    key = _cache_key(data, G.img_resolution, G.img_channels, conditional, detector.digest, num_real)
+    folder = _cache_folder(cache_dir)
+    stem = f"{_data_name(data)}-{G.img_resolution}px-{key}"
+    with_features, without = folder / f"{stem}-features.npz", folder / f"{stem}.npz"
+    for path in [with_features] if keep_features else [with_features, without]:
+        if path.is_file():
+            logger.info("real-image statistics from the cache: %s", path)
+            with np.load(path, allow_pickle=False) as cached:
+                labels = cached["labels"] if "labels" in cached else None
+                return FeatureStats.from_state_dict(cached), labels
+
+    dataset = _open_data(data, G)
+    count = dataset.num_images if num_real is None else min(num_real, dataset.num_images)
+    stats = FeatureStats(keep_features=keep_features)
+    subset = torch.utils.data.Subset(dataset, range(count))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch, num_workers=workers)
+    for images, _ in loader:
+        stats.append(detector(images))
+        if progress is not None:
+            progress("real images", stats.num_items, count)
+    labels = dataset.labels[:count] if dataset.labels is not None else None
+    state = stats.state_dict()
+    if labels is not None:
+        state["labels"] = labels
+    _save_npz_atomically(with_features if keep_features else without, state)
+    return stats, labels
+
+
+@torch.no_grad()
+def generated_statistics(
+    G: torch.nn.Module,
+    detector: FeatureDetector,
+    *,
+    num_gen: int,
+    keep_features: bool = False,
+    batch: int = 32,
+    truncation_psi: float = 1.0,
+    labels: Callable[[int], torch.Tensor] | None = None,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> FeatureStats:
+    """Feature statistics of num_gen images of G: image k from the latent of seed `seed + k`,
+    random noise from torch's generator seeded with `seed`, labels from `labels(n)` (a
+    conditional G) as float [n, c_dim]."""
+    if G.c_dim > 0 and labels is None:
+        raise ValueError(f"the network is conditional (c_dim={G.c_dim}): labels must be given")
+    device = next(G.parameters()).device
+    stats = FeatureStats(keep_features=keep_features)
+    with _seeded_torch(seed, device):
+        for start in range(0, num_gen, batch):
+            n = min(batch, num_gen - start)
+            z = torch.cat([z_from_seed(seed + k, G.z_dim) for k in range(start, start + n)]).to(device)
+            c = labels(n).to(device) if G.c_dim > 0 else torch.zeros([n, 0], device=device)
+            images = G(z, c, truncation_psi=truncation_psi, noise_mode="random")
+            stats.append(detector(to_uint8(images)))
+            if progress is not None:
+                progress("generated images", start + n, num_gen)
+    return stats
+
+
+def append_jsonl(path: str | os.PathLike, results: dict[str, dict]) -> None:
+    """Append one JSON line per record to `path` (created with its folder if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as file:
+        for record in results.values():
+            file.write(json.dumps(record) + "\n")
+
+
+def format_results(results: dict[str, dict]) -> str:
+    """A readable summary: one line per metric, with what a non-standard run changed."""
+    lines = []
+    for record in results.values():
+        counts = ", ".join(
+            f"{record[key]} {label}"
+            for key, label in (("num_gen", "generated"), ("num_real", "real"), ("num_samples", "pairs"))
+            if key in record
+        )
+        line = f"{record['metric']:<12} {record['value']:.6g}   ({counts}; {record['seconds']:.1f} s)"
+        if record["deviations"]:
+            line += f"\n{'':<12} non-standard: {'; '.join(record['deviations'])}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _feature_metric(name: str, real: FeatureStats, fake: FeatureStats, seed: int) -> float:
+    if name == "fid50k_full":
+        return frechet_distance(real.mean(), real.covariance(), fake.mean(), fake.covariance())
+    return kernel_inception_distance(real.features(), fake.features(), num_subsets=KID_SUBSETS,
+                                     max_subset_size=KID_SUBSET_SIZE, seed=seed)  # fmt: skip
+
+
+def _record(name: str, value: float, deviations: list[str], common: dict, **fields) -> dict:
+    return {
+        "metric": name,
+        "value": value,
+        "protocol": "non-standard" if deviations else "standard",
+        "deviations": list(deviations),
+        **fields,
+        **common,
+        "timestamp": time.time(),
+    }
+
+
+def _count_deviations(num_gen: int, num_real: int | None) -> list[str]:
+    out = []
+    if num_gen != PROTOCOL_NUM_GEN:
+        out.append(f"num_gen={num_gen} (protocol: {PROTOCOL_NUM_GEN})")
+    if num_real is not None:
+        out.append(f"num_real={num_real} (protocol: all real images)")
+    return out
+
+
+def _check_metrics(metrics) -> list[str]:
+    if isinstance(metrics, str):
+        metrics = metrics.split(",")
+    if not isinstance(metrics, (list, tuple)) or not all(isinstance(name, str) for name in metrics):
+        raise TypeError(f"metrics must be a list of names or a comma-separated string, got {metrics!r}")
+    names = [name.strip() for name in metrics if name.strip()]
+    if not names:
+        raise ValueError(f"metrics must name at least one metric, got {metrics!r}")
+    for name in names:
+        if name in FEATURE_METRICS:
+            continue
+        try:
+            parse_ppl_metric(name)
+        except ValueError:
+            known = ", ".join(FEATURE_METRICS + PPL_METRICS)
+            raise ValueError(
+                f"metrics: unknown metric {name!r}; known: {known} (and ppl{{,2}}_{{z,w}}{{full,end}})"
+            ) from None
+    return list(dict.fromkeys(names))
+
+
+def _check_count(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _open_data(data, G):
+    """The dataset at G's resolution and channels, not mirrored; labels read only for a conditional G."""
+    dataset = open_dataset(data, resolution=G.img_resolution, channels=G.img_channels, mirror=False,
+                           labels=None if G.c_dim > 0 else False)  # fmt: skip
+    if G.c_dim > 0 and dataset.label_dim != G.c_dim:
+        raise ValueError(
+            f"data {os.fspath(data)!r}: the network is conditional with c_dim={G.c_dim}, "
+            f"but the data has {'no labels' if dataset.labels is None else f'{dataset.label_dim} classes'}"
+        )
+    return dataset
+
+
+def _label_sampler(G, labels: np.ndarray | None, data, seed: int) -> Callable[[int], torch.Tensor] | None:
+    """n -> float one-hot [n, c_dim], each real image's label equally likely; None for an unconditional G."""
+    if G.c_dim == 0:
+        return None
+    if labels is None:
+        if data is None:
+            raise ValueError(f"the network is conditional (c_dim={G.c_dim}): data must be given for its labels")
+        labels = _open_data(data, G).labels
+    rng = np.random.default_rng(seed)
+
+    def sample(n: int) -> torch.Tensor:
+        ids = torch.from_numpy(labels[rng.integers(len(labels), size=n)])
+        return torch.nn.functional.one_hot(ids, G.c_dim).to(torch.float32)
+
+    return sample
+
+
+def _load_perceptual(vgg16, lpips, device):
+    from stylegan_fast.metrics.perceptual import load_perceptual
+
+    return load_perceptual(vgg16, lpips, device=device)
+
+
+def _cache_folder(cache_dir) -> Path:
+    folder = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR
+    return Path(folder).expanduser()
+
+
+def _cache_key(data, resolution, channels, labels: bool, detector_digest: str, num_real) -> str:
+    identity = {
+        "format": _CACHE_FORMAT,
+        "data": _data_identity(data),
+        "resolution": resolution,
+        "channels": channels,
+        "labels": labels,
+        "detector": detector_digest,
+        "num_real": num_real,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _data_identity(data) -> dict:
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(f"data must be a str or a path, got {type(data).__name__}")
+    spec = os.fspath(data)
+    if spec.startswith("demo:"):
+        return {"spec": spec, "version": stylegan_fast.__version__}
+    if not os.path.exists(spec):
+        raise FileNotFoundError(f"data {spec!r}: no such file or folder")
+    path = os.path.abspath(spec)
+    if os.path.isfile(path):
+        info = os.stat(path)
+        return {"path": path, "size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    listing = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            info = os.stat(os.path.join(root, name))
+            relative = os.path.relpath(os.path.join(root, name), path)
+            listing.update(f"{relative}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return {"path": path, "files": listing.hexdigest()}
+
+
+def _data_name(data) -> str:
+    name = os.path.basename(os.path.normpath(os.fspath(data))).replace(":", "-")
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "data"
+
+
+def _save_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **arrays)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    logger.info("real-image statistics cached in %s", path)
+
+
+@contextlib.contextmanager
+def _seeded_torch(seed: int, device: torch.device):
+    """torch's global generators seeded with `seed` inside, restored on exit."""
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _full_float32():
+    """Full float32 matmuls and convolutions inside (no TF32), as the published numbers used."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
