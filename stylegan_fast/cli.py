@@ -76,11 +76,10 @@ def _convert(args: argparse.Namespace) -> int:
 def _metrics(args: argparse.Namespace) -> int:
     from stylegan_fast.metrics import compute
 
-    names = [name.strip() for name in args.metrics.split(",") if name.strip()]
-    if args.detector is None and any(name in compute.FEATURE_METRICS for name in names):
-        raise SystemExit(f"metrics: {', '.join(n for n in names if n in compute.FEATURE_METRICS)} {compute.DETECTOR_NEEDED}")
-    if args.vgg16 is None and any(name.startswith("ppl") for name in names):
-        raise SystemExit(f"metrics: {', '.join(n for n in names if n.startswith('ppl'))} {compute.VGG16_NEEDED}")
+    try:
+        names = compute.check_request(args.metrics, data=args.data, detector=args.detector, vgg16=args.vgg16)
+    except ValueError as error:
+        raise SystemExit(f"metrics: {error}") from None
 
     def report(what: str, done: int, total: int) -> None:
         print(f"\r{what}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
@@ -153,6 +152,11 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _names(text: str) -> list[str]:
+    """'fid50k_full, kid50k_full' -> ['fid50k_full', 'kid50k_full']."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _styles(text: str) -> list[int]:
     """'0-3,6' -> [0, 1, 2, 3, 6]: ws indices, in the syntax of seeds."""
     try:
@@ -221,6 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="on CUDA, do not let cuDNN time its algorithms per convolution shape (it does by default)")
     train.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                        help="run G and D under torch.compile in the main phases (backend: inductor unless given)")
+    train.add_argument("--metrics", type=_names, default=[], metavar="NAMES",
+                       help="measure G_ema at every snapshot, e.g. fid50k_full,kid50k_full (see the metrics command); "
+                            "lines go to metric-NAME.jsonl in the run directory")  # fmt: skip
+    train.add_argument("--detector", help="with FID/KID: the Inception-v3 weights (see the metrics command)")
+    train.add_argument("--vgg16", help="with PPL: the VGG16 weights (see the metrics command)")
+    train.add_argument("--lpips", help="with PPL and a VGG16 state dict: LPIPS v0.1's linear weights")
+    train.add_argument("--metrics-num-gen", dest="metrics_num_gen", type=int, default=50000,
+                       help="generated images per FID/KID (default: 50000; fewer is reported as non-standard)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="change a config field, e.g. --set channel_base=4096 --set mp_dtype='\"bfloat16\"' (JSON values)")
     train.set_defaults(run=_train)

@@ -117,15 +117,9 @@ def compute_metrics(
     seconds (a metric sharing feature extraction with another counts it in full), network,
     data, the detector or vgg16 file, device and version.
     """
-    names = _check_metrics(metrics)
+    names = check_request(metrics, data=data, detector=detector, vgg16=vgg16)
     wants_features = [m for m in names if m in FEATURE_METRICS]
     wants_ppl = [m for m in names if m not in FEATURE_METRICS]
-    if wants_features and detector is None:
-        raise ValueError(f"{', '.join(wants_features)} {DETECTOR_NEEDED}")
-    if wants_ppl and vgg16 is None:
-        raise ValueError(f"{', '.join(wants_ppl)} {VGG16_NEEDED}")
-    if wants_features and data is None:
-        raise ValueError(f"{', '.join(wants_features)} compare with real images: data must be given")
     _check_count("num_gen", num_gen, 2)
     _check_count("ppl_samples", ppl_samples, 1)
     _check_count("batch", batch, 1)
@@ -322,6 +316,22 @@ def _count_deviations(num_gen: int, num_real: int | None) -> list[str]:
     if num_real is not None:
         out.append(f"num_real={num_real} (protocol: all real images)")
     return out
+
+
+def check_request(metrics, *, data, detector, vgg16) -> list[str]:
+    """The metric names of `metrics` (a list or a comma-separated string), checked, without
+    duplicates; raises ValueError for an unknown name, or when a file or the data they need is
+    not given (before any work, so that a training run can check its request at the start)."""
+    names = _check_metrics(metrics)
+    wants_features = [m for m in names if m in FEATURE_METRICS]
+    wants_ppl = [m for m in names if m not in FEATURE_METRICS]
+    if wants_features and detector is None:
+        raise ValueError(f"{', '.join(wants_features)} {DETECTOR_NEEDED}")
+    if wants_ppl and vgg16 is None:
+        raise ValueError(f"{', '.join(wants_ppl)} {VGG16_NEEDED}")
+    if wants_features and data is None:
+        raise ValueError(f"{', '.join(wants_features)} compare with real images: data must be given")
+    return names
 
 
 def _check_metrics(metrics) -> list[str]:

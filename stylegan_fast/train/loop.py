@@ -65,6 +65,11 @@ class TrainOptions:
     cudnn_benchmark: bool = True  # On CUDA, let cuDNN time its algorithms for each convolution shape (as StyleGAN2-ADA).
     tensorboard: bool = False  # Also log the per-tick statistics to TensorBoard (needs the tensorboard package).
     compile: str | None = None  # torch.compile backend for the main phases' networks ('inductor'); None = eager.
+    metrics: list[str] = dataclasses.field(default_factory=list)  # Measured at every snapshot, e.g. ['fid50k_full'] (metrics/).
+    detector: str | None = None  # FID/KID: the Inception-v3 weights file (metrics/inception.py).
+    vgg16: str | None = None  # PPL: the VGG16 weights file (metrics/perceptual.py).
+    lpips: str | None = None  # PPL: LPIPS v0.1 linear weights, with a VGG16 state dict.
+    metrics_num_gen: int = 50000  # Generated images per FID/KID (the protocol's 50k; fewer is marked non-standard).
     overrides: dict = dataclasses.field(default_factory=dict)  # Other config fields to change, e.g. {'channel_base': 4096}.
 
 
@@ -104,6 +109,7 @@ class Trainer:
         self.loader = make_loader(
             self.dataset, self.batch // W, seed=opts.seed, rank=self.process.rank, world_size=W, num_workers=opts.workers
         )
+        self.metric_nets = self._metric_nets()
         torch.manual_seed(opts.seed)  # the same initial networks on every process
         G, D = make_networks(self.config, opts.resolution, img_channels=3, c_dim=self.dataset.label_dim, impl=opts.impl)
         self.G = G.to(self.device).train().requires_grad_(False)
@@ -136,6 +142,28 @@ class Trainer:
             if value is not None:
                 overrides[name] = value
         return overrides
+
+    def _metric_nets(self) -> dict:
+        """The detector and perceptual distance of the requested metrics, loaded now (on the main
+        process), so that a wrong name or file fails at the start, not at the first snapshot."""
+        if not self.opts.metrics:
+            return {}
+        from stylegan_fast.metrics import compute, load_detector
+        from stylegan_fast.metrics.perceptual import load_perceptual
+
+        opts = self.opts
+        names = compute.check_request(opts.metrics, data=opts.data, detector=opts.detector, vgg16=opts.vgg16)
+        if opts.cond and opts.labels is not None:
+            raise ValueError("metrics: a network conditioned on a separate labels file cannot be measured during "
+                             "training (the metrics draw labels from the data's own); run stylegan-fast metrics later")  # fmt: skip
+        if not self.process.is_main:
+            return {"names": names}
+        nets = {"names": names, "detector": None, "vgg16": None}
+        if any(name in compute.FEATURE_METRICS for name in names):
+            nets["detector"] = load_detector(opts.detector, self.device)
+        if any(name not in compute.FEATURE_METRICS for name in names):
+            nets["vgg16"] = load_perceptual(opts.vgg16, opts.lpips, device=self.device)
+        return nets
 
     def _phases(self) -> tuple[list[Phase], dict[str, torch.optim.Optimizer]]:
         phases, optimizers = [], {}
@@ -352,7 +380,25 @@ def _save(trainer: Trainer, run_dir: Path, grid) -> None:
         trainer.snapshot(path)
         samples.save_image_grid(grid.generate(trainer.G_ema), run_dir / f"samples-{tag}.png", grid.shape)
         trainer.log(f"saved {path.name} and samples-{tag}.png")
+        if trainer.metric_nets:
+            _measure(trainer, run_dir, path)
     distributed.barrier(trainer.process)
+
+
+def _measure(trainer: Trainer, run_dir: Path, snapshot: Path) -> None:
+    """The requested metrics of G_ema, appended to run_dir/metric-<name>.jsonl (one line per
+    snapshot). The main process measures while the others wait at the next barrier."""
+    from stylegan_fast.metrics import compute
+
+    nets, opts = trainer.metric_nets, trainer.opts
+    results = compute.compute_metrics(
+        trainer.G_ema, opts.data, nets["names"], detector=nets["detector"], vgg16=nets["vgg16"],
+        num_gen=opts.metrics_num_gen, device=trainer.device,
+    )  # fmt: skip
+    for name, record in results.items():
+        record.update(snapshot=snapshot.name, kimg=trainer.cur_nimg / 1000)
+        compute.append_jsonl(run_dir / f"metric-{name}.jsonl", {name: record})
+    trainer.log(compute.format_results(results))
 
 
 def _run_dir(opts: TrainOptions, process: distributed.Process) -> Path:

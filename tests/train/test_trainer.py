@@ -193,3 +193,51 @@ def test_compiled_main_phases_train_as_eager(data, tmp_path):
         for key in expected:
             torch.testing.assert_close(actual[key], expected[key], rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}.{key}: {m}")
     torch.testing.assert_close(compiled.loss.pl_mean, eager.loss.pl_mean)
+
+
+class _BlockDetector(torch.nn.Module):
+    """A stand-in for the Inception TorchScript: uint8 [N, 3, 8, 8] -> 16 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("projection", torch.randn(48, 16, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        features = torch.tanh((torch.nn.functional.avg_pool2d(x.float() / 255, 2).flatten(1) - 0.5) @ self.projection)
+        return features if return_features else features.sum(dim=1)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:FutureWarning")
+def test_metrics_at_every_snapshot_measure_g_ema(data, tmp_path, monkeypatch):
+    from stylegan_fast.metrics import compute_metrics
+
+    monkeypatch.setenv("STYLEGAN_FAST_METRICS_CACHE", str(tmp_path / "cache"))
+    detector = tmp_path / "detector.pt"
+    torch.jit.save(torch.jit.script(_BlockDetector()), str(detector))
+    args = ["train", "--data", data, "--outdir", str(tmp_path / "runs"), "--resolution", "8", "--batch", "4",
+            "--kimg", "0.016", "--tick-kimg", "0.008", "--snap-ticks", "1", "--device", "cpu", "--workers", "0",
+            "--metrics", "fid50k_full,kid50k_full", "--detector", str(detector), "--metrics-num-gen", "16"]  # fmt: skip
+    assert cli.main(args + [f"--set={key}={json.dumps(value)}" for key, value in TINY.items()]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    fid = [json.loads(line) for line in (run_dir / "metric-fid50k_full.jsonl").read_text().splitlines()]
+    kid = [json.loads(line) for line in (run_dir / "metric-kid50k_full.jsonl").read_text().splitlines()]
+    assert [r["snapshot"] for r in fid] == [r["snapshot"] for r in kid] == [
+        "snapshot-000000008.safetensors", "snapshot-000000016.safetensors"]  # fmt: skip
+    assert [r["kimg"] for r in fid] == [0.008, 0.016]
+    for record in fid + kid:
+        assert math.isfinite(record["value"]) and record["num_gen"] == 16 and record["protocol"] == "non-standard"
+    assert fid[0]["value"] != fid[1]["value"]
+    # The value is that of the snapshot's G_ema, measured again from the file.
+    again = compute_metrics(run_dir / fid[1]["snapshot"], data, ["fid50k_full"], detector=detector, num_gen=16,
+                            device="cpu")  # fmt: skip
+    assert again["fid50k_full"]["value"] == pytest.approx(fid[1]["value"], rel=1e-9)
+
+
+def test_metrics_request_is_checked_before_training(data, tmp_path):
+    with pytest.raises(ValueError, match="ppl_wend needs the VGG16"):
+        Trainer(options(data, tmp_path, metrics=["ppl_wend"]))
+    with pytest.raises(ValueError, match="unknown metric 'fid'"):
+        Trainer(options(data, tmp_path, metrics=["fid"], detector="x.pt"))
+    with pytest.raises(FileNotFoundError, match="detector"):
+        Trainer(options(data, tmp_path, metrics=["fid50k_full"], detector=str(tmp_path / "missing.pt")))
+    assert not (tmp_path / "runs").exists()
