@@ -25,7 +25,6 @@ import itertools
 import json
 import logging
 import os
-import uuid
 import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from typing import NamedTuple
 
 from PIL import Image
 
+from stylegan_fast._atomic import atomic_path
 from stylegan_fast.data import dataset, transforms
 from stylegan_fast.data import labels as _labels
 from stylegan_fast.data.sources import IMAGE_EXTENSIONS
@@ -103,23 +103,13 @@ def prepare_dataset(
     aligned = dataset.source_labels(src, labels)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
     planned = len(src) if max_images is None else min(len(src), max_images)
-    try:
-        with open(partial, "xb") as file:
-            with zipfile.ZipFile(file, "w", zipfile.ZIP_STORED) as archive:
-                written, ids, skipped = _write_images(
-                    archive, src, resolution, channels, aligned, planned, threads, progress
-                )
-                if ids is not None:
-                    entries = [[member_name(i), label] for i, label in enumerate(ids)]
-                    archive.writestr(_member(_labels.FILE_NAME), json.dumps({"labels": entries}))
-            file.flush()
-            os.fsync(file.fileno())  # On disk before the rename, so a crash cannot leave an empty dest.
-        os.replace(partial, dest)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as partial:
+        with zipfile.ZipFile(partial, "x", zipfile.ZIP_STORED) as archive:
+            written, ids, skipped = _write_images(archive, src, resolution, channels, aligned, planned, threads, progress)
+            if ids is not None:
+                entries = [[member_name(i), label] for i, label in enumerate(ids)]
+                archive.writestr(_member(_labels.FILE_NAME), json.dumps({"labels": entries}))
     if skipped:
         logger.warning("%s: skipped %d images that could not be read; wrote %d", src.location, len(skipped), written)
     label_dim = 0 if ids is None else max(ids) + 1

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 import stylegan_fast
+from stylegan_fast._atomic import atomic_path
 from stylegan_fast.data import open_dataset, to_uint8
 from stylegan_fast.generate import load_generator, z_from_seed
 from stylegan_fast.metrics.inception import FeatureDetector, load_detector
@@ -442,14 +442,8 @@ def _data_name(data) -> str:
 
 def _save_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    with atomic_path(path) as temp, open(temp, "wb") as file:
+        np.savez(file, **arrays)
     logger.info("real-image statistics cached in %s", path)
 
 

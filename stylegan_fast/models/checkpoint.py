@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from pathlib import Path
 
 import torch
@@ -47,6 +46,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from stylegan_fast._atomic import atomic_path
 from stylegan_fast.models.discriminator import Discriminator
 from stylegan_fast.models.stylegan1 import StyleGAN1Generator
 from stylegan_fast.models.stylegan2 import Generator
@@ -76,15 +76,8 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "sha256": _digest(tensors), "meta": meta_json}
 
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -177,15 +170,3 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         digest.update(f"{name}\0{str(tensor.dtype).removeprefix('torch.')}\0{list(tensor.shape)}\0".encode())
         digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable (POSIX); directories cannot be opened on some platforms."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
