@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import sys
+from typing import NoReturn
+
+DEBUG_VARIABLE = "STYLEGAN_FAST_DEBUG"  # =1: user errors raise with their traceback instead of one line
+
+# What the tools raise for a wrong argument, a missing or existing file, or a refused input,
+# reported to the user in one line. A ValueError can also be a bug: DEBUG_VARIABLE shows it whole.
+# UnpicklingError: convert's refusal of a pickle that asks to run code (compat.safe_pickle).
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError,
+               pickle.UnpicklingError)  # fmt: skip
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -23,7 +34,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         overrides = parse_overrides(args.set)
     except ValueError as error:
-        raise SystemExit(f"--set: {error}") from None
+        raise ValueError(f"--set: {error}") from error
     if args.augment is not None:
         overrides["augment"] = args.augment
     fields = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
@@ -36,7 +47,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.projected_w is not None:
         if args.seeds is not None or args.class_idx is not None:
-            raise SystemExit("generate: --projected-w renders the saved latents; it takes no --seeds or --class")
+            raise ValueError("--projected-w renders the saved latents; it takes no --seeds or --class")
         paths = generate_projected(args.network, args.projected_w, args.outdir, device=args.device, impl=args.impl)
         print(f"wrote {len(paths)} images to {args.outdir}")
         return 0
@@ -48,10 +59,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _project(args: argparse.Namespace) -> int:
-    from stylegan_fast.project import VGG16_REQUIRED, project_file
+    from stylegan_fast.project import project_file
 
-    if args.loss == "lpips" and args.vgg16 is None:
-        raise SystemExit(f"project: {VGG16_REQUIRED}")
     every = max(1, args.steps // 10)
 
     def report(info) -> None:
@@ -76,10 +85,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _metrics(args: argparse.Namespace) -> int:
     from stylegan_fast.metrics import compute
 
-    try:
-        names = compute.check_request(args.metrics, data=args.data, detector=args.detector, vgg16=args.vgg16)
-    except ValueError as error:
-        raise SystemExit(f"metrics: {error}") from None
+    names = compute.check_request(args.metrics, data=args.data, detector=args.detector, vgg16=args.vgg16)
 
     def report(what: str, done: int, total: int) -> None:
         print(f"\r{what}: {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
@@ -136,7 +142,7 @@ def _bench(argv: list[str]) -> int:
     try:
         from benchmarks.run import main as bench_main
     except ImportError as error:
-        raise SystemExit(f"stylegan-fast bench runs the suite in benchmarks/ of a source checkout; run it from there ({error})")
+        _exit(2, f"stylegan-fast bench: error: it runs benchmarks/ of a source checkout; run it from there ({error})")
     return bench_main(argv)
 
 
@@ -362,11 +368,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command and return its exit status. A user error (USER_ERRORS) prints one line on
+    stderr and exits with status 2, as argparse's usage errors do (with STYLEGAN_FAST_DEBUG=1 it
+    is raised instead); Ctrl-C prints one line and exits with status 130."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        return _bench(argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+        command, run = "bench", lambda: _bench(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.run(args)
+    try:
+        return run()
+    except KeyboardInterrupt:
+        _exit(130, f"stylegan-fast {command}: interrupted")
+    except USER_ERRORS as error:
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        _exit(2, f"stylegan-fast {command}: error: {error} (set {DEBUG_VARIABLE}=1 for the traceback)")
+
+
+def _exit(status: int, message: str) -> NoReturn:
+    """Print `message` to stderr and exit with `status`. The SystemExit carries the message
+    too, for callers of main(); SystemExit(message) alone would exit with status 1."""
+    print(message, file=sys.stderr)
+    exit_ = SystemExit(message)
+    exit_.code = status
+    raise exit_ from None
 
 
 if __name__ == "__main__":

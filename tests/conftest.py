@@ -38,3 +38,33 @@ def _full_float32_precision():
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
+
+
+@pytest.fixture(autouse=True)
+def _cli_reports_user_errors(monkeypatch):
+    """The CLI turns user errors into one line, as users see it, whatever the shell running the
+    tests sets; tests of its debug mode set STYLEGAN_FAST_DEBUG themselves."""
+    monkeypatch.delenv("STYLEGAN_FAST_DEBUG", raising=False)
+
+
+@pytest.fixture(scope="session")
+def G():
+    """A tiny unconditional generator ('small' config, 16x16, reference ops) in eval mode and
+    without gradients, shared by the session: tests only read it."""
+    from stylegan_fast.models import make_networks
+
+    torch.manual_seed(0)
+    G, _ = make_networks("small", 16, impl="ref")
+    return G.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A networks checkpoint (.safetensors) holding another tiny 16x16 generator as G_ema."""
+    from stylegan_fast.models import make_networks, save_networks
+
+    torch.manual_seed(1)
+    G, _ = make_networks("small", 16, impl="ref")
+    path = tmp_path_factory.mktemp("net") / "net.safetensors"
+    save_networks(path, {"G_ema": G}, config={})
+    return path

@@ -4,10 +4,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from stylegan_fast import cli
 from stylegan_fast.ops import _dispatch
+
+DEBUG_HINT = " (set STYLEGAN_FAST_DEBUG=1 for the traceback)"
 
 
 def test_info_json_lists_every_op_and_impl(capsys):
@@ -61,3 +65,98 @@ def test_train_compile_option(monkeypatch):
     for extra in ([], ["--compile"], ["--compile", "aot_eager"]):
         cli.main([*base, *extra])
     assert [opts.compile for opts in seen] == [None, "inductor", "aot_eager"]
+
+
+# User errors: (argv, the exception the tool raises, what the one-line message says).
+
+
+def _dataset_dest_exists(tmp_path, checkpoint):
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros([8, 8, 3], np.uint8)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "out.zip").write_bytes(b"an earlier dataset")
+    argv = ["dataset", "--source", str(tmp_path / "images"), "--dest", str(tmp_path / "out.zip"), "--resolution", "4"]
+    return argv, FileExistsError, f"dest {str(tmp_path / 'out.zip')!r} exists; pass force=True (--force)"
+
+
+def _generate_missing_network(tmp_path, checkpoint):
+    argv = ["generate", "--network", str(tmp_path / "absent.safetensors"), "--outdir", str(tmp_path / "out"), "--device", "cpu"]
+    return argv, FileNotFoundError, f"checkpoint {str(tmp_path / 'absent.safetensors')!r} does not exist"
+
+
+def _interpolate_one_seed(tmp_path, checkpoint):
+    argv = ["interpolate", "--network", str(checkpoint), "--seeds", "3", "--outdir", str(tmp_path / "out"),
+            "--device", "cpu", "--impl", "ref"]  # fmt: skip
+    return argv, ValueError, "seeds must list at least 2 seeds, got 1"
+
+
+def _generate_projected_w_with_seeds(tmp_path, checkpoint):
+    argv = ["generate", "--network", str(checkpoint), "--projected-w", str(tmp_path / "w.npz"), "--seeds", "1",
+            "--outdir", str(tmp_path / "out")]  # fmt: skip
+    return argv, ValueError, "--projected-w renders the saved latents; it takes no --seeds or --class"
+
+
+def _train_bad_set(tmp_path, checkpoint):
+    argv = ["train", "--data", "demo:faces", "--outdir", str(tmp_path / "runs"), "--set", "channels_last"]
+    return argv, ValueError, "--set: a config override must be KEY=VALUE, got 'channels_last'"
+
+
+USER_ERRORS = [_dataset_dest_exists, _generate_missing_network, _interpolate_one_seed, _generate_projected_w_with_seeds,
+               _train_bad_set]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", USER_ERRORS, ids=lambda case: case.__name__.lstrip("_"))
+def test_user_errors_are_one_line_and_exit_status_2(case, tmp_path, checkpoint, capsys):
+    argv, _, message = case(tmp_path, checkpoint)
+    with pytest.raises(SystemExit) as raised:
+        cli.main(argv)
+    assert raised.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"stylegan-fast {argv[0]}: error: ")
+    assert message in captured.err and captured.err.endswith(DEBUG_HINT + "\n")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err + captured.out
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("case", USER_ERRORS, ids=lambda case: case.__name__.lstrip("_"))
+def test_debug_variable_lets_the_error_through(case, tmp_path, checkpoint, monkeypatch, capsys):
+    argv, error, message = case(tmp_path, checkpoint)
+    monkeypatch.setenv("STYLEGAN_FAST_DEBUG", "1")
+    with pytest.raises(error) as raised:
+        cli.main(argv)
+    assert message in str(raised.value)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_dataset_dest_is_kept(tmp_path, checkpoint):
+    argv, _, _ = _dataset_dest_exists(tmp_path, checkpoint)
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert (tmp_path / "out.zip").read_bytes() == b"an earlier dataset"
+
+
+def test_the_process_exits_with_status_2_and_no_traceback(tmp_path):
+    argv = ["generate", "--network", str(tmp_path / "absent.safetensors"), "--outdir", str(tmp_path / "out")]
+    result = subprocess.run([sys.executable, "-m", "stylegan_fast.cli", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("stylegan-fast generate: error: checkpoint ") and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def buggy(opts):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr("stylegan_fast.train.loop.train", buggy)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        cli.main(["train", "--data", "demo:faces", "--outdir", "runs"])
+
+
+def test_ctrl_c_exits_quietly_with_status_130(monkeypatch, capsys):
+    def interrupted(opts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stylegan_fast.train.loop.train", interrupted)
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["train", "--data", "demo:faces", "--outdir", "runs"])
+    assert raised.value.code == 130
+    assert capsys.readouterr().err == "stylegan-fast train: interrupted\n"

@@ -10,23 +10,6 @@ from PIL import Image
 from stylegan_fast import cli
 from stylegan_fast.generate import generate_images, z_from_seed
 from stylegan_fast.interpolate import frame_count, latent_path, render_frames, slerp, walk_ws, write_interpolation
-from stylegan_fast.models import make_networks, save_networks
-
-
-@pytest.fixture(scope="module")
-def G():
-    torch.manual_seed(0)
-    G, _ = make_networks("small", 16, impl="ref")
-    return G.eval().requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(1)
-    G, _ = make_networks("small", 16, impl="ref")
-    path = tmp_path_factory.mktemp("net") / "net.safetensors"
-    save_networks(path, {"G_ema": G}, config={})
-    return path
 
 
 def angle(a, b):

@@ -212,8 +212,9 @@ def test_cli(mixed_folder, tmp_path, capsys):
     # The first two images (palette.png, rgba.png) have ids 0 and 1 of the source's 0-2.
     assert f"wrote 2 images at 4x4, labelled (label_dim 2) to {dest}" in capsys.readouterr().out
     assert open_dataset(dest, 4, channels=1).image_shape == (1, 4, 4)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(SystemExit) as refused:  # the file exists, and there is no --force
         cli.main(base)
+    assert refused.value.code == 2 and "exists" in str(refused.value)
     assert cli.main([*base, "--force", "--no-labels"]) == 0
     assert len(open_dataset(dest, 4)) == 5 and open_dataset(dest, 4).label_dim == 0
     with pytest.raises(SystemExit):
