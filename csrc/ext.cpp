@@ -1,9 +1,9 @@
 // The `stylegan_fast._C` module: the schemas of the ops compiled into it, and what this
 // build contains.
 //
-// A namespace has one TORCH_LIBRARY block, so every op's schema is declared here; each
-// op's csrc/<op>.cu registers its CUDA implementation with TORCH_LIBRARY_IMPL. Loading
-// this module makes the ops callable as torch.ops.stylegan_fast.<op>.
+// The namespace's one TORCH_LIBRARY block is here; each op's csrc/<op>_binding.cpp adds its schemas
+// with TORCH_LIBRARY_FRAGMENT and its implementations with TORCH_LIBRARY_IMPL. Loading this
+// module makes the ops callable as torch.ops.stylegan_fast.<op>.
 
 #include <algorithm>
 #include <string>
@@ -21,7 +21,7 @@
 namespace {
 
 // The public ops (stylegan_fast.ops.<name>) that have a CUDA kernel in this module.
-const std::vector<std::string> kKernelOps = {};
+const std::vector<std::string> kKernelOps = {"bias_act", "upfirdn2d"};
 
 std::string compiled_archs() {
   std::string archs = STYLEGAN_FAST_STRINGIFY(STYLEGAN_FAST_CUDA_ARCHS);

@@ -113,3 +113,14 @@ def broadcastable(name: str, value: torch.Tensor, target: tuple[int, ...], what:
         fits = False
     if not fits:
         raise ValueError(f"{name} must broadcast to shape {tuple(target)} ({what}), got {tuple(value.shape)}")
+
+
+def is_dense(t: torch.Tensor) -> bool:
+    """True if `t` covers its memory without gaps or overlaps in some order of its dims
+    (contiguous, channels_last, any permutation of those); dims of size 1 are ignored."""
+    expected = 1
+    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True

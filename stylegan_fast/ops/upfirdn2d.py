@@ -181,6 +181,25 @@ def filter2d(
     return upfirdn2d(x, f, padding=padding, flip_filter=flip_filter, gain=gain, impl=impl)
 
 
+def adjoint_arguments(
+    f: torch.Tensor, x_size: tuple[int, int], y_size: tuple[int, int], up, down, padding, flip_filter: bool
+) -> tuple[list[int], list[int], list[int], bool]:
+    """(up, down, padding, flip_filter) that make upfirdn2d of dy the gradient with respect to x
+    of upfirdn2d(x, f, up, down, padding, flip_filter), for x of size x_size = (H, W) and dy of
+    size y_size: zero-insert dy by down, pad so that each tap of the forward meets it again,
+    correlate where the forward convolved (and vice versa), keep every up-th pixel."""
+    fw, fh = filter_size(f)
+    (upx, upy), (downx, downy), (x0, _, y0, _) = up, down, padding
+    (in_h, in_w), (out_h, out_w) = x_size, y_size
+    padding = [
+        fw - x0 - 1,
+        in_w * upx - out_w * downx + x0 - upx + 1,
+        fh - y0 - 1,
+        in_h * upy - out_h * downy + y0 - upy + 1,
+    ]
+    return [downx, downy], [upx, upy], padding, not flip_filter
+
+
 def _check_not_empty(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], padding: tuple[int, ...]) -> None:
     fw, fh = filter_size(f)
     width = x.shape[3] * up[0] + padding[0] + padding[1]

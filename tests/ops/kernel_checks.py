@@ -11,6 +11,10 @@ from pathlib import Path
 
 import torch
 
+from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def assert_error_within_baseline(out, truth, baseline, what, scale=None):
     """out's error against the float64 `truth` is at most 2x the error of `baseline` (PyTorch
@@ -107,3 +111,26 @@ def print_opcodes(label, compiled):
                 opcode += " " + match.group(2).strip()
             opcodes[opcode] += 1
     print("OPCODES " + json.dumps([label, opcodes]))
+
+
+# (up, down, padding (x0, x1, y0, y1), filter shape, flip_filter, gain)
+UPFIRDN2D_CASES = {
+    "upsample2d 4x4": ((2, 2), (1, 1), (2, 1, 2, 1), (4, 4), False, 4.0),  # StyleGAN2's up layers
+    "upsample2d 4-tap separable": ((2, 2), (1, 1), (2, 1, 2, 1), (4,), False, 4.0),
+    "downsample2d 4x4": ((1, 1), (2, 2), (1, 1, 1, 1), (4, 4), False, 1.0),  # and its down layers
+    "filter2d 3x3": ((1, 1), (1, 1), (1, 1, 1, 1), (3, 3), True, 1.0),
+    "up 3x2, down 2x3, crop": ((3, 2), (2, 3), (-1, 0, 2, 1), (2, 5), True, 0.5),
+    "up x, down y, 3-tap separable": ((2, 1), (1, 2), (3, -2, 1, 2), (3,), False, 1.7),
+    "10-tap separable, two passes": ((2, 2), (1, 1), (5, 4, 5, 4), (10,), True, 4.0),
+}
+
+
+def random_filter(shape, seed=1, device=DEVICE):
+    """Positive, non-symmetric float32 taps, as setup_filter makes them."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.1).to(device, torch.float32)
+
+
+def magnitude(x, f, *args):
+    """The largest sum of |terms| in an output pixel."""
+    return _upfirdn2d_ref(x.double().abs(), f.double().abs(), *args).max().item()

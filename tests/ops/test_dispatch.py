@@ -65,7 +65,7 @@ def test_unknown_impl_in_reason_query():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback warning on a machine without a GPU")
 def test_auto_warns_when_cuda_tensor_would_run_reference(monkeypatch):
     monkeypatch.setattr(_dispatch, "_reported", set())
-    with pytest.warns(UserWarning, match="slow reference implementation: cuda: .+; triton: .+"):
+    with pytest.warns(UserWarning, match="slow reference implementation: triton: .+; cuda: .+"):
         assert _dispatch.resolve("bias_act", "auto", torch.device("cuda")) == "ref"
 
 

@@ -16,37 +16,21 @@ from stylegan_fast.ops.bias_act import ACTIVATIONS
 from stylegan_fast.ops.triton import _launch
 from stylegan_fast.ops.triton import upfirdn2d as kernels
 from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
-from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
+from tests.ops.kernel_checks import (
+    UPFIRDN2D_CASES as CASES,
+    assert_error_within_baseline,
+    compiles_for_hopper,
+    magnitude,
+    random_filter,
+    record_kernel_layouts,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
-# (up, down, padding (x0, x1, y0, y1), filter shape, flip_filter, gain)
-CASES = {
-    "upsample2d 4x4": ((2, 2), (1, 1), (2, 1, 2, 1), (4, 4), False, 4.0),  # StyleGAN2's up layers
-    "upsample2d 4-tap separable": ((2, 2), (1, 1), (2, 1, 2, 1), (4,), False, 4.0),
-    "downsample2d 4x4": ((1, 1), (2, 2), (1, 1, 1, 1), (4, 4), False, 1.0),  # and its down layers
-    "filter2d 3x3": ((1, 1), (1, 1), (1, 1, 1, 1), (3, 3), True, 1.0),
-    "up 3x2, down 2x3, crop": ((3, 2), (2, 3), (-1, 0, 2, 1), (2, 5), True, 0.5),
-    "up x, down y, 3-tap separable": ((2, 1), (1, 2), (3, -2, 1, 2), (3,), False, 1.7),
-    "10-tap separable, two passes": ((2, 2), (1, 1), (5, 4, 5, 4), (10,), True, 4.0),
-}
-
-
 def randn(shape, dtype=torch.float64, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(shape, generator=gen, dtype=torch.float64).to(DEVICE, dtype)
-
-
-def random_filter(shape, seed=1):
-    """Positive, non-symmetric float32 taps, as setup_filter makes them."""
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=gen, dtype=torch.float64) + 0.1).to(DEVICE, torch.float32)
-
-
-def magnitude(x, f, *args):
-    """The largest sum of |terms| in an output pixel."""
-    return _upfirdn2d_ref(x.double().abs(), f.double().abs(), *args).max().item()
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -99,17 +99,6 @@ def empty_like_layout(x: torch.Tensor, channels: int, height: int, width: int, d
     )
 
 
-def is_dense(t: torch.Tensor) -> bool:
-    """True if `t` covers its memory without gaps or overlaps in some order of its dims
-    (contiguous, channels_last, any permutation of those); dims of size 1 are ignored."""
-    expected = 1
-    for size, stride in sorted(((s, st) for s, st in zip(t.shape, t.stride()) if s != 1), key=lambda p: p[1]):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
 def cdiv(a: int, b: int) -> int:
     """ceil(a / b) for ints; triton.cdiv in plain Python (triton's costs ~2 µs a call since 3.8)."""
     return -(-a // b)

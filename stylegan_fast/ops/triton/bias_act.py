@@ -6,10 +6,8 @@ Four ops, registered with torch.library so that torch.compile(fullgraph=True) tr
 - triton_bias_act_grad2(dy, ddx, x, b, ...) -> dy * ddx * gain * act''(x + b), zero where clamped;
 - triton_bias_act_grad_and_bias_grad(dy, x, b, ...) -> (dx, db): the second's dx and its sum
   over every dim but `dim`, from partial sums of the same pass (deterministic, no atomics).
-The gradient of the first is the second (the fourth when b needs a gradient); the gradient of
-the second is the second again (it is linear in dy) and the third, which is what second-order
-gradients (R1, path length) need.
-Third-order gradients with respect to x are not implemented (they raise).
+How they differentiate each other (twice, as R1 and path length need) is in
+stylegan_fast/ops/_bias_act_autograd.py, shared with the CUDA kernels.
 
 Each kernel is one streaming pass over x in memory order (on a 1-D grid; the dx + db kernels
 tile the memory as [rows, channels] or [outer, channels, run] instead). x may be contiguous,
@@ -25,6 +23,7 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
+from stylegan_fast.ops import _bias_act_autograd, _checks
 from stylegan_fast.ops.triton import _launch
 
 ACT_CODES = {"linear": 0, "relu": 1, "lrelu": 2, "tanh": 3, "sigmoid": 4, "elu": 5, "selu": 6, "softplus": 7, "swish": 8}
@@ -37,8 +36,6 @@ _ELU = tl.constexpr(5)
 _SELU = tl.constexpr(6)
 _SOFTPLUS = tl.constexpr(7)
 _SWISH = tl.constexpr(8)
-# Activations whose second derivative is zero wherever it exists.
-_PIECEWISE_LINEAR = ("linear", "relu", "lrelu")
 # SELU's constants (Klambauer et al.), as torch uses them.
 _SELU_ALPHA = tl.constexpr(1.6732632423543772848170429916717)
 _SELU_SCALE = tl.constexpr(1.0507009873554804934193349852946)
@@ -321,7 +318,7 @@ def bias_act(x, b, dim, act, alpha, gain, clamp):
 
 
 def _dense(t):
-    return t if _launch.is_dense(t) else t.contiguous()
+    return t if _checks.is_dense(t) else t.contiguous()
 
 
 def _layout_like(t, like):
@@ -450,71 +447,4 @@ def _(dy, ddx, x, b, dim, act, alpha, gain, clamp):
     return torch.empty_like(_dense(x))
 
 
-def _bias_grad(dx, b, dim):
-    """Sum of dx over every dim but `dim` (float32 accumulation for half types), in b's dtype."""
-    dims = [i for i in range(dx.ndim) if i != dim]
-    if not dims:
-        return dx.to(b.dtype)
-    acc = torch.float32 if dx.dtype in (torch.float16, torch.bfloat16) else dx.dtype
-    return dx.sum(dims, dtype=acc).to(b.dtype)
-
-
-def _setup_forward(ctx, inputs, output):
-    x, b, *ctx.args = inputs
-    ctx.save_for_backward(x, b)
-
-
-def _backward_forward(ctx, dy):
-    x, b = ctx.saved_tensors
-    if b is not None and ctx.needs_input_grad[1]:
-        dx, db = _grad_and_bias_grad_op(dy, x, b, *ctx.args)
-        return dx, db, None, None, None, None, None
-    return _grad_op(dy, x, b, *ctx.args), None, None, None, None, None, None
-
-
-def _setup_grad(ctx, inputs, output):
-    dy, x, b, *ctx.args = inputs
-    ctx.save_for_backward(dy, x, b)
-
-
-def _backward_grad(ctx, ddx):
-    dy, x, b = ctx.saved_tensors
-    dim, act = ctx.args[:2]
-    d_dy = _grad_op(ddx, x, b, *ctx.args) if ctx.needs_input_grad[0] else None
-    d_x = d_b = None
-    if act not in _PIECEWISE_LINEAR and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-        d_x = _grad2_op(dy, ddx, x, b, *ctx.args)
-        d_b = _bias_grad(d_x, b, dim) if b is not None and ctx.needs_input_grad[2] else None
-    return d_dy, d_x, d_b, None, None, None, None, None
-
-
-def _setup_grad2(ctx, inputs, output):
-    dy, ddx, x, b, *ctx.args = inputs
-    ctx.save_for_backward(dy, ddx, x, b)
-
-
-def _backward_grad2(ctx, g):
-    if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-        raise NotImplementedError(
-            "bias_act with impl='triton' is differentiable twice; a third derivative with respect to x "
-            "or b is not implemented: use impl='ref'"
-        )
-    dy, ddx, x, b = ctx.saved_tensors
-    # Bilinear in (dy, ddx): each one's gradient is the op with the other one swapped for g.
-    d_dy = _grad2_op(g, ddx, x, b, *ctx.args) if ctx.needs_input_grad[0] else None
-    d_ddx = _grad2_op(dy, g, x, b, *ctx.args) if ctx.needs_input_grad[1] else None
-    return d_dy, d_ddx, None, None, None, None, None, None, None
-
-
-def _backward_grad_and_bias_grad(ctx, ddx, ddb):
-    # db is dx summed over every dim but `dim`: its gradient reaches dx broadcast along them.
-    # (Both incoming gradients are tensors: torch.library materialises unused ones as zeros.)
-    dim = ctx.args[0]
-    shape = [-1 if i == dim else 1 for i in range(ddx.ndim)]
-    return _backward_grad(ctx, ddx + ddb.reshape(shape).to(ddx.dtype))
-
-
-_forward_op.register_autograd(_backward_forward, setup_context=_setup_forward)
-_grad_and_bias_grad_op.register_autograd(_backward_grad_and_bias_grad, setup_context=_setup_grad)
-_grad_op.register_autograd(_backward_grad, setup_context=_setup_grad)
-_grad2_op.register_autograd(_backward_grad2, setup_context=_setup_grad2)
+_bias_act_autograd.register(_forward_op, _grad_op, _grad2_op, _grad_and_bias_grad_op, "triton")

@@ -26,8 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
+from stylegan_fast.ops._bias_act_autograd import bias_grad as _bias_grad
 from stylegan_fast.ops.triton import _launch
-from stylegan_fast.ops.triton.bias_act import ACT_CODES, _act, _bias_grad
+from stylegan_fast.ops.upfirdn2d import adjoint_arguments
+from stylegan_fast.ops.triton.bias_act import ACT_CODES, _act
 from stylegan_fast.ops.triton.bias_act import _grad_op as _bias_act_grad
 
 # Separable filters this long run as two 1-D passes: 2 * taps loads per output (plus a float32
@@ -224,19 +226,8 @@ def _(x, f, up, down, padding, flip_filter, gain, noise, bias, act, alpha, act_g
 
 
 def _adjoint(dy, f, in_h, in_w, up, down, padding, flip_filter, gain):
-    """The gradient of upfirdn2d with respect to x: upfirdn2d of dy with up and down swapped.
-    Zero-insert dy by down, pad so that tap j of the forward meets it again, correlate where
-    the forward convolved (and vice versa), keep every up-th pixel."""
-    fw, fh = _taps(f)
-    (upx, upy), (downx, downy), (x0, _, y0, _) = up, down, padding
-    out_h, out_w = dy.shape[2:]
-    padding = [
-        fw - x0 - 1,
-        in_w * upx - out_w * downx + x0 - upx + 1,
-        fh - y0 - 1,
-        in_h * upy - out_h * downy + y0 - upy + 1,
-    ]
-    return _forward_op(dy, f, [downx, downy], [upx, upy], padding, not flip_filter, gain)
+    """The gradient of upfirdn2d with respect to x: upfirdn2d of dy with up and down swapped."""
+    return _forward_op(dy, f, *adjoint_arguments(f, (in_h, in_w), dy.shape[2:], up, down, padding, flip_filter), gain)
 
 
 def _setup(ctx, inputs, output):

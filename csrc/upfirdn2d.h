@@ -1,0 +1,86 @@
+// upfirdn2d: upsample by zero insertion, pad (or crop), FIR-filter, downsample; element code
+// shared by the GPU kernel (upfirdn2d.cu) and its host run (upfirdn2d_binding.cpp); see
+// kernel_common.h.
+//
+// One output pixel per call, polyphase: output row oy meets the zero-inserted, padded input
+// at rows oy * down + j for the taps j = 0 .. fh - 1, of which only those with
+// (oy * down + j - pad0) % up == 0 land on an input row, iy = (oy * down + j - pad0) / up.
+// The loops visit just those taps (every up-th, from the first), so up=2 with a 4x4 filter
+// reads 4 input pixels per output, not 16. Tap j is multiplied by f[fh - 1 - j] for a
+// convolution, by f[j] for a correlation (flip_filter), and likewise along x.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "kernel_common.h"
+
+namespace stylegan_fast::upfirdn2d {
+
+template <typename scalar_t>
+struct Params {
+  const scalar_t* x;
+  const accum_t<scalar_t>* f;  // [fh, fw] row-major, or [taps] used along both axes
+  scalar_t* y;                 // written in memory order: linear index = memory offset
+  int64_t n, c, h, w;          // x's sizes
+  int64_t out_h, out_w;
+  int64_t sxn, sxc, sxh, sxw;  // x's strides, in elements
+  int upx, upy, downx, downy, padx0, pady0, fw, fh;
+  bool separable, flip, channels_last;  // channels_last: y is [N, H, W, C] in memory
+  double gain;
+};
+
+// The first tap index j >= 0 with (start + j) % up == 0, for any sign of start.
+SGF_HD inline int first_tap(int64_t start, int up) {
+  const int64_t r = start % up;  // in (-up, up)
+  return static_cast<int>(r <= 0 ? -r : up - r);
+}
+
+// Output element `index` (its memory offset in y).
+template <typename scalar_t>
+SGF_HD void output(const Params<scalar_t>& p, int64_t index) {
+  using T = accum_t<scalar_t>;
+  int64_t ox, oy, c, n, rest;
+  if (p.channels_last) {
+    rest = divide(index, p.c);
+    c = index - rest * p.c;
+    const int64_t row = divide(rest, p.out_w);
+    ox = rest - row * p.out_w;
+    n = divide(row, p.out_h);
+    oy = row - n * p.out_h;
+  } else {
+    rest = divide(index, p.out_w);
+    ox = index - rest * p.out_w;
+    const int64_t plane = divide(rest, p.out_h);
+    oy = rest - plane * p.out_h;
+    n = divide(plane, p.c);
+    c = plane - n * p.c;
+  }
+  const scalar_t* x = p.x + n * p.sxn + c * p.sxc;
+  const int64_t start_y = oy * p.downy - p.pady0;  // upsampled row of tap 0
+  const int64_t start_x = ox * p.downx - p.padx0;
+  T acc = T(0);
+  for (int jy = first_tap(start_y, p.upy); jy < p.fh; jy += p.upy) {
+    const int64_t iy = (start_y + jy) / p.upy;  // exact: start_y + jy is a multiple of upy
+    if (iy < 0 || iy >= p.h) {
+      continue;
+    }
+    const int fy = p.flip ? jy : p.fh - 1 - jy;
+    for (int jx = first_tap(start_x, p.upx); jx < p.fw; jx += p.upx) {
+      const int64_t ix = (start_x + jx) / p.upx;
+      if (ix < 0 || ix >= p.w) {
+        continue;
+      }
+      const int fx = p.flip ? jx : p.fw - 1 - jx;
+      const T tap = p.separable ? p.f[fy] * p.f[fx] : p.f[fy * p.fw + fx];
+      acc += static_cast<T>(x[iy * p.sxh + ix * p.sxw]) * tap;
+    }
+  }
+  p.y[index] = static_cast<scalar_t>(acc * static_cast<T>(p.gain));
+}
+
+void run_cuda(const Params<float>& p);
+void run_cuda(const Params<double>& p);
+void run_cuda(const Params<c10::Half>& p);
+void run_cuda(const Params<c10::BFloat16>& p);
+
+}  // namespace stylegan_fast::upfirdn2d
