@@ -134,3 +134,96 @@ def random_filter(shape, seed=1, device=DEVICE):
 def magnitude(x, f, *args):
     """The largest sum of |terms| in an output pixel."""
     return _upfirdn2d_ref(x.double().abs(), f.double().abs(), *args).max().item()
+
+
+def randn(shape, dtype=torch.float64, seed=0, scale=1.0, device=DEVICE):
+    """Seeded normal samples (drawn in float64 on the CPU, so equal on every machine) in dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(device, dtype)
+
+
+def sum_scale(terms, dim):
+    """The largest sum of |terms| over every dim but `dim`."""
+    return terms.abs().sum([i for i in range(terms.ndim) if i != dim]).max().item() if terms.ndim > 1 else None
+
+
+def bias_act_ref(x, b, **kwargs):
+    from stylegan_fast.ops import bias_act
+
+    return bias_act(x, b, impl="ref", **kwargs)
+
+
+def bias_act_grads(fn, x, b, dy, **kwargs):
+    """y = fn(x, b, **kwargs) and its gradients with respect to x and b for the upstream dy."""
+    x = x.detach().requires_grad_()
+    b = b.detach().requires_grad_()
+    y = fn(x, b, **kwargs)
+    dx, db = torch.autograd.grad(y, [x, b], dy.to(y.dtype))
+    return y.detach(), dx, db
+
+
+def check_bias_act(fn, x, b, dtype, **kwargs):
+    """fn's y, dx and db against the float64 reference, by the accuracy rule, and y's layout:
+    dense layouts are kept, anything else comes out contiguous. The truth is computed from the
+    inputs as rounded to dtype: the kernel is judged on what it does with its inputs (rounding
+    them moves relu kinks and clamp edges for everyone)."""
+    from stylegan_fast.ops._checks import is_dense
+
+    x, b, dy = x.to(dtype), b.to(dtype), randn(x.shape, dtype, seed=5, device=x.device)
+    truth = bias_act_grads(bias_act_ref, x.double(), b.double(), dy.double(), **kwargs)
+    baseline = bias_act_grads(bias_act_ref, x, b, dy, **kwargs)
+    out = bias_act_grads(fn, x, b, dy, **kwargs)
+    layout = x if is_dense(x) else x.contiguous()
+    assert out[0].dtype == dtype and out[0].shape == x.shape and out[0].stride() == layout.stride()
+    scales = [None, None, sum_scale(truth[1], kwargs.get("dim", 1))]
+    for name, o, t, base, scale in zip(["y", "dx", "db"], out, truth, baseline, scales):
+        assert_error_within_baseline(o, t, base, name, scale)
+
+
+def bias_act_second_order(fn, x, b, dy, v, **kwargs):
+    """Gradients of <dx, v> with respect to x, b and dy, where dx = J^T dy (R1's structure)."""
+    x, b, dy = (t.detach().requires_grad_() for t in (x, b, dy))
+    (dx,) = torch.autograd.grad(fn(x, b, **kwargs), x, dy, create_graph=True)
+    # Piecewise-linear activations leave x and b out of the second-order graph: zeros.
+    return torch.autograd.grad((dx * v).sum(), [x, b, dy], allow_unused=True, materialize_grads=True)
+
+
+def check_bias_act_second_order(fn, dtype, **kwargs):
+    shape = [2, 4, 6, 9]
+    x, b = randn(shape, dtype, scale=2.0), randn([4], dtype, seed=1, scale=2.0)
+    dy, v = randn(shape, dtype, seed=2, scale=2.0), randn(shape, dtype, seed=3, scale=2.0)
+    truth = bias_act_second_order(bias_act_ref, x.double(), b.double(), dy.double(), v.double(), **kwargs)
+    baseline = bias_act_second_order(bias_act_ref, x, b, dy, v, **kwargs)
+    out = bias_act_second_order(fn, x, b, dy, v, **kwargs)
+    scales = [None, sum_scale(truth[0], 1), None]
+    for name, o, t, base, scale in zip(["d/dx", "d/db", "d/ddy"], out, truth, baseline, scales):
+        assert_error_within_baseline(o, t, base, name, scale)
+
+
+def check_bias_grad_is_differentiable(fn):
+    """The gradients of <db, v> (db is the sum of dx) with respect to x, b and dy, as the
+    reference gives them: a fused dx + db op passes db's gradient back through dx."""
+    x, b = randn([3, 4, 5, 6], scale=2.0), randn([4], seed=1, scale=2.0)
+    dy, v = randn([3, 4, 5, 6], seed=2, scale=2.0), randn([4], seed=3, scale=2.0)
+
+    def grads(fn):
+        xs, bs, dys = (t.detach().requires_grad_() for t in (x, b, dy))
+        (db,) = torch.autograd.grad(fn(xs, bs, act="swish", clamp=2.0), bs, dys, create_graph=True)
+        return torch.autograd.grad((db * v).sum(), [xs, bs, dys])
+
+    for got, want in zip(grads(fn), grads(bias_act_ref)):
+        torch.testing.assert_close(got, want)
+
+
+def check_compiled_matches_eager(fn, inputs, backend):
+    """torch.compile(fn, fullgraph=True) gives fn's output and its gradients with respect to
+    the inputs (tensors that require grad)."""
+    torch._dynamo.reset()
+    y = torch.compile(fn, fullgraph=True, backend=backend)(*inputs)
+    grads = torch.autograd.grad(y.square().sum(), inputs)
+    y_eager = fn(*inputs)
+    grads_eager = torch.autograd.grad(y_eager.square().sum(), inputs)
+    torch.testing.assert_close(y, y_eager)
+    assert y.stride() == y_eager.stride()
+    for g, g_eager in zip(grads, grads_eager):
+        torch.testing.assert_close(g, g_eager)

@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from stylegan_fast import _ext
-from stylegan_fast.ops import _checks, bias_act
+from stylegan_fast.ops import bias_act
 from stylegan_fast.ops.bias_act import ACTIVATIONS
-from tests.ops.kernel_checks import assert_error_within_baseline
+from tests.ops import kernel_checks
 
 pytestmark = pytest.mark.skipif(_ext.load() is None, reason=f"no CUDA extension: {_ext.unavailable_reason()}")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 ACTS = list(ACTIVATIONS)
 
@@ -37,40 +36,12 @@ def cuda_bias_act(x, b=None, dim=1, act="linear", alpha=None, gain=None, clamp=N
     return kernels().bias_act(x, b, dim % x.ndim, act, alpha, gain, None if clamp is None else float(clamp))
 
 
-def apply(impl, x, b, **kwargs):
-    return bias_act(x, b, impl="ref", **kwargs) if impl == "ref" else cuda_bias_act(x, b, **kwargs)
-
-
 def randn(shape, dtype=torch.float64, seed=0, scale=2.0):
-    gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
-
-
-def sum_scale(terms, dim):
-    """The largest sum of |terms| over every dim but `dim`."""
-    return terms.abs().sum([i for i in range(terms.ndim) if i != dim]).max().item() if terms.ndim > 1 else None
-
-
-def run(impl, x, b, dy, **kwargs):
-    """y and the gradients with respect to x and b for the upstream gradient dy."""
-    x = x.detach().requires_grad_()
-    b = b.detach().requires_grad_()
-    y = apply(impl, x, b, **kwargs)
-    dx, db = torch.autograd.grad(y, [x, b], dy.to(y.dtype))
-    return y.detach(), dx, db
+    return kernel_checks.randn(shape, dtype, seed, scale)
 
 
 def check_against_reference(x, b, dtype, **kwargs):
-    # The truth is computed from the inputs as rounded to dtype (see test_triton_bias_act.py).
-    x, b, dy = x.to(dtype), b.to(dtype), randn(x.shape, dtype, seed=5, scale=1.0)
-    truth = run("ref", x.double(), b.double(), dy.double(), **kwargs)
-    baseline = run("ref", x, b, dy, **kwargs)
-    out = run("cuda", x, b, dy, **kwargs)
-    layout = x if _checks.is_dense(x) else x.contiguous()
-    assert out[0].dtype == dtype and out[0].shape == x.shape and out[0].stride() == layout.stride()
-    scales = [None, None, sum_scale(truth[1], kwargs.get("dim", 1))]
-    for name, o, t, base, scale in zip(["y", "dx", "db"], out, truth, baseline, scales):
-        assert_error_within_baseline(o, t, base, name, scale)
+    kernel_checks.check_bias_act(cuda_bias_act, x, b, dtype, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -160,36 +131,13 @@ def test_bias_is_cast_to_x_dtype():
 
 
 def test_bias_gradient_is_differentiable():
-    # The gradients of <db, v> with respect to x, b and dy, as the reference gives them.
-    x, b, dy, v = randn([3, 4, 5, 6]), randn([4], seed=1), randn([3, 4, 5, 6], seed=2), randn([4], seed=3)
-
-    def grads(impl):
-        xs, bs, dys = (t.detach().requires_grad_() for t in (x, b, dy))
-        (db,) = torch.autograd.grad(apply(impl, xs, bs, act="swish", clamp=2.0), bs, dys, create_graph=True)
-        return torch.autograd.grad((db * v).sum(), [xs, bs, dys])
-
-    for got, want in zip(grads("cuda"), grads("ref")):
-        torch.testing.assert_close(got, want)
-
-
-def second_order(impl, x, b, dy, v, **kwargs):
-    """Gradients of <dx, v> with respect to x, b and dy, where dx = J^T dy (R1's structure)."""
-    x, b, dy = (t.detach().requires_grad_() for t in (x, b, dy))
-    (dx,) = torch.autograd.grad(apply(impl, x, b, **kwargs), x, dy, create_graph=True)
-    return torch.autograd.grad((dx * v).sum(), [x, b, dy], allow_unused=True, materialize_grads=True)
+    kernel_checks.check_bias_grad_is_differentiable(cuda_bias_act)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("act, clamp", [(a, None) for a in ACTS] + [("swish", 0.8), ("lrelu", 0.5)])
 def test_second_order_matches_reference(act, clamp, dtype):
-    shape = [2, 4, 6, 9]
-    x, b, dy, v = randn(shape, dtype), randn([4], dtype, seed=1), randn(shape, dtype, seed=2), randn(shape, dtype, seed=3)
-    truth = second_order("ref", x.double(), b.double(), dy.double(), v.double(), act=act, clamp=clamp)
-    baseline = second_order("ref", x, b, dy, v, act=act, clamp=clamp)
-    out = second_order("cuda", x, b, dy, v, act=act, clamp=clamp)
-    scales = [None, sum_scale(truth[0], 1), None]
-    for name, o, t, base, scale in zip(["d/dx", "d/db", "d/ddy"], out, truth, baseline, scales):
-        assert_error_within_baseline(o, t, base, name, scale)
+    kernel_checks.check_bias_act_second_order(cuda_bias_act, dtype, act=act, clamp=clamp)
 
 
 @pytest.mark.parametrize(
@@ -221,15 +169,7 @@ def compiled_matches_eager(backend):
     def fn(x, b):
         return kernels().bias_act(x, b, 1, "lrelu", 0.2, 2**0.5, 0.9)
 
-    torch._dynamo.reset()
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    y = compiled(x, b)
-    grads = torch.autograd.grad(y.square().sum(), [x, b])
-    y_eager = fn(x, b)
-    grads_eager = torch.autograd.grad(y_eager.square().sum(), [x, b])
-    torch.testing.assert_close(y, y_eager)
-    for g, g_eager in zip(grads, grads_eager):
-        torch.testing.assert_close(g, g_eager)
+    kernel_checks.check_compiled_matches_eager(fn, (x, b), backend)
 
 
 def test_compile_fullgraph_with_autograd():

@@ -12,7 +12,7 @@ from stylegan_fast import _ext
 from stylegan_fast.ops import upfirdn2d
 from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
 from tests.ops.kernel_checks import UPFIRDN2D_CASES as CASES
-from tests.ops.kernel_checks import assert_error_within_baseline, magnitude, random_filter
+from tests.ops.kernel_checks import assert_error_within_baseline, check_compiled_matches_eager, magnitude, random_filter
 
 pytestmark = pytest.mark.skipif(_ext.load() is None, reason=f"no CUDA extension: {_ext.unavailable_reason()}")
 
@@ -116,14 +116,7 @@ def compiled_matches_eager(backend):
     def fn(x):
         return kernels.upfirdn2d(x, f, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0)
 
-    torch._dynamo.reset()
-    y = torch.compile(fn, fullgraph=True, backend=backend)(x)
-    (dx,) = torch.autograd.grad(y.square().sum(), x)
-    y_eager = fn(x)
-    (dx_eager,) = torch.autograd.grad(y_eager.square().sum(), x)
-    torch.testing.assert_close(y, y_eager)
-    torch.testing.assert_close(dx, dx_eager)
-    assert y.stride() == y_eager.stride()
+    check_compiled_matches_eager(fn, (x,), backend)
 
 
 def test_compile_fullgraph_with_autograd():
