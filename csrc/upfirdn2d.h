@@ -35,10 +35,37 @@ SGF_HD inline int first_tap(int64_t start, int up) {
   return static_cast<int>(r <= 0 ? -r : up - r);
 }
 
-// Output element `index` (its memory offset in y).
-template <typename scalar_t>
+// A compile-time case of the element code: UP and DOWN on both axes and a TAPS x TAPS (or
+// separable TAPS) filter, so that the tap loops unroll and the divisions by up are shifts;
+// 0 stands for "the runtime value of Params".
+template <int UP, int DOWN, int TAPS>
+struct Config {
+  static constexpr int up = UP, down = DOWN, taps = TAPS;
+};
+
+// Calls body(Config<...>{}) with the case of p: StyleGAN2's up=2 and down=2 layers and its
+// plain 4-tap filtering, or the general code.
+template <typename scalar_t, typename Body>
+void with_config(const Params<scalar_t>& p, Body&& body) {
+  const bool square = p.upx == p.upy && p.downx == p.downy && p.fw == p.fh;
+  if (square && p.fw == 4 && p.upx == 2 && p.downx == 1) {
+    body(Config<2, 1, 4>{});
+  } else if (square && p.fw == 4 && p.upx == 1 && p.downx == 2) {
+    body(Config<1, 2, 4>{});
+  } else if (square && p.fw == 4 && p.upx == 1 && p.downx == 1) {
+    body(Config<1, 1, 4>{});
+  } else {
+    body(Config<0, 0, 0>{});
+  }
+}
+
+// Output element `index` (its memory offset in y), for the case C of p.
+template <typename C, typename scalar_t>
 SGF_HD void output(const Params<scalar_t>& p, int64_t index) {
   using T = accum_t<scalar_t>;
+  const int upx = C::up ? C::up : p.upx, upy = C::up ? C::up : p.upy;
+  const int downx = C::down ? C::down : p.downx, downy = C::down ? C::down : p.downy;
+  const int fw = C::taps ? C::taps : p.fw, fh = C::taps ? C::taps : p.fh;
   int64_t ox, oy, c, n, rest;
   if (p.channels_last) {
     rest = divide(index, p.c);
@@ -56,22 +83,22 @@ SGF_HD void output(const Params<scalar_t>& p, int64_t index) {
     c = plane - n * p.c;
   }
   const scalar_t* x = p.x + n * p.sxn + c * p.sxc;
-  const int64_t start_y = oy * p.downy - p.pady0;  // upsampled row of tap 0
-  const int64_t start_x = ox * p.downx - p.padx0;
+  const int64_t start_y = oy * downy - p.pady0;  // upsampled row of tap 0
+  const int64_t start_x = ox * downx - p.padx0;
   T acc = T(0);
-  for (int jy = first_tap(start_y, p.upy); jy < p.fh; jy += p.upy) {
-    const int64_t iy = (start_y + jy) / p.upy;  // exact: start_y + jy is a multiple of upy
+  for (int jy = first_tap(start_y, upy); jy < fh; jy += upy) {
+    const int64_t iy = (start_y + jy) / upy;  // exact: start_y + jy is a multiple of upy
     if (iy < 0 || iy >= p.h) {
       continue;
     }
-    const int fy = p.flip ? jy : p.fh - 1 - jy;
-    for (int jx = first_tap(start_x, p.upx); jx < p.fw; jx += p.upx) {
-      const int64_t ix = (start_x + jx) / p.upx;
+    const int fy = p.flip ? jy : fh - 1 - jy;
+    for (int jx = first_tap(start_x, upx); jx < fw; jx += upx) {
+      const int64_t ix = (start_x + jx) / upx;
       if (ix < 0 || ix >= p.w) {
         continue;
       }
-      const int fx = p.flip ? jx : p.fw - 1 - jx;
-      const T tap = p.separable ? p.f[fy] * p.f[fx] : p.f[fy * p.fw + fx];
+      const int fx = p.flip ? jx : fw - 1 - jx;
+      const T tap = p.separable ? p.f[fy] * p.f[fx] : p.f[fy * fw + fx];
       acc += static_cast<T>(x[iy * p.sxh + ix * p.sxw]) * tap;
     }
   }

@@ -68,10 +68,12 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& f_in, at::IntArrayRef 
       const c10::cuda::CUDAGuard device_guard(x.device());
       run_cuda(p);
     } else {
-      at::parallel_for(0, y.numel(), 4096, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          output(p, i);
-        }
+      with_config(p, [&](auto config) {
+        at::parallel_for(0, y.numel(), 4096, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) {
+            output<decltype(config)>(p, i);
+          }
+        });
       });
     }
   });

@@ -119,6 +119,7 @@ UPFIRDN2D_CASES = {
     "upsample2d 4-tap separable": ((2, 2), (1, 1), (2, 1, 2, 1), (4,), False, 4.0),
     "downsample2d 4x4": ((1, 1), (2, 2), (1, 1, 1, 1), (4, 4), False, 1.0),  # and its down layers
     "filter2d 3x3": ((1, 1), (1, 1), (1, 1, 1, 1), (3, 3), True, 1.0),
+    "filter2d 4-tap separable": ((1, 1), (1, 1), (2, 1, 1, 2), (4,), False, 4.0),  # after a transposed conv
     "up 3x2, down 2x3, crop": ((3, 2), (2, 3), (-1, 0, 2, 1), (2, 5), True, 0.5),
     "up x, down y, 3-tap separable": ((2, 1), (1, 2), (3, -2, 1, 2), (3,), False, 1.7),
     "10-tap separable, two passes": ((2, 2), (1, 1), (5, 4, 5, 4), (10,), True, 4.0),
