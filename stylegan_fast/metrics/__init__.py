@@ -7,7 +7,8 @@
 inception.py: the FID Inception-v3 and `load_detector`; statistics.py: streaming feature
 statistics, `frechet_distance`, `kernel_inception_distance`; ppl.py: perceptual path
 length; perceptual.py: the LPIPS distance PPL uses; compute.py: the named metrics of a
-checkpoint against its dataset, with cached real statistics.
+checkpoint against its dataset, with cached real statistics; parallel.py: that work shared
+among torch.distributed processes.
 """
 
 from stylegan_fast.metrics.compute import FEATURE_METRICS, PPL_METRICS, compute_metrics, format_results

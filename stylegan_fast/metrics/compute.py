@@ -16,6 +16,9 @@ dataset's labels, each image's label equally likely. Real images are the dataset
 resolution and channels, not mirrored; their statistics are cached (see `real_statistics`).
 FID uses unbiased covariances (ddof=1, as numpy.cov and the TF FID code; StyleGAN2-ADA
 divides by n instead, a relative difference of 1/n in the covariances).
+
+With `distributed=True` the processes of a torch.distributed group share the work, and
+get one process's numbers (parallel.py).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from stylegan_fast._atomic import atomic_path
 from stylegan_fast.data import open_dataset, to_uint8
 from stylegan_fast.generate import load_generator, z_from_seed
 from stylegan_fast.metrics.inception import FeatureDetector, load_detector
+from stylegan_fast.metrics.parallel import Processes, check_batches
 from stylegan_fast.metrics.ppl import (
     DEFAULT_EPSILON,
     DEFAULT_NUM_SAMPLES,
@@ -87,6 +91,7 @@ def compute_metrics(
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     workers: int = 0,
+    distributed: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, dict]:
     """Compute `metrics` for a generator; returns {metric name: record}.
@@ -110,12 +115,19 @@ def compute_metrics(
             or ~/.cache/stylegan_fast/metrics.
         seed: first latent seed, and the seed of labels, noise and PPL sampling.
         workers: data-loading processes for the real images.
-        progress: called as progress(what, done, total) after every batch.
+        distributed: share the work among the processes of torch.distributed's default
+            group (initialised; NCCL with `device` the process's GPU, or gloo on the CPU),
+            which must all call compute_metrics with the same arguments. Each process
+            generates and embeds its block of the batches (parallel.py); the results are
+            those of one process, up to the order of float64 sums, and the same on every
+            process. Only process 0 reads and writes the real-statistics cache.
+        progress: called as progress(what, done, total) after every batch (with
+            `distributed`, this process's share).
 
     Each record is JSON-ready: metric, value, protocol ('standard' or 'non-standard'),
     deviations (how a non-standard run differs), the counts used, truncation_psi, seed,
     seconds (a metric sharing feature extraction with another counts it in full), network,
-    data, the detector or vgg16 file, device and version.
+    data, the detector or vgg16 file, device, the number of processes and version.
     """
     names = check_request(metrics, data=data, detector=detector, vgg16=vgg16)
     wants_features = [m for m in names if m in FEATURE_METRICS]
@@ -129,12 +141,19 @@ def compute_metrics(
 
     G = network if isinstance(network, torch.nn.Module) else load_generator(network, device, impl)
     G = G.to(device).eval().requires_grad_(False)
+    processes = Processes.default_group(device) if distributed else Processes(device=device)
+
+    def share(count: int) -> range | None:
+        """This process's block of the batches of `count` items; None (all) for a single process."""
+        return processes.block(-(-count // batch)) if processes.size > 1 else None
+
     common = {
         "truncation_psi": float(truncation_psi),
         "seed": seed,
         "network": str(network) if not isinstance(network, torch.nn.Module) else type(network).__name__,
         "data": None if data is None else os.fspath(data),
         "device": str(device),
+        "processes": processes.size,
         "version": stylegan_fast.__version__,
     }
     deviations = [f"truncation_psi={truncation_psi:g} (protocol: 1)"] if truncation_psi != 1 else []
@@ -146,20 +165,24 @@ def compute_metrics(
             start = time.perf_counter()
             real, labels = real_statistics(
                 data, G, detector, num_real=num_real, keep_features="kid50k_full" in names, batch=batch,
-                cache_dir=cache_dir, workers=workers, progress=progress,
+                cache_dir=cache_dir, workers=workers, processes=processes, progress=progress,
             )  # fmt: skip
             fake = generated_statistics(
                 G, detector, num_gen=num_gen, keep_features="kid50k_full" in names, batch=batch,
                 truncation_psi=truncation_psi, labels=_label_sampler(G, labels, data, seed), seed=seed,
-                progress=progress,
+                batches=share(num_gen), progress=progress,
             )  # fmt: skip
+            fake = processes.combine(fake)
             shared = time.perf_counter() - start
             for name in wants_features:
                 start = time.perf_counter()
-                value = _feature_metric(name, real, fake, seed)
+                # Process 0 alone may hold cached real statistics: its numbers are everyone's.
+                value, real_count = processes.from_main(
+                    *((_feature_metric(name, real, fake, seed), real.num_items) if processes.is_main else (0, 0))
+                )
                 results[name] = _record(
                     name, value, deviations + _count_deviations(num_gen, num_real), common,
-                    seconds=shared + time.perf_counter() - start, num_gen=fake.num_items, num_real=real.num_items,
+                    seconds=shared + time.perf_counter() - start, num_gen=fake.num_items, num_real=int(real_count),
                     detector=detector.path,
                 )  # fmt: skip
         if wants_ppl:
@@ -173,10 +196,13 @@ def compute_metrics(
                 lengths = path_lengths(
                     G, distance, space=space, sampling=sampling, crop=crop, num_samples=ppl_samples,
                     truncation_psi=truncation_psi, batch=batch, labels=sampler, seed=seed, device=device,
+                    batches=share(ppl_samples),
                     progress=None if progress is None else functools.partial(progress, f"{name} pairs"),
                 )  # fmt: skip
+                lengths = processes.gather_rows(lengths)
+                (value,) = processes.from_main(filtered_mean(lengths) if processes.is_main else 0)
                 results[name] = _record(
-                    name, filtered_mean(lengths), deviations, common, seconds=time.perf_counter() - start,
+                    name, value, deviations, common, seconds=time.perf_counter() - start,
                     num_samples=ppl_samples, epsilon=DEFAULT_EPSILON,
                     vgg16=None if callable(vgg16) else os.fspath(vgg16),
                 )  # fmt: skip
@@ -193,8 +219,9 @@ def real_statistics(
     batch: int = 32,
     cache_dir: str | os.PathLike | None = None,
     workers: int = 0,
+    processes: Processes | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[FeatureStats, np.ndarray | None]:
+) -> tuple[FeatureStats | None, np.ndarray | None]:
     """Feature statistics of the real images, and their class ids (int64 [n], or None).
 
     Cached in `cache_dir` as an .npz keyed by a hash of: the data (for a file its path,
@@ -203,33 +230,49 @@ def real_statistics(
     channels, whether labels are read (conditional G), the detector file's SHA-256 and
     num_real. A cache file with the features kept also serves a request without them.
     Files are written to a temporary name and renamed into place.
+
+    With several `processes` (see parallel.py), only process 0 reads and writes the cache.
+    Without a cache file, each process embeds its block of the batches of `batch` images
+    and every process gets the combined statistics; with one, process 0 gets them and the
+    others None. Every process gets the labels.
     """
+    processes = processes or Processes()
     conditional = G.c_dim > 0
     key = _cache_key(data, G.img_resolution, G.img_channels, conditional, detector.digest, num_real)
     folder = _cache_folder(cache_dir)
     stem = f"{_data_name(data)}-{G.img_resolution}px-{key}"
     with_features, without = folder / f"{stem}-features.npz", folder / f"{stem}.npz"
-    for path in [with_features] if keep_features else [with_features, without]:
-        if path.is_file():
-            logger.info("real-image statistics from the cache: %s", path)
-            with np.load(path, allow_pickle=False) as cached:
+    found = None
+    if processes.is_main:
+        found = next((p for p in ([with_features] if keep_features else [with_features, without]) if p.is_file()), None)
+    if processes.broadcast(np.array([found is not None], dtype=np.int64))[0]:
+        stats = labels = None
+        if found is not None:
+            logger.info("real-image statistics from the cache: %s", found)
+            with np.load(found, allow_pickle=False) as cached:
                 labels = cached["labels"] if "labels" in cached else None
-                return FeatureStats.from_state_dict(cached), labels
+                stats = FeatureStats.from_state_dict(cached)
+        if conditional:
+            labels = processes.broadcast_vector(labels, np.int64)
+        return stats, labels
 
     dataset = _open_data(data, G)
     count = dataset.num_images if num_real is None else min(num_real, dataset.num_images)
-    stats = FeatureStats(keep_features=keep_features)
-    subset = torch.utils.data.Subset(dataset, range(count))
+    block = processes.block(-(-count // batch))
+    subset = torch.utils.data.Subset(dataset, range(block.start * batch, min(block.stop * batch, count)))
     loader = torch.utils.data.DataLoader(subset, batch_size=batch, num_workers=workers)
+    stats = FeatureStats(keep_features=keep_features)
     for images, _ in loader:
         stats.append(detector(images))
         if progress is not None:
-            progress("real images", stats.num_items, count)
+            progress("real images", stats.num_items, len(subset))
+    stats = processes.combine(stats)
     labels = dataset.labels[:count] if dataset.labels is not None else None
-    state = stats.state_dict()
-    if labels is not None:
-        state["labels"] = labels
-    _save_npz_atomically(with_features if keep_features else without, state)
+    if processes.is_main:
+        state = stats.state_dict()
+        if labels is not None:
+            state["labels"] = labels
+        _save_npz_atomically(with_features if keep_features else without, state)
     return stats, labels
 
 
@@ -244,24 +287,46 @@ def generated_statistics(
     truncation_psi: float = 1.0,
     labels: Callable[[int], torch.Tensor] | None = None,
     seed: int = 0,
+    batches: range | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> FeatureStats:
     """Feature statistics of num_gen images of G: image k from the latent of seed `seed + k`,
     random noise from torch's generator seeded with `seed`, labels from `labels(n)` (a
-    conditional G) as float [n, c_dim]."""
+    conditional G) as float [n, c_dim].
+
+    The images are made in batches of `batch` (the last one the remainder). `batches`, a
+    range of batch indices (default: all), makes only those: a process's share. The noise
+    of the batches before them is drawn and discarded, and `labels` is called for every
+    batch in order, so that batch k holds the same images whichever process makes it.
+    Discarding G's noise assumes that G draws one float32 normal map [n, 1, H, W] per
+    `noise_const` buffer [H, W], in buffer order, and no other random numbers (the
+    StyleGAN2 and StyleGAN1 layers do so); with `batches` given, this is checked on the
+    first batch made, and a RuntimeError raised otherwise.
+    """
     if G.c_dim > 0 and labels is None:
         raise ValueError(f"the network is conditional (c_dim={G.c_dim}): labels must be given")
     device = next(G.parameters()).device
+    num_batches = -(-num_gen // batch)
+    shared, batches = batches is not None, check_batches(batches, num_batches)
+    noise_shapes = [tuple(buf.shape) for name, buf in G.named_buffers() if name.endswith("noise_const")]
     stats = FeatureStats(keep_features=keep_features)
+    total = sum(min(batch, num_gen - index * batch) for index in batches)
     with _seeded_torch(seed, device):
-        for start in range(0, num_gen, batch):
+        for index in range(num_batches):
+            start = index * batch
             n = min(batch, num_gen - start)
+            c = labels(n) if G.c_dim > 0 else torch.zeros([n, 0])
+            if index not in batches:
+                if index < batches.start and batches:
+                    _draw_noise(noise_shapes, n, device)
+                continue
             z = torch.cat([z_from_seed(seed + k, G.z_dim) for k in range(start, start + n)]).to(device)
-            c = labels(n).to(device) if G.c_dim > 0 else torch.zeros([n, 0], device=device)
-            images = G(z, c, truncation_psi=truncation_psi, noise_mode="random")
+            generate = functools.partial(G, z, c.to(device), truncation_psi=truncation_psi, noise_mode="random")
+            check = shared and index == batches.start  # the first batch of a share
+            images = _checked_noise(generate, noise_shapes, n, device) if check else generate()
             stats.append(detector(to_uint8(images)))
             if progress is not None:
-                progress("generated images", start + n, num_gen)
+                progress("generated images", stats.num_items, total)
     return stats
 
 
@@ -445,6 +510,42 @@ def _save_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with atomic_path(path) as temp, open(temp, "wb") as file:
         np.savez(file, **arrays)
     logger.info("real-image statistics cached in %s", path)
+
+
+def _draw_noise(shapes: list[tuple[int, ...]], n: int, device: torch.device) -> None:
+    """Draw, and discard, the random noise G draws for a batch of n images: the same random
+    numbers in the same order, so the generator ends up where G leaves it."""
+    for shape in shapes:
+        torch.randn([n, 1, *shape], device=device)
+
+
+def _checked_noise(generate: Callable[[], torch.Tensor], shapes, n: int, device: torch.device) -> torch.Tensor:
+    """generate(), after checking that `_draw_noise` leaves torch's generator where it does."""
+    before = _rng_state(device)
+    images = generate()
+    after = _rng_state(device)
+    _set_rng_state(device, before)
+    _draw_noise(shapes, n, device)
+    drawn = _rng_state(device)
+    _set_rng_state(device, after)
+    if not torch.equal(drawn, after):
+        raise RuntimeError(
+            "the generated images cannot be shared among processes: G draws other random numbers than one "
+            "normal [n, 1, H, W] noise map per noise_const buffer [H, W], so a process cannot skip the batches "
+            "of the processes before it; measure this network with one process (stylegan-fast metrics)"
+        )
+    return images
+
+
+def _rng_state(device: torch.device) -> torch.Tensor:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from stylegan_fast.interpolate import slerp
+from stylegan_fast.metrics.parallel import check_batches
 from stylegan_fast.models.stylegan2 import SynthesisNetwork
 
 DEFAULT_EPSILON = 1e-4
@@ -134,6 +135,7 @@ def path_lengths(
     labels: Callable[[int], torch.Tensor] | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
+    batches: range | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Scaled perceptual distances of `num_samples` random pairs: float64 [num_samples].
@@ -142,13 +144,19 @@ def path_lengths(
     n pairs it draws, in this order: z [2n, z_dim] (z0 = first n rows, z1 = the rest),
     t [n] (U(0, 1), only for sampling 'full'; 0 otherwise), then one normal tensor per
     `noise_const` buffer in `G.named_buffers()` order. The batches have `batch` pairs,
-    the last one the remainder.
+    the last one the remainder; `labels(n)` is called once per batch, in order.
 
     Args:
         labels: for a conditional G, n -> float [n, c_dim] labels (e.g. drawn from the
             dataset's label distribution); required when G.c_dim > 0.
         device: where G runs (default: G's device).
-        progress: called as progress(done, num_samples) after every batch.
+        batches: a range of batch indices (default: all): measure only those pairs (a
+            process's share, see parallel.py), float64 [their count]. The random numbers of
+            the batches before them are drawn and discarded, and `labels` is still called
+            for every batch, so that batch k holds the same pairs whichever process
+            measures it and a stateful `labels` ends where a whole run leaves it.
+        progress: called as progress(done, total) after every batch (total: the pairs of
+            `batches`).
     """
     if space not in ("w", "z"):
         raise ValueError(f"space must be 'w' or 'z', got {space!r}")
@@ -162,24 +170,31 @@ def path_lengths(
     if G.c_dim > 0 and labels is None:
         raise ValueError(f"the network is conditional (c_dim={G.c_dim}): labels must be given")
     device = torch.device(device) if device is not None else next(G.parameters()).device
+    num_batches = -(-num_samples // batch)
+    batches = check_batches(batches, num_batches)
+    total = sum(min(batch, num_samples - index * batch) for index in batches)
     generator = torch.Generator().manual_seed(seed)
     noise_buffers = [buf for name, buf in G.named_buffers() if name.endswith("noise_const")]
-    out = []
+    out = [np.zeros([0])]
     with _restored(noise_buffers):
-        for start in range(0, num_samples, batch):
-            n = min(batch, num_samples - start)
-            z0, z1 = torch.randn([2 * n, G.z_dim], generator=generator).to(device).chunk(2)
-            t = torch.rand([n], generator=generator) if sampling == "full" else torch.zeros([n])
-            for buf in noise_buffers:
-                buf.copy_(torch.randn(buf.shape, generator=generator))
-            c = labels(n).to(device) if G.c_dim > 0 else torch.zeros([n, 0], device=device)
-            dist = pair_distances(G, distance, z0, z1, t.to(device), c, space=space, crop=crop, epsilon=epsilon,
-                                  truncation_psi=truncation_psi)  # fmt: skip
+        for index in range(num_batches):
+            n = min(batch, num_samples - index * batch)
+            if index < batches.stop:
+                z0, z1 = torch.randn([2 * n, G.z_dim], generator=generator).chunk(2)
+                t = torch.rand([n], generator=generator) if sampling == "full" else torch.zeros([n])
+                noise = [torch.randn(buf.shape, generator=generator) for buf in noise_buffers]
+            c = labels(n) if G.c_dim > 0 else torch.zeros([n, 0])
+            if index not in batches:
+                continue
+            for buf, value in zip(noise_buffers, noise):
+                buf.copy_(value)
+            dist = pair_distances(G, distance, z0.to(device), z1.to(device), t.to(device), c.to(device), space=space,
+                                  crop=crop, epsilon=epsilon, truncation_psi=truncation_psi)  # fmt: skip
             if dist.shape != (n,):
                 raise ValueError(f"distance must return [{n}] values for {n} image pairs, got shape {list(dist.shape)}")
             out.append(dist.double().cpu().numpy())
             if progress is not None:
-                progress(start + n, num_samples)
+                progress(sum(map(len, out)), total)
     return np.concatenate(out)
 
 

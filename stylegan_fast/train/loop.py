@@ -144,8 +144,9 @@ class Trainer:
         return overrides
 
     def _metric_nets(self) -> dict:
-        """The detector and perceptual distance of the requested metrics, loaded now (on the main
-        process), so that a wrong name or file fails at the start, not at the first snapshot."""
+        """The detector and perceptual distance of the requested metrics, loaded now (on every
+        process: each measures its share), so that a wrong name or file fails at the start, not
+        at the first snapshot."""
         if not self.opts.metrics:
             return {}
         from stylegan_fast.metrics import compute, load_detector
@@ -156,8 +157,6 @@ class Trainer:
         if opts.cond and opts.labels is not None:
             raise ValueError("metrics: a network conditioned on a separate labels file cannot be measured during "
                              "training (the metrics draw labels from the data's own); run stylegan-fast metrics later")  # fmt: skip
-        if not self.process.is_main:
-            return {"names": names}
         nets = {"names": names, "detector": None, "vgg16": None}
         if any(name in compute.FEATURE_METRICS for name in names):
             nets["detector"] = load_detector(opts.detector, self.device)
@@ -374,30 +373,32 @@ def _tensorboard(run_dir: Path):
 
 
 def _save(trainer: Trainer, run_dir: Path, grid) -> None:
+    tag = f"{trainer.cur_nimg:09d}"  # images seen: unique even when ticks are shorter than a kimg
+    path = run_dir / f"snapshot-{tag}.safetensors"
     if trainer.process.is_main:
-        tag = f"{trainer.cur_nimg:09d}"  # images seen: unique even when ticks are shorter than a kimg
-        path = run_dir / f"snapshot-{tag}.safetensors"
         trainer.snapshot(path)
         samples.save_image_grid(grid.generate(trainer.G_ema), run_dir / f"samples-{tag}.png", grid.shape)
         trainer.log(f"saved {path.name} and samples-{tag}.png")
-        if trainer.metric_nets:
-            _measure(trainer, run_dir, path)
+    if trainer.metric_nets:
+        _measure(trainer, run_dir, path)
     distributed.barrier(trainer.process)
 
 
 def _measure(trainer: Trainer, run_dir: Path, snapshot: Path) -> None:
     """The requested metrics of G_ema, appended to run_dir/metric-<name>.jsonl (one line per
-    snapshot). The main process measures while the others wait at the next barrier."""
+    snapshot). Every process measures its share of the images (metrics/parallel.py), so that
+    none waits for long at a collective; the main process writes the lines."""
     from stylegan_fast.metrics import compute
 
     nets, opts = trainer.metric_nets, trainer.opts
     results = compute.compute_metrics(
         trainer.G_ema, opts.data, nets["names"], detector=nets["detector"], vgg16=nets["vgg16"],
-        num_gen=opts.metrics_num_gen, device=trainer.device,
+        num_gen=opts.metrics_num_gen, device=trainer.device, distributed=trainer.process.world_size > 1,
     )  # fmt: skip
-    for name, record in results.items():
-        record.update(snapshot=snapshot.name, kimg=trainer.cur_nimg / 1000)
-        compute.append_jsonl(run_dir / f"metric-{name}.jsonl", {name: record})
+    if trainer.process.is_main:
+        for name, record in results.items():
+            record.update(snapshot=snapshot.name, kimg=trainer.cur_nimg / 1000)
+            compute.append_jsonl(run_dir / f"metric-{name}.jsonl", {name: record})
     trainer.log(compute.format_results(results))
 
 

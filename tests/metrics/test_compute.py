@@ -189,6 +189,57 @@ def test_conditional_labels_come_from_the_dataset(tmp_path):
     assert results["fid50k_full"]["value"] == pytest.approx(_fid(real, fake), rel=1e-4)
 
 
+def _noisy_conditional_generator(seed=1):
+    """A tiny conditional G whose per-pixel noise matters (noise strengths are 0 at initialisation)."""
+    torch.manual_seed(seed)
+    G, D = make_networks("small", 16, c_dim=3, impl="ref")
+    for name, param in G.named_parameters():
+        if name.endswith("noise_strength"):
+            param.data.fill_(0.5)
+    return G.eval().requires_grad_(False), D
+
+
+def test_shares_of_the_batches_make_the_images_of_a_whole_run(files):
+    """What each process of a shared run makes (parallel.py): blocks of batches whose features,
+    concatenated, are the whole run's bit for bit (same latents, labels and noise per image)."""
+    G, _ = _noisy_conditional_generator()
+    detector = compute.load_detector(files["detector"])
+    labels = np.random.default_rng(0).integers(3, size=10)
+
+    def features(batches):
+        sampler = compute._label_sampler(G, labels, None, seed=5)
+        stats = compute.generated_statistics(G, detector, num_gen=22, keep_features=True, batch=4,
+                                             labels=sampler, seed=5, batches=batches)  # fmt: skip
+        return stats.features() if stats.num_items else np.zeros((0, 16), np.float32)
+
+    whole = features(None)  # 6 batches: 4, 4, 4, 4, 4, 2
+    parts = [features(range(0, 2)), features(range(2, 2)), features(range(2, 5)), features(range(5, 6))]
+    assert [len(p) for p in parts] == [8, 0, 12, 2]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    z, c = torch.randn([2, G.z_dim]), torch.eye(3)[:2]
+    assert not torch.equal(G(z, c), G(z, c))  # the random noise matters in these images
+
+
+class _ExtraDraw(torch.nn.Module):
+    """A generator drawing a random number besides its noise maps: its batches cannot be skipped."""
+
+    def __init__(self, G):
+        super().__init__()
+        self.G, self.z_dim, self.c_dim = G, G.z_dim, G.c_dim
+
+    def forward(self, z, c, **kwargs):
+        return self.G(z, c, **kwargs) + 0 * torch.rand([])
+
+
+def test_sharing_refuses_a_generator_whose_noise_cannot_be_skipped(files, G):
+    detector = compute.load_detector(files["detector"])
+    kwargs = dict(num_gen=8, batch=4, seed=0)
+    assert compute.generated_statistics(_ExtraDraw(G), detector, **kwargs).num_items == 8  # fine alone
+    compute.generated_statistics(G, detector, batches=range(1, 2), **kwargs)
+    with pytest.raises(RuntimeError, match="cannot be shared among processes"):
+        compute.generated_statistics(_ExtraDraw(G), detector, batches=range(1, 2), **kwargs)
+
+
 def test_missing_weights_and_bad_arguments_raise(files, tmp_path):
     args = (files["network"], files["data"])
     with pytest.raises(ValueError, match="pytorch-fid Inception weights.*TorchScript"):

@@ -100,6 +100,34 @@ def test_seed_and_defaults(G):
     assert math.isfinite(value) and value > 0
 
 
+def test_shares_of_the_batches_measure_the_pairs_of_a_whole_run():
+    """What each process of a shared run computes (parallel.py): blocks of batches, whose
+    concatenation is the whole run's array, bit for bit; `labels` advances as in a whole run."""
+    torch.manual_seed(2)
+    G = make_networks("small", 16, c_dim=3, impl="ref")[0].eval().requires_grad_(False)
+    for name, param in G.named_parameters():
+        if name.endswith("noise_strength"):
+            param.fill_(0.5)
+
+    def sampler():
+        rng = np.random.default_rng(7)
+        return lambda n: F.one_hot(torch.from_numpy(rng.integers(3, size=n)), 3).float()
+
+    kwargs = dict(space="z", sampling="full", crop=False, num_samples=7, batch=2, seed=3)  # batches of 2, 2, 2, 1
+    labels = sampler()
+    whole = path_lengths(G, _mse, labels=labels, **kwargs)
+    next_labels = labels(5)
+    parts = []
+    for batches in (range(0, 1), range(1, 1), range(1, 4)):
+        labels = sampler()
+        parts.append(path_lengths(G, _mse, labels=labels, batches=batches, **kwargs))
+        torch.testing.assert_close(labels(5), next_labels, rtol=0, atol=0)
+    assert [len(p) for p in parts] == [2, 0, 5]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    with pytest.raises(ValueError, match="batches must be a range"):
+        path_lengths(G, _mse, labels=sampler(), batches=range(2, 5), **kwargs)
+
+
 def test_parse_metric_names():
     assert parse_ppl_metric("ppl_wend") == ("w", "end", True)
     assert parse_ppl_metric("ppl_zfull") == ("z", "full", True)

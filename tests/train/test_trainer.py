@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from stylegan_fast import cli
 from stylegan_fast.train import distributed
 from stylegan_fast.train.ema import ema_beta, update_ema
-from stylegan_fast.train.loop import Trainer, TrainingDiverged, TrainOptions
+from stylegan_fast.train.loop import Trainer, TrainingDiverged, TrainOptions, train
 
 # A network small enough that a training step takes tens of milliseconds on a CPU.
 # With augmentation: resume and multi-process equality then cover its randomness too.
@@ -231,6 +231,45 @@ def test_metrics_at_every_snapshot_measure_g_ema(data, tmp_path, monkeypatch):
     again = compute_metrics(run_dir / fid[1]["snapshot"], data, ["fid50k_full"], detector=detector, num_gen=16,
                             device="cpu")  # fmt: skip
     assert again["fid50k_full"]["value"] == pytest.approx(fid[1]["value"], rel=1e-9)
+
+
+def _train_worker(rank, world_size, port, opts):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0")
+    torch.set_num_threads(1)
+    train(opts, log=lambda _message: None)
+    distributed.shutdown(distributed.Process(rank, world_size, torch.device("cpu")))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:FutureWarning")
+def test_two_processes_measure_the_snapshot_together(data, tmp_path, monkeypatch):
+    """Both processes measure G_ema at the snapshot (each its share of the images, see
+    metrics/parallel.py); the main process writes one line, with one process's value."""
+    from stylegan_fast.metrics import compute_metrics
+
+    monkeypatch.setenv("STYLEGAN_FAST_METRICS_CACHE", str(tmp_path / "cache"))  # the workers inherit it
+    detector = tmp_path / "detector.pt"
+    torch.jit.save(torch.jit.script(_BlockDetector()), str(detector))
+    # One step, one snapshot. 40 generated images are 2 batches of 32, one per process; the 12
+    # real images are one batch, so process 1 embeds none of them.
+    opts = options(data, tmp_path, batch_gpu=2, kimg=0.004, tick_kimg=0.004, snap_ticks=1,
+                   metrics=["fid50k_full", "kid50k_full"], detector=str(detector), metrics_num_gen=40)  # fmt: skip
+    mp.spawn(_train_worker, args=(2, _free_port(), opts), nprocs=2, join=True)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    records = {name: [json.loads(line) for line in (run_dir / f"metric-{name}.jsonl").read_text().splitlines()]
+               for name in ("fid50k_full", "kid50k_full")}  # fmt: skip
+    assert [len(lines) for lines in records.values()] == [1, 1]
+    fid, kid = records["fid50k_full"][0], records["kid50k_full"][0]
+    assert fid["snapshot"] == "snapshot-000000004.safetensors" and fid["processes"] == 2 and fid["num_gen"] == 40
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same float32 arithmetic, image by image
+    try:
+        again = compute_metrics(run_dir / fid["snapshot"], data, ["fid50k_full", "kid50k_full"], detector=detector,
+                                num_gen=40, device="cpu")  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert again["fid50k_full"]["processes"] == 1
+    assert fid["value"] == pytest.approx(again["fid50k_full"]["value"], rel=1e-9, abs=0)
+    assert kid["value"] == again["kid50k_full"]["value"]
 
 
 def test_metrics_request_is_checked_before_training(data, tmp_path):

@@ -1,0 +1,127 @@
+"""A metric shared among processes: the split of the batches, and two gloo processes on the CPU
+computing what one process computes."""
+
+import copy
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from stylegan_fast.generate import load_generator
+from stylegan_fast.metrics import compute
+from stylegan_fast.metrics.parallel import Processes, check_batches
+from stylegan_fast.models import save_networks
+from tests.metrics.test_compute import _mse, _noisy_conditional_generator, _SmallDetector
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:FutureWarning")
+
+NAMES = ["fid50k_full", "kid50k_full", "ppl_wend", "ppl_zfull"]
+# 22 generated images in batches of 4 (the last of 2); 20 real images (5 batches); 7 PPL pairs (2 batches).
+SETTINGS = dict(vgg16=_mse, num_gen=22, ppl_samples=7, batch=4, seed=3, device="cpu")
+
+
+def test_blocks_split_the_batches_in_order():
+    for size in (1, 2, 3, 7):
+        for num_batches in (0, 1, 5, 22):
+            blocks = [Processes(rank, size).block(num_batches) for rank in range(size)]
+            assert [i for block in blocks for i in block] == list(range(num_batches))
+            assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    assert Processes().block(6) == range(6)
+    assert check_batches(None, 4) == range(4) and check_batches(range(1, 3), 4) == range(1, 3)
+    for bad in (range(0, 5), range(0, 4, 2), [0, 1], range(-1, 2)):
+        with pytest.raises(ValueError, match="batches must be a range"):
+            check_batches(bad, 4)
+
+
+def test_distributed_needs_a_process_group(G):
+    with pytest.raises(RuntimeError, match="no default process group is initialised"):
+        compute.compute_metrics(G, None, ["ppl_wend"], vgg16=_mse, distributed=True, device="cpu")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world_size, port, root):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    G = load_generator(os.path.join(root, "net.safetensors"), torch.device("cpu"), impl="ref")
+    images = []  # the batch of every synthesis call: the images this process made
+    synthesis = G.synthesis.forward
+    G.synthesis.forward = lambda ws, **kwargs: (images.append(len(ws)), synthesis(ws, **kwargs))[1]
+    saved = []
+    save = compute._save_npz_atomically
+    compute._save_npz_atomically = lambda path, arrays: (saved.append(path.name), save(path, arrays))
+    shares = {}
+    values = []
+    for _ in range(2):  # the real statistics computed, then read from the cache (by process 0 only)
+        results = compute.compute_metrics(
+            G, os.path.join(root, "data.npz"), NAMES, detector=os.path.join(root, "detector.pt"),
+            cache_dir=os.path.join(root, "shared-cache"), distributed=True,
+            progress=lambda what, done, total: shares.__setitem__(what, [done, total]), **SETTINGS,
+        )  # fmt: skip
+        values.append({name: [r["value"], r.get("num_real"), r["processes"]] for name, r in results.items()})
+    with open(os.path.join(root, f"rank{rank}.json"), "w") as file:
+        json.dump({"values": values, "images": images, "saved": saved, "shares": shares}, file)
+    dist.destroy_process_group()
+
+
+def test_two_processes_compute_what_one_does(tmp_path):
+    G, D = _noisy_conditional_generator()
+    save_networks(tmp_path / "net.safetensors", {"G": G, "D": D, "G_ema": copy.deepcopy(G)}, config={})
+    reals = np.random.default_rng(1).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
+    np.savez(tmp_path / "data.npz", images=reals, labels=np.random.default_rng(2).integers(3, size=20))
+    torch.jit.save(torch.jit.script(_SmallDetector()), str(tmp_path / "detector.pt"))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same float32 arithmetic, image by image
+    try:
+        single = compute.compute_metrics(
+            load_generator(tmp_path / "net.safetensors", torch.device("cpu"), impl="ref"), tmp_path / "data.npz",
+            NAMES, detector=tmp_path / "detector.pt", cache_dir=tmp_path / "single-cache", **SETTINGS,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+    for rank in ranks:
+        for values in rank["values"]:
+            # Every image, feature and path length is the single process's, bit for bit (the same
+            # batches from the same random numbers). FID's mean and covariance differ only in the
+            # order of float64 additions (per process, then all-reduced), ~1e-16 relative; the
+            # eigendecompositions of these well-conditioned 16 x 16 covariances leave ~1e-15
+            # (measured), so 1e-9 still catches any image made twice, missed or made from other
+            # random numbers. KID and PPL see the gathered features and lengths in the single
+            # process's order: equal to the last bit.
+            assert values["fid50k_full"][0] == pytest.approx(single["fid50k_full"]["value"], rel=1e-9, abs=0)
+            for name in NAMES[1:]:
+                assert values[name][0] == single[name]["value"], name
+            assert values["fid50k_full"][1:] == [20, 2] and values["kid50k_full"][1] == 20
+    assert single["fid50k_full"]["processes"] == 1 and single["fid50k_full"]["value"] > 0.01
+
+    # Each process made its block of the batches: generated 4+4+4 | 4+4+2 images, then for each
+    # of the two PPL metrics one batch of pairs (each pair is two images): 4 pairs | 3 pairs.
+    assert ranks[0]["images"] == [4, 4, 4, 8, 8] * 2 and ranks[1]["images"] == [4, 4, 2, 6, 6] * 2
+    assert ranks[0]["shares"]["real images"] == [8, 8] and ranks[1]["shares"]["real images"] == [12, 12]
+    assert ranks[0]["shares"]["generated images"] == [12, 12] and ranks[1]["shares"]["generated images"] == [10, 10]
+
+    # Process 0 alone wrote the cache, once, and it holds the single process's statistics.
+    assert len(ranks[0]["saved"]) == 1 and ranks[1]["saved"] == []
+    (shared,) = (tmp_path / "shared-cache").iterdir()
+    (alone,) = (tmp_path / "single-cache").iterdir()
+    assert shared.name == ranks[0]["saved"][0] and shared.name.endswith("-features.npz")
+    with np.load(shared) as a, np.load(alone) as b:
+        assert sorted(a.files) == sorted(b.files)
+        for key in ("num_items", "features", "labels"):
+            np.testing.assert_array_equal(a[key], b[key])
+        for key in ("mean", "scatter"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-12)
