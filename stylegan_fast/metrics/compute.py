@@ -11,9 +11,12 @@
 
 Generated image k (k = 0 .. num_gen-1) comes from the latent of seed `seed + k`, the one
 `stylegan-fast generate --seeds` uses, with random per-pixel noise (as the protocol draws
-it; seeded, so a run is repeatable). Labels of a conditional network are drawn from the
-dataset's labels, each image's label equally likely. Real images are the dataset at G's
-resolution and channels, not mirrored; their statistics are cached (see `real_statistics`).
+it). Labels of a conditional network are drawn from the dataset's labels, each image's
+label equally likely. Every batch (of generated images, or of PPL pairs) draws its noise,
+labels and PPL samples from generators seeded by `seed` and its index alone
+(`parallel.batch_seeds`): a run is repeatable, and a batch is the same wherever it is made.
+Real images are the dataset at G's resolution and channels, not mirrored; their statistics
+are cached (see `real_statistics`).
 FID uses unbiased covariances (ddof=1, as numpy.cov and the TF FID code; StyleGAN2-ADA
 divides by n instead, a relative difference of 1/n in the covariances).
 
@@ -41,7 +44,7 @@ from stylegan_fast._atomic import atomic_path
 from stylegan_fast.data import open_dataset, to_uint8
 from stylegan_fast.generate import load_generator, z_from_seed
 from stylegan_fast.metrics.inception import FeatureDetector, load_detector
-from stylegan_fast.metrics.parallel import Processes, check_batches
+from stylegan_fast.metrics.parallel import Processes, batch_seeds, check_batches
 from stylegan_fast.metrics.ppl import (
     DEFAULT_EPSILON,
     DEFAULT_NUM_SAMPLES,
@@ -113,7 +116,8 @@ def compute_metrics(
         impl: kernel implementation of G.
         cache_dir: where real-image statistics are kept; default $STYLEGAN_FAST_METRICS_CACHE
             or ~/.cache/stylegan_fast/metrics.
-        seed: first latent seed, and the seed of labels, noise and PPL sampling.
+        seed: first latent seed; with a batch's index, the seed of its noise, labels and
+            PPL samples (`parallel.batch_seeds`).
         workers: data-loading processes for the real images.
         distributed: share the work among the processes of torch.distributed's default
             group (initialised; NCCL with `device` the process's GPU, or gloo on the CPU),
@@ -169,7 +173,7 @@ def compute_metrics(
             )  # fmt: skip
             fake = generated_statistics(
                 G, detector, num_gen=num_gen, keep_features="kid50k_full" in names, batch=batch,
-                truncation_psi=truncation_psi, labels=_label_sampler(G, labels, data, seed), seed=seed,
+                truncation_psi=truncation_psi, labels=_label_sampler(G, labels, data), seed=seed,
                 batches=share(num_gen), progress=progress,
             )  # fmt: skip
             fake = processes.combine(fake)
@@ -187,7 +191,7 @@ def compute_metrics(
                 )  # fmt: skip
         if wants_ppl:
             distance = vgg16 if callable(vgg16) else _load_perceptual(vgg16, lpips, device)
-            sampler = _label_sampler(G, labels, data, seed)
+            sampler = _label_sampler(G, labels, data)
             if ppl_samples != DEFAULT_NUM_SAMPLES:
                 deviations = deviations + [f"ppl_samples={ppl_samples} (protocol: {DEFAULT_NUM_SAMPLES})"]
             for name in wants_ppl:
@@ -285,48 +289,37 @@ def generated_statistics(
     keep_features: bool = False,
     batch: int = 32,
     truncation_psi: float = 1.0,
-    labels: Callable[[int], torch.Tensor] | None = None,
+    labels: Callable[[int, torch.Generator], torch.Tensor] | None = None,
     seed: int = 0,
     batches: range | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> FeatureStats:
     """Feature statistics of num_gen images of G: image k from the latent of seed `seed + k`,
-    random noise from torch's generator seeded with `seed`, labels from `labels(n)` (a
-    conditional G) as float [n, c_dim].
+    labels (a conditional G) float [n, c_dim] from `labels(n, generator)`.
 
-    The images are made in batches of `batch` (the last one the remainder). `batches`, a
-    range of batch indices (default: all), makes only those: a process's share. The noise
-    of the batches before them is drawn and discarded, and `labels` is called for every
-    batch in order, so that batch k holds the same images whichever process makes it.
-    Discarding G's noise assumes that G draws one float32 normal map [n, 1, H, W] per
-    `noise_const` buffer [H, W], in buffer order, and no other random numbers (the
-    StyleGAN2 and StyleGAN1 layers do so); with `batches` given, this is checked on the
-    first batch made, and a RuntimeError raised otherwise.
+    The images are made in batches of `batch` (the last one the remainder). Batch k's noise
+    comes from torch's generator on G's device seeded with `batch_seeds(seed, k)[0]`, its
+    labels from a CPU torch.Generator seeded with `batch_seeds(seed, k)[1]`; torch's
+    generators are restored afterwards. `batches`, a range of batch indices (default: all),
+    makes only those: a process's share, the same images as in a whole run.
     """
     if G.c_dim > 0 and labels is None:
         raise ValueError(f"the network is conditional (c_dim={G.c_dim}): labels must be given")
     device = next(G.parameters()).device
-    num_batches = -(-num_gen // batch)
-    shared, batches = batches is not None, check_batches(batches, num_batches)
-    noise_shapes = [tuple(buf.shape) for name, buf in G.named_buffers() if name.endswith("noise_const")]
+    batches = check_batches(batches, -(-num_gen // batch))
     stats = FeatureStats(keep_features=keep_features)
     total = sum(min(batch, num_gen - index * batch) for index in batches)
-    with _seeded_torch(seed, device):
-        for index in range(num_batches):
-            start = index * batch
-            n = min(batch, num_gen - start)
-            c = labels(n) if G.c_dim > 0 else torch.zeros([n, 0])
-            if index not in batches:
-                if index < batches.start and batches:
-                    _draw_noise(noise_shapes, n, device)
-                continue
-            z = torch.cat([z_from_seed(seed + k, G.z_dim) for k in range(start, start + n)]).to(device)
-            generate = functools.partial(G, z, c.to(device), truncation_psi=truncation_psi, noise_mode="random")
-            check = shared and index == batches.start  # the first batch of a share
-            images = _checked_noise(generate, noise_shapes, n, device) if check else generate()
-            stats.append(detector(to_uint8(images)))
-            if progress is not None:
-                progress("generated images", stats.num_items, total)
+    for index in batches:
+        start = index * batch
+        n = min(batch, num_gen - start)
+        noise_seed, sampling_seed = batch_seeds(seed, index)
+        c = labels(n, torch.Generator().manual_seed(sampling_seed)) if G.c_dim > 0 else torch.zeros([n, 0])
+        z = torch.cat([z_from_seed(seed + k, G.z_dim) for k in range(start, start + n)]).to(device)
+        with _seeded_torch(noise_seed, device):
+            images = G(z, c.to(device), truncation_psi=truncation_psi, noise_mode="random")
+        stats.append(detector(to_uint8(images)))
+        if progress is not None:
+            progress("generated images", stats.num_items, total)
     return stats
 
 
@@ -437,18 +430,19 @@ def _open_data(data, G):
     return dataset
 
 
-def _label_sampler(G, labels: np.ndarray | None, data, seed: int) -> Callable[[int], torch.Tensor] | None:
-    """n -> float one-hot [n, c_dim], each real image's label equally likely; None for an unconditional G."""
+def _label_sampler(G, labels: np.ndarray | None, data) -> Callable[[int, torch.Generator], torch.Tensor] | None:
+    """(n, generator) -> float one-hot [n, c_dim], each real image's label equally likely, drawn
+    with the torch.Generator `generator`; None for an unconditional G."""
     if G.c_dim == 0:
         return None
     if labels is None:
         if data is None:
             raise ValueError(f"the network is conditional (c_dim={G.c_dim}): data must be given for its labels")
         labels = _open_data(data, G).labels
-    rng = np.random.default_rng(seed)
+    labels = torch.tensor(labels, dtype=torch.int64)
 
-    def sample(n: int) -> torch.Tensor:
-        ids = torch.from_numpy(labels[rng.integers(len(labels), size=n)])
+    def sample(n: int, generator: torch.Generator) -> torch.Tensor:
+        ids = labels[torch.randint(len(labels), [n], generator=generator)]
         return torch.nn.functional.one_hot(ids, G.c_dim).to(torch.float32)
 
     return sample
@@ -512,50 +506,18 @@ def _save_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     logger.info("real-image statistics cached in %s", path)
 
 
-def _draw_noise(shapes: list[tuple[int, ...]], n: int, device: torch.device) -> None:
-    """Draw, and discard, the random noise G draws for a batch of n images: the same random
-    numbers in the same order, so the generator ends up where G leaves it."""
-    for shape in shapes:
-        torch.randn([n, 1, *shape], device=device)
-
-
-def _checked_noise(generate: Callable[[], torch.Tensor], shapes, n: int, device: torch.device) -> torch.Tensor:
-    """generate(), after checking that `_draw_noise` leaves torch's generator where it does."""
-    before = _rng_state(device)
-    images = generate()
-    after = _rng_state(device)
-    _set_rng_state(device, before)
-    _draw_noise(shapes, n, device)
-    drawn = _rng_state(device)
-    _set_rng_state(device, after)
-    if not torch.equal(drawn, after):
-        raise RuntimeError(
-            "the generated images cannot be shared among processes: G draws other random numbers than one "
-            "normal [n, 1, H, W] noise map per noise_const buffer [H, W], so a process cannot skip the batches "
-            "of the processes before it; measure this network with one process (stylegan-fast metrics)"
-        )
-    return images
-
-
-def _rng_state(device: torch.device) -> torch.Tensor:
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-
-
-def _set_rng_state(device: torch.device, state: torch.Tensor) -> None:
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
-    else:
-        torch.set_rng_state(state)
-
-
 @contextlib.contextmanager
 def _seeded_torch(seed: int, device: torch.device):
-    """torch's global generators seeded with `seed` inside, restored on exit."""
+    """torch's CPU generator and that of `device` (a GPU) seeded with `seed` inside, restored on
+    exit; the generators of other GPUs are left alone."""
     devices = []
     if device.type == "cuda":
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
+        for index in devices:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
         yield
 
 

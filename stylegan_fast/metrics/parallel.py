@@ -2,13 +2,11 @@
 
 Every process calls the metric with the same arguments. Its images (or PPL pairs) are the
 numbered batches one process would make, and process r of W takes the contiguous block
-of batches [r B / W, (r + 1) B / W) of the B in all (`Processes.block`). The random numbers
-of the batches before its block are drawn and discarded (see
-`compute.generated_statistics` and `ppl.path_lengths`), so batch k is the same images
-whichever process makes it and however many there are: the union of the blocks is what
-one process makes. (Seeding each batch on its own would avoid the discarded draws, but
-change the numbers of a single process, whose noise comes from one seeded stream; the
-draws cost no network evaluation, and a process draws at most what one process does.)
+of batches [r B / W, (r + 1) B / W) of the B in all (`Processes.block`). Batch k draws its
+random numbers from generators seeded with `batch_seeds(seed, k)` alone, and image i's
+latent comes from seed + i, so batch k is the same images whichever process makes it and
+however many there are, and a process needs nothing from the batches before its block:
+the union of the blocks is what one process makes.
 
 The parts are then combined with collectives: feature statistics by all-reducing float64
 sums (`Processes.combine`), kept features (KID) and path lengths by gathering them, in
@@ -139,3 +137,17 @@ def check_batches(batches: range | None, num_batches: int) -> range:
     if not isinstance(batches, range) or batches.step != 1 or not 0 <= batches.start <= batches.stop <= num_batches:
         raise ValueError(f"batches must be a range of step 1 inside range({num_batches}), got {batches!r}")
     return batches
+
+
+def batch_seeds(seed: int, index: int) -> tuple[int, int]:
+    """The two seeds of batch `index` (an int >= 0) of a run seeded with `seed` (an int >= 0):
+    the first for G's random noise (torch's generator on G's device), the second for a CPU
+    torch.Generator that samples (labels; PPL's latents, t and constant noise).
+
+    They are the two 32-bit words numpy's SeedSequence hashes from [seed, index]:
+    neighbouring seeds and batches get unrelated streams (a linear rule, seed * C + index,
+    would give run `seed` + 1's batch k the numbers of run `seed`'s batch k + C). 32 bits, as
+    torch's CPU generator keeps no more of a seed.
+    """
+    noise, sampling = np.random.SeedSequence([seed, index]).generate_state(2)
+    return int(noise), int(sampling)

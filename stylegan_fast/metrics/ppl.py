@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from stylegan_fast.interpolate import slerp
-from stylegan_fast.metrics.parallel import check_batches
+from stylegan_fast.metrics.parallel import batch_seeds, check_batches
 from stylegan_fast.models.stylegan2 import SynthesisNetwork
 
 DEFAULT_EPSILON = 1e-4
@@ -132,7 +132,7 @@ def path_lengths(
     epsilon: float = DEFAULT_EPSILON,
     truncation_psi: float = 1.0,
     batch: int = 16,
-    labels: Callable[[int], torch.Tensor] | None = None,
+    labels: Callable[[int, torch.Generator], torch.Tensor] | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
     batches: range | None = None,
@@ -140,21 +140,21 @@ def path_lengths(
 ) -> np.ndarray:
     """Scaled perceptual distances of `num_samples` random pairs: float64 [num_samples].
 
-    Random numbers come from one CPU torch.Generator seeded with `seed`; for each batch of
-    n pairs it draws, in this order: z [2n, z_dim] (z0 = first n rows, z1 = the rest),
-    t [n] (U(0, 1), only for sampling 'full'; 0 otherwise), then one normal tensor per
-    `noise_const` buffer in `G.named_buffers()` order. The batches have `batch` pairs,
-    the last one the remainder; `labels(n)` is called once per batch, in order.
+    The pairs come in batches of `batch`, the last one the remainder. Batch k draws its
+    random numbers from a CPU torch.Generator of its own, seeded with
+    `batch_seeds(seed, k)[1]` (parallel.py); for its n pairs, in this order: z [2n, z_dim]
+    (z0 = first n rows, z1 = the rest), t [n] (U(0, 1), only for sampling 'full'; 0
+    otherwise), one normal tensor per `noise_const` buffer in `G.named_buffers()` order,
+    then the labels `labels(n, generator)` of a conditional G.
 
     Args:
-        labels: for a conditional G, n -> float [n, c_dim] labels (e.g. drawn from the
-            dataset's label distribution); required when G.c_dim > 0.
+        labels: for a conditional G, (n, generator) -> float [n, c_dim] labels drawn with the
+            torch.Generator (e.g. from the dataset's label distribution); required when
+            G.c_dim > 0.
         device: where G runs (default: G's device).
         batches: a range of batch indices (default: all): measure only those pairs (a
-            process's share, see parallel.py), float64 [their count]. The random numbers of
-            the batches before them are drawn and discarded, and `labels` is still called
-            for every batch, so that batch k holds the same pairs whichever process
-            measures it and a stateful `labels` ends where a whole run leaves it.
+            process's share, see parallel.py), float64 [their count], the same pairs as in a
+            whole run.
         progress: called as progress(done, total) after every batch (total: the pairs of
             `batches`).
     """
@@ -170,24 +170,19 @@ def path_lengths(
     if G.c_dim > 0 and labels is None:
         raise ValueError(f"the network is conditional (c_dim={G.c_dim}): labels must be given")
     device = torch.device(device) if device is not None else next(G.parameters()).device
-    num_batches = -(-num_samples // batch)
-    batches = check_batches(batches, num_batches)
+    batches = check_batches(batches, -(-num_samples // batch))
     total = sum(min(batch, num_samples - index * batch) for index in batches)
-    generator = torch.Generator().manual_seed(seed)
     noise_buffers = [buf for name, buf in G.named_buffers() if name.endswith("noise_const")]
     out = [np.zeros([0])]
     with _restored(noise_buffers):
-        for index in range(num_batches):
+        for index in batches:
             n = min(batch, num_samples - index * batch)
-            if index < batches.stop:
-                z0, z1 = torch.randn([2 * n, G.z_dim], generator=generator).chunk(2)
-                t = torch.rand([n], generator=generator) if sampling == "full" else torch.zeros([n])
-                noise = [torch.randn(buf.shape, generator=generator) for buf in noise_buffers]
-            c = labels(n) if G.c_dim > 0 else torch.zeros([n, 0])
-            if index not in batches:
-                continue
-            for buf, value in zip(noise_buffers, noise):
-                buf.copy_(value)
+            generator = torch.Generator().manual_seed(batch_seeds(seed, index)[1])
+            z0, z1 = torch.randn([2 * n, G.z_dim], generator=generator).chunk(2)
+            t = torch.rand([n], generator=generator) if sampling == "full" else torch.zeros([n])
+            for buf in noise_buffers:
+                buf.copy_(torch.randn(buf.shape, generator=generator))
+            c = labels(n, generator) if G.c_dim > 0 else torch.zeros([n, 0])
             dist = pair_distances(G, distance, z0.to(device), z1.to(device), t.to(device), c.to(device), space=space,
                                   crop=crop, epsilon=epsilon, truncation_psi=truncation_psi)  # fmt: skip
             if dist.shape != (n,):

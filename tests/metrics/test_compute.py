@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+import types
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from stylegan_fast.data import to_uint8
 from stylegan_fast.generate import z_from_seed
 from stylegan_fast.metrics import compute
 from stylegan_fast.metrics.compute import compute_metrics, format_results
+from stylegan_fast.metrics.parallel import batch_seeds
 from stylegan_fast.metrics.statistics import kernel_inception_distance
 from stylegan_fast.models import make_networks, save_networks
 
@@ -201,43 +203,81 @@ def _noisy_conditional_generator(seed=1):
 
 def test_shares_of_the_batches_make_the_images_of_a_whole_run(files):
     """What each process of a shared run makes (parallel.py): blocks of batches whose features,
-    concatenated, are the whole run's bit for bit (same latents, labels and noise per image)."""
+    concatenated, are the whole run's bit for bit (same latents, labels and noise per image),
+    drawing labels for their own batches only."""
     G, _ = _noisy_conditional_generator()
     detector = compute.load_detector(files["detector"])
-    labels = np.random.default_rng(0).integers(3, size=10)
+    sampler = compute._label_sampler(G, np.random.default_rng(0).integers(3, size=10), None)
+    label_seeds = []
 
     def features(batches):
-        sampler = compute._label_sampler(G, labels, None, seed=5)
+        def labels(n, generator):
+            label_seeds.append(generator.initial_seed())
+            return sampler(n, generator)
+
         stats = compute.generated_statistics(G, detector, num_gen=22, keep_features=True, batch=4,
-                                             labels=sampler, seed=5, batches=batches)  # fmt: skip
+                                             labels=labels, seed=5, batches=batches)  # fmt: skip
         return stats.features() if stats.num_items else np.zeros((0, 16), np.float32)
 
     whole = features(None)  # 6 batches: 4, 4, 4, 4, 4, 2
-    parts = [features(range(0, 2)), features(range(2, 2)), features(range(2, 5)), features(range(5, 6))]
-    assert [len(p) for p in parts] == [8, 0, 12, 2]
+    label_seeds.clear()
+    # The shares made last to first: none depends on what was made before it.
+    parts = [features(range(5, 6)), features(range(2, 2)), features(range(2, 5)), features(range(0, 2))][::-1]
+    assert [len(p) for p in parts] == [8, 12, 0, 2]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert label_seeds == [batch_seeds(5, k)[1] for k in (5, 2, 3, 4, 0, 1)]
     z, c = torch.randn([2, G.z_dim]), torch.eye(3)[:2]
     assert not torch.equal(G(z, c), G(z, c))  # the random noise matters in these images
 
 
-class _ExtraDraw(torch.nn.Module):
-    """A generator drawing a random number besides its noise maps: its batches cannot be skipped."""
+class _NoiseOnly(torch.nn.Module):
+    """A 'generator' whose images are random numbers from torch's generator, whatever z is,
+    drawn otherwise than one noise map per layer (a share cannot depend on how G draws)."""
 
-    def __init__(self, G):
+    z_dim, c_dim = 8, 0
+
+    def __init__(self):
         super().__init__()
-        self.G, self.z_dim, self.c_dim = G, G.z_dim, G.c_dim
+        self.anchor = torch.nn.Parameter(torch.zeros([]))
 
-    def forward(self, z, c, **kwargs):
-        return self.G(z, c, **kwargs) + 0 * torch.rand([])
+    def forward(self, z, c, truncation_psi=1, noise_mode="random"):
+        torch.rand([7])
+        return torch.rand([len(z), 3, 16, 16]) * 2 - 1
 
 
-def test_sharing_refuses_a_generator_whose_noise_cannot_be_skipped(files, G):
+def test_each_batch_has_its_own_seeded_random_numbers(files):
     detector = compute.load_detector(files["detector"])
-    kwargs = dict(num_gen=8, batch=4, seed=0)
-    assert compute.generated_statistics(_ExtraDraw(G), detector, **kwargs).num_items == 8  # fine alone
-    compute.generated_statistics(G, detector, batches=range(1, 2), **kwargs)
-    with pytest.raises(RuntimeError, match="cannot be shared among processes"):
-        compute.generated_statistics(_ExtraDraw(G), detector, batches=range(1, 2), **kwargs)
+
+    def features(seed, batches=None):
+        stats = compute.generated_statistics(_NoiseOnly(), detector, num_gen=10, keep_features=True, batch=4,
+                                             seed=seed, batches=batches)  # fmt: skip
+        return stats.features()
+
+    state = torch.get_rng_state()
+    whole = features(5)  # 3 batches: 4, 4, 2
+    assert torch.equal(torch.get_rng_state(), state)  # torch's generator is left as it was
+    np.testing.assert_array_equal(features(5), whole)
+    assert len(np.unique(whole, axis=0)) == 10  # no two images, of one batch or of two, alike
+    assert not np.isin(features(6), whole).any()
+    np.testing.assert_array_equal(np.concatenate([features(5, range(2, 3)), features(5, range(0, 2))]),
+                                  whole[[8, 9, 0, 1, 2, 3, 4, 5, 6, 7]])  # fmt: skip
+
+    with torch.random.fork_rng():  # batch 1: torch's generator seeded with batch_seeds(5, 1)[0]
+        torch.manual_seed(batch_seeds(5, 1)[0])
+        expected = _NoiseOnly()(torch.zeros([4, 8]), None)
+    np.testing.assert_array_equal(whole[4:8], detector(to_uint8(expected)).numpy())
+
+
+def test_label_sampler_draws_dataset_labels_with_the_given_generator():
+    G = types.SimpleNamespace(c_dim=4)
+    sample = compute._label_sampler(G, np.array([1, 3, 3, 0]), None)
+    labels = sample(2000, torch.Generator().manual_seed(1))
+    assert labels.shape == (2000, 4) and labels.dtype == torch.float32
+    assert labels.sum(dim=0)[2] == 0 and labels.sum(dim=1).eq(1).all()
+    assert labels.sum(dim=0)[3] == pytest.approx(1000, abs=100)  # 3 is half the labels
+    torch.testing.assert_close(sample(5, torch.Generator().manual_seed(1)), labels[:5], rtol=0, atol=0)
+    assert not torch.equal(sample(20, torch.Generator().manual_seed(2)), labels[:20])
+    assert compute._label_sampler(types.SimpleNamespace(c_dim=0), None, None) is None
 
 
 def test_missing_weights_and_bad_arguments_raise(files, tmp_path):

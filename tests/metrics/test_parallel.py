@@ -13,8 +13,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from stylegan_fast.generate import load_generator
-from stylegan_fast.metrics import compute
-from stylegan_fast.metrics.parallel import Processes, check_batches
+from stylegan_fast.metrics import compute, ppl
+from stylegan_fast.metrics.parallel import Processes, batch_seeds, check_batches
 from stylegan_fast.models import save_networks
 from tests.metrics.test_compute import _mse, _noisy_conditional_generator, _SmallDetector
 
@@ -36,6 +36,14 @@ def test_blocks_split_the_batches_in_order():
     for bad in (range(0, 5), range(0, 4, 2), [0, 1], range(-1, 2)):
         with pytest.raises(ValueError, match="batches must be a range"):
             check_batches(bad, 4)
+
+
+def test_batch_seeds_hash_the_seed_and_the_batch_index():
+    assert batch_seeds(3, 5) == tuple(int(s) for s in np.random.SeedSequence([3, 5]).generate_state(2))
+    assert batch_seeds(3, 5) == batch_seeds(3, 5)
+    seeds = [s for seed in range(4) for index in range(500) for s in batch_seeds(seed, index)]
+    assert len(set(seeds)) == len(seeds)  # no two seeds, batches or streams alike
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seeds)
 
 
 def test_distributed_needs_a_process_group(G):
@@ -60,6 +68,8 @@ def _worker(rank, world_size, port, root):
     saved = []
     save = compute._save_npz_atomically
     compute._save_npz_atomically = lambda path, arrays: (saved.append(path.name), save(path, arrays))
+    seeded = []  # the batches whose random numbers this process drew
+    compute.batch_seeds = ppl.batch_seeds = lambda seed, index: (seeded.append(index), batch_seeds(seed, index))[1]
     shares = {}
     values = []
     for _ in range(2):  # the real statistics computed, then read from the cache (by process 0 only)
@@ -70,7 +80,7 @@ def _worker(rank, world_size, port, root):
         )  # fmt: skip
         values.append({name: [r["value"], r.get("num_real"), r["processes"]] for name, r in results.items()})
     with open(os.path.join(root, f"rank{rank}.json"), "w") as file:
-        json.dump({"values": values, "images": images, "saved": saved, "shares": shares}, file)
+        json.dump({"values": values, "images": images, "saved": saved, "shares": shares, "seeded": seeded}, file)
     dist.destroy_process_group()
 
 
@@ -96,12 +106,12 @@ def test_two_processes_compute_what_one_does(tmp_path):
     for rank in ranks:
         for values in rank["values"]:
             # Every image, feature and path length is the single process's, bit for bit (the same
-            # batches from the same random numbers). FID's mean and covariance differ only in the
-            # order of float64 additions (per process, then all-reduced), ~1e-16 relative; the
-            # eigendecompositions of these well-conditioned 16 x 16 covariances leave ~1e-15
-            # (measured), so 1e-9 still catches any image made twice, missed or made from other
-            # random numbers. KID and PPL see the gathered features and lengths in the single
-            # process's order: equal to the last bit.
+            # batches from the same random numbers, seeded batch by batch). FID's mean and
+            # covariance differ only in the order of float64 additions (per process, then
+            # all-reduced), ~1e-16 relative; the eigendecompositions of these well-conditioned
+            # 16 x 16 covariances leave ~1e-15 (measured), so 1e-9 still catches any image made
+            # twice, missed or made from other random numbers. KID and PPL see the gathered
+            # features and lengths in the single process's order: equal to the last bit.
             assert values["fid50k_full"][0] == pytest.approx(single["fid50k_full"]["value"], rel=1e-9, abs=0)
             for name in NAMES[1:]:
                 assert values[name][0] == single[name]["value"], name
@@ -111,6 +121,8 @@ def test_two_processes_compute_what_one_does(tmp_path):
     # Each process made its block of the batches: generated 4+4+4 | 4+4+2 images, then for each
     # of the two PPL metrics one batch of pairs (each pair is two images): 4 pairs | 3 pairs.
     assert ranks[0]["images"] == [4, 4, 4, 8, 8] * 2 and ranks[1]["images"] == [4, 4, 2, 6, 6] * 2
+    # Each drew the random numbers of its own batches only: generated images, then PPL pairs.
+    assert ranks[0]["seeded"] == [0, 1, 2, 0, 0] * 2 and ranks[1]["seeded"] == [3, 4, 5, 1, 1] * 2
     assert ranks[0]["shares"]["real images"] == [8, 8] and ranks[1]["shares"]["real images"] == [12, 12]
     assert ranks[0]["shares"]["generated images"] == [12, 12] and ranks[1]["shares"]["generated images"] == [10, 10]
 

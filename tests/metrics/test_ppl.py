@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stylegan_fast.metrics.parallel import batch_seeds
 from stylegan_fast.metrics.ppl import (
     central_crop,
     filtered_mean,
@@ -43,14 +44,14 @@ def _slerp_by_angle(a, b, t):
 
 def _straightforward(G, *, space, sampling, crop, num_samples, batch, epsilon, psi, seed):
     """PPL distances pair by pair, following path_lengths' documented draws."""
-    generator = torch.Generator().manual_seed(seed)
     noise_names = [name for name, _ in G.named_buffers() if name.endswith("noise_const")]
     saved = {name: buf.clone() for name, buf in G.named_buffers() if name in noise_names}
     buffers = dict(G.named_buffers())
     out = []
     try:
-        for start in range(0, num_samples, batch):
+        for index, start in enumerate(range(0, num_samples, batch)):
             n = min(batch, num_samples - start)
+            generator = torch.Generator().manual_seed(batch_seeds(seed, index)[1])
             z = torch.randn([2 * n, G.z_dim], generator=generator)
             t = torch.rand([n], generator=generator) if sampling == "full" else torch.zeros([n])
             for name in noise_names:
@@ -102,30 +103,31 @@ def test_seed_and_defaults(G):
 
 def test_shares_of_the_batches_measure_the_pairs_of_a_whole_run():
     """What each process of a shared run computes (parallel.py): blocks of batches, whose
-    concatenation is the whole run's array, bit for bit; `labels` advances as in a whole run."""
+    concatenation is the whole run's array, bit for bit; each batch draws its labels with its
+    own generator, and a share draws none for the batches before it."""
     torch.manual_seed(2)
     G = make_networks("small", 16, c_dim=3, impl="ref")[0].eval().requires_grad_(False)
     for name, param in G.named_parameters():
         if name.endswith("noise_strength"):
             param.fill_(0.5)
+    label_seeds = []
 
-    def sampler():
-        rng = np.random.default_rng(7)
-        return lambda n: F.one_hot(torch.from_numpy(rng.integers(3, size=n)), 3).float()
+    def labels(n, generator):
+        label_seeds.append(generator.initial_seed())
+        return F.one_hot(torch.randint(3, [n], generator=generator), 3).float()
 
     kwargs = dict(space="z", sampling="full", crop=False, num_samples=7, batch=2, seed=3)  # batches of 2, 2, 2, 1
-    labels = sampler()
     whole = path_lengths(G, _mse, labels=labels, **kwargs)
-    next_labels = labels(5)
-    parts = []
-    for batches in (range(0, 1), range(1, 1), range(1, 4)):
-        labels = sampler()
-        parts.append(path_lengths(G, _mse, labels=labels, batches=batches, **kwargs))
-        torch.testing.assert_close(labels(5), next_labels, rtol=0, atol=0)
-    assert [len(p) for p in parts] == [2, 0, 5]
+    label_seeds.clear()
+    # The shares measured last to first: none depends on what was measured before it.
+    parts = [path_lengths(G, _mse, labels=labels, batches=batches, **kwargs)
+             for batches in (range(3, 4), range(1, 1), range(1, 3), range(0, 1))][::-1]  # fmt: skip
+    assert [len(p) for p in parts] == [2, 4, 0, 1]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert label_seeds == [batch_seeds(3, k)[1] for k in (3, 1, 2, 0)]
+    assert len(np.unique(whole)) == 7
     with pytest.raises(ValueError, match="batches must be a range"):
-        path_lengths(G, _mse, labels=sampler(), batches=range(2, 5), **kwargs)
+        path_lengths(G, _mse, labels=labels, batches=range(2, 5), **kwargs)
 
 
 def test_parse_metric_names():

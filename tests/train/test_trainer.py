@@ -242,8 +242,9 @@ def _train_worker(rank, world_size, port, opts):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:FutureWarning")
 def test_two_processes_measure_the_snapshot_together(data, tmp_path, monkeypatch):
-    """Both processes measure G_ema at the snapshot (each its share of the images, see
-    metrics/parallel.py); the main process writes one line, with one process's value."""
+    """Both processes measure G_ema at the snapshot (each its block of the batches, every batch
+    from random numbers seeded by its index, see metrics/parallel.py); the main process writes
+    one line, with one process's value."""
     from stylegan_fast.metrics import compute_metrics
 
     monkeypatch.setenv("STYLEGAN_FAST_METRICS_CACHE", str(tmp_path / "cache"))  # the workers inherit it
@@ -268,8 +269,13 @@ def test_two_processes_measure_the_snapshot_together(data, tmp_path, monkeypatch
     finally:
         torch.set_num_threads(threads)
     assert again["fid50k_full"]["processes"] == 1
-    assert fid["value"] == pytest.approx(again["fid50k_full"]["value"], rel=1e-9, abs=0)
+    # KID sees the gathered features in one process's order: equal to the last bit, so every
+    # image is the single process's. FID's statistics differ in the order of float64 sums, and
+    # the real covariance of 12 images in 16 dimensions is singular, so its matrix square root
+    # turns rounding into up to ~5e-9 relative (measured); one batch drawn with other noise
+    # moves it by ~5e-5 (measured).
     assert kid["value"] == again["kid50k_full"]["value"]
+    assert fid["value"] == pytest.approx(again["fid50k_full"]["value"], rel=1e-6, abs=0)
 
 
 def test_metrics_request_is_checked_before_training(data, tmp_path):
