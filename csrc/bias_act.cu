@@ -34,20 +34,24 @@ __global__ void elementwise_kernel(Params<scalar_t> p) {
   }
 }
 
-// Block (r, j) of the runs tiling: the elements [j * chunk, (j + 1) * chunk) of run r.
+// Block (r, j) of the runs tiling: the elements [j * chunk, (j + 1) * chunk) of run r, for
+// r = blockIdx.x and every gridDim.x-th run after it (the grid's x dimension stops at 2^31 - 1).
 template <typename scalar_t, int VEC>
-__global__ void runs_kernel(Params<scalar_t> p, int64_t run, int64_t chunk, int64_t chunks, accum_t<scalar_t>* part) {
+__global__ void runs_kernel(Params<scalar_t> p, int64_t runs, int64_t run, int64_t chunk, int64_t chunks,
+                            accum_t<scalar_t>* part) {
   using T = accum_t<scalar_t>;
-  const int64_t r = blockIdx.x;
-  const int64_t begin = r * run + blockIdx.y * chunk;
-  const int64_t end = r * run + min_((blockIdx.y + 1) * chunk, run);
-  T sum = T(0);
-  for (int64_t o = begin + threadIdx.x * VEC; o < end; o += blockDim.x * VEC) {
-    sum += process<scalar_t, VEC>(p, o);
-  }
-  sum = block_sum<kThreads>(sum);
-  if (threadIdx.x == 0) {
-    part[r * chunks + blockIdx.y] = sum;
+  for (int64_t r = blockIdx.x; r < runs; r += gridDim.x) {
+    const int64_t begin = r * run + blockIdx.y * chunk;
+    const int64_t end = r * run + min_((blockIdx.y + 1) * chunk, run);
+    T sum = T(0);
+    for (int64_t o = begin + threadIdx.x * VEC; o < end; o += blockDim.x * VEC) {
+      sum += process<scalar_t, VEC>(p, o);
+    }
+    sum = block_sum<kThreads>(sum);
+    if (threadIdx.x == 0) {
+      part[r * chunks + blockIdx.y] = sum;
+    }
+    __syncthreads();  // block_sum's shared memory is reused by the next run
   }
 }
 
@@ -107,15 +111,16 @@ void run_with_bias_grad_cuda(const Pass& pass, const Tiling& t, const at::Tensor
     const Params<scalar_t> p = params_of<scalar_t>(pass);
     T* partial = part.mutable_data_ptr<T>();
     if (t.rows) {
-      const dim3 grid(static_cast<unsigned int>(t.row_blocks),
+      const dim3 grid(static_cast<unsigned int>(t.row_blocks),  // < 2^31: 256 rows each
                       static_cast<unsigned int>(std::min<int64_t>(ceil_div(p.channels, kRowsChannels), kMaxGridY)));
       rows_kernel<scalar_t><<<grid, dim3(kRowsChannels, kRowsThreadsY), 0, stream>>>(p, t.row_count, t.row_chunk, partial);
     } else {
-      const dim3 grid(static_cast<unsigned int>(t.runs), static_cast<unsigned int>(t.chunks));
+      const dim3 grid(static_cast<unsigned int>(std::min<int64_t>(t.runs, kMaxGridX)), static_cast<unsigned int>(t.chunks));
       if (t.vec == 1) {
-        runs_kernel<scalar_t, 1><<<grid, kThreads, 0, stream>>>(p, t.run, t.chunk, t.chunks, partial);
+        runs_kernel<scalar_t, 1><<<grid, kThreads, 0, stream>>>(p, t.runs, t.run, t.chunk, t.chunks, partial);
       } else {
-        runs_kernel<scalar_t, kVec<scalar_t>><<<grid, kThreads, 0, stream>>>(p, t.run, t.chunk, t.chunks, partial);
+        runs_kernel<scalar_t, kVec<scalar_t>><<<grid, kThreads, 0, stream>>>(p, t.runs, t.run, t.chunk, t.chunks,
+                                                                             partial);
       }
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();

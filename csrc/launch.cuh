@@ -9,6 +9,7 @@
 
 namespace stylegan_fast {
 
+constexpr int64_t kMaxGridX = 2147483647;  // the CUDA limit of gridDim.x
 constexpr int64_t kMaxGridY = 65535;  // the CUDA limit of gridDim.y and gridDim.z
 
 // Blocks for a grid-stride loop over `work` items with `threads` per block: one item per
