@@ -325,6 +325,9 @@ def test_profile_kinds_of_kernels():
     from benchmarks.profile import kind_of
 
     assert kind_of("_scaled_conv2d_kernel") == "triton conv"
+    cuda_bias_act = "void stylegan_fast::bias_act::(anonymous namespace)::elementwise_kernel<c10::Half, 8>(Params<c10::Half>)"
+    assert kind_of(cuda_bias_act) == "cuda bias_act"
+    assert kind_of("void stylegan_fast::upfirdn2d::(anonymous namespace)::upfirdn2d_kernel<Config<2, 1, 4>, float>") == "cuda upfirdn2d"
     assert kind_of("_modulate_weight_kernel") == "triton conv"
     assert kind_of("_upfirdn2d_forward_kernel") == "triton upfirdn2d"
     assert kind_of("_grad_and_bias_grad_rows_kernel") == "triton bias_act"
