@@ -8,7 +8,7 @@
 
 A kernel module `stylegan_fast.ops.<impl>.<op>` exposes a function named like the op
 that takes the op's arguments already validated and normalised by the public function.
-- 'auto' takes the first usable of AUTO_ORDER, then ref, for CUDA tensors, and ref for
+- 'auto' takes the first usable of AUTO_ORDER[op], then ref, for CUDA tensors, and ref for
   anything else (the interpreter is for testing, not speed). It logs its choice once per
   (op, device type), and warns when a CUDA tensor falls back to the reference.
 
@@ -33,10 +33,14 @@ from stylegan_fast import _ext
 IMPLS = ("ref", "triton", "cuda")
 ENV_VAR = "STYLEGAN_FAST_IMPL"
 OPS = ("bias_act", "upfirdn2d", "modulated_conv2d")
-# What 'auto' tries on CUDA tensors, in order. Triton comes first: its kernels are the ones
-# measured on an H100 (benchmarks/NOTES.md); the CUDA kernels are compiled and tested but not
-# yet timed, and the ops benchmark times both side by side.
-AUTO_ORDER = ("triton", "cuda")
+# What 'auto' tries on CUDA tensors, in order, per op. Triton comes first: its kernels are the
+# ones measured on an H100 (benchmarks/NOTES.md); the CUDA kernels are compiled and tested but
+# not yet timed, and the ops benchmark times both side by side.
+AUTO_ORDER = {
+    "bias_act": ("triton", "cuda"),
+    "upfirdn2d": ("triton", "cuda"),
+    "modulated_conv2d": ("triton", "cuda"),
+}
 
 _logger = logging.getLogger("stylegan_fast")
 _reported: set[tuple[str, str]] = set()
@@ -106,7 +110,7 @@ def _auto(op: str, device: torch.device) -> tuple[str, str]:
     if device.type != "cuda":
         return "ref", ""
     reasons = []
-    for impl in AUTO_ORDER:
+    for impl in AUTO_ORDER.get(op, ("triton", "cuda")):
         reason = unavailable_reason(op, impl, device)
         if reason is None:
             return impl, ""

@@ -69,6 +69,14 @@ def test_auto_warns_when_cuda_tensor_would_run_reference(monkeypatch):
         assert _dispatch.resolve("bias_act", "auto", torch.device("cuda")) == "ref"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback warning on a machine without a GPU")
+def test_auto_tries_each_ops_order(monkeypatch):
+    monkeypatch.setattr(_dispatch, "_reported", set())
+    monkeypatch.setitem(_dispatch.AUTO_ORDER, "bias_act", ("cuda", "triton"))
+    with pytest.warns(UserWarning, match="slow reference implementation: cuda: .+; triton: .+"):
+        assert _dispatch.resolve("bias_act", "auto", torch.device("cuda")) == "ref"
+
+
 def test_auto_logs_its_choice_once(monkeypatch, caplog):
     monkeypatch.setattr(_dispatch, "_reported", set())
     with caplog.at_level("INFO", logger="stylegan_fast"):
