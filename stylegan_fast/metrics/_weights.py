@@ -6,6 +6,7 @@ and a TorchScript archive holds TorchScript code, not pickled classes.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 import zipfile
@@ -23,6 +24,15 @@ def existing_file(path, argument: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{argument}: no such file: {path}")
     return path
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of the file's bytes (hex), which identifies a network in caches."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def is_torchscript(path: Path) -> bool:

@@ -1,11 +1,16 @@
 """The metrics of a trained generator against its dataset, as the StyleGAN2-ADA protocol names them.
 
-    results = compute_metrics("snapshot.safetensors", "ffhq.zip", ["fid50k_full", "ppl_wend"],
+    results = compute_metrics("snapshot.safetensors", "ffhq.zip", ["fid50k_full", "pr50k3_full", "ppl_wend"],
                               detector="pt_inception-2015-12-05-6726825d.pth", vgg16="vgg16.pt")
-    results["fid50k_full"]["value"]
+    results["fid50k_full"]["value"]     # a float
+    results["pr50k3_full"]["value"]     # {"precision": p, "recall": r}
 
 * `fid50k_full`: FID between 50,000 generated images and every real image.
 * `kid50k_full`: KID (100 subsets of 1000) between the same two sets.
+* `pr50k3_full`: improved precision and recall (precision_recall.py, k = 3) of VGG16 fc2
+  features (vgg16.py) of 50,000 generated images and every real image, as FID counts them
+  (StyleGAN2-ADA caps the real images at 200,000). Its record's value is a dict
+  {"precision": p, "recall": r}, both in [0, 1]; every other metric's value is a float.
 * `ppl_zfull`, `ppl_wfull`, `ppl_zend`, `ppl_wend` (cropped) and `ppl2_wend` (uncropped), and
   the other `ppl{,2}_{z,w}{full,end}` combinations: perceptual path length over 100,000 pairs.
 
@@ -14,7 +19,8 @@ Generated image k (k = 0 .. num_gen-1) comes from the latent of seed `seed + k`,
 it). Labels of a conditional network are drawn from the dataset's labels, each image's
 label equally likely. Every batch (of generated images, or of PPL pairs) draws its noise,
 labels and PPL samples from generators seeded by `seed` and its index alone
-(`parallel.batch_seeds`): a run is repeatable, and a batch is the same wherever it is made.
+(`parallel.batch_seeds`): a run is repeatable, and a batch is the same wherever it is made;
+pr50k3_full's generated images are FID's (made again, for the other network).
 Real images are the dataset at G's resolution and channels, not mirrored; their statistics
 are cached (see `real_statistics`).
 FID uses unbiased covariances (ddof=1, as numpy.cov and the TF FID code; StyleGAN2-ADA
@@ -45,6 +51,7 @@ from stylegan_fast.data import open_dataset, to_uint8
 from stylegan_fast.generate import load_generator, z_from_seed
 from stylegan_fast.metrics.inception import FeatureDetector, load_detector
 from stylegan_fast.metrics.parallel import Processes, batch_seeds, check_batches
+from stylegan_fast.metrics.precision_recall import DEFAULT_BLOCK, precision_recall
 from stylegan_fast.metrics.ppl import (
     DEFAULT_EPSILON,
     DEFAULT_NUM_SAMPLES,
@@ -53,11 +60,14 @@ from stylegan_fast.metrics.ppl import (
     path_lengths,
 )
 from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, kernel_inception_distance
+from stylegan_fast.metrics.vgg16 import load_vgg16_features
 
-FEATURE_METRICS = ("fid50k_full", "kid50k_full")
+FEATURE_METRICS = ("fid50k_full", "kid50k_full")  # Inception-v3 features (the detector)
+PR_METRICS = ("pr50k3_full",)  # VGG16 fc2 features
 PPL_METRICS = ("ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend", "ppl2_wend")
 PROTOCOL_NUM_GEN = 50_000
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
+PR_K = 3  # pr50k3: the k of the k-NN radii
 CACHE_ENV = "STYLEGAN_FAST_METRICS_CACHE"
 DEFAULT_CACHE_DIR = Path("~/.cache/stylegan_fast/metrics")
 _CACHE_FORMAT = 1  # bump when the cached arrays change meaning
@@ -72,6 +82,10 @@ VGG16_NEEDED = (
     "with the LPIPS v0.1 linear weights as lpips / --lpips) or NVIDIA's vgg16 TorchScript (vgg16.pt); "
     "pass its path as vgg16 (--vgg16)"
 )
+VGG16_FC2_NEEDED = (
+    "needs VGG16 with its classifier, for the fc2 features: torchvision's full VGG16 state dict "
+    "(vgg16-397923af.pth) or NVIDIA's vgg16 TorchScript (vgg16.pt); pass its path as vgg16 (--vgg16)"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +96,7 @@ def compute_metrics(
     metrics: list[str] | tuple[str, ...] | str,
     *,
     detector: str | os.PathLike | FeatureDetector | None = None,
-    vgg16: str | os.PathLike | Callable | None = None,
+    vgg16: str | os.PathLike | Callable | FeatureDetector | None = None,
     lpips: str | os.PathLike | None = None,
     num_gen: int = PROTOCOL_NUM_GEN,
     num_real: int | None = None,
@@ -106,8 +120,11 @@ def compute_metrics(
         metrics: names (a list, or one comma-separated string), see the module docstring.
         detector: the FID Inception (a file `load_detector` reads, or a FeatureDetector).
         vgg16, lpips: the perceptual distance for PPL: files for `load_perceptual`, or
-            `vgg16` a ready callable (x, y) -> [N] on images in [-1, 1].
-        num_gen: generated images for FID/KID (the protocol: 50,000).
+            `vgg16` a ready callable (x, y) -> [N] on images in [-1, 1]. The vgg16 file also
+            gives pr50k3_full its fc2 features (`load_vgg16_features`), as does the file a
+            PerceptualDistance of `load_perceptual` was read from; or `vgg16` is a ready
+            FeatureDetector of fc2 features (for pr50k3_full only).
+        num_gen: generated images for FID/KID/PR (the protocol: 50,000).
         num_real: use only the first num_real real images (the protocol: None, all).
         ppl_samples: PPL pairs (the protocol: 100,000).
         batch: images per forward pass.
@@ -128,19 +145,22 @@ def compute_metrics(
         progress: called as progress(what, done, total) after every batch (with
             `distributed`, this process's share).
 
-    Each record is JSON-ready: metric, value, protocol ('standard' or 'non-standard'),
+    Each record is JSON-ready: metric, value (a float; for pr50k3_full a dict {"precision",
+    "recall"}), protocol ('standard' or 'non-standard'),
     deviations (how a non-standard run differs), the counts used, truncation_psi, seed,
     seconds (a metric sharing feature extraction with another counts it in full), network,
-    data, the detector or vgg16 file, device, the number of processes and version.
+    data, the detector or vgg16 file, device, the number of processes and version; pr50k3_full
+    adds k.
     """
     names = check_request(metrics, data=data, detector=detector, vgg16=vgg16)
     wants_features = [m for m in names if m in FEATURE_METRICS]
-    wants_ppl = [m for m in names if m not in FEATURE_METRICS]
-    _check_count("num_gen", num_gen, 2)
+    wants_pr = [m for m in names if m in PR_METRICS]
+    wants_ppl = [m for m in names if m not in FEATURE_METRICS + PR_METRICS]
+    _check_count("num_gen", num_gen, PR_K + 1 if wants_pr else 2)
     _check_count("ppl_samples", ppl_samples, 1)
     _check_count("batch", batch, 1)
     if num_real is not None:
-        _check_count("num_real", num_real, 2)
+        _check_count("num_real", num_real, PR_K + 1 if wants_pr else 2)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     G = network if isinstance(network, torch.nn.Module) else load_generator(network, device, impl)
@@ -189,6 +209,27 @@ def compute_metrics(
                     seconds=shared + time.perf_counter() - start, num_gen=fake.num_items, num_real=int(real_count),
                     detector=detector.path,
                 )  # fmt: skip
+        for name in wants_pr:
+            start = time.perf_counter()
+            features = _vgg16_features(vgg16, device)
+            real, labels = real_statistics(
+                data, G, features, num_real=num_real, keep_features=True, batch=batch, cache_dir=cache_dir,
+                workers=workers, processes=processes, progress=progress,
+            )  # fmt: skip
+            fake = generated_statistics(
+                G, features, num_gen=num_gen, keep_features=True, batch=batch, truncation_psi=truncation_psi,
+                labels=_label_sampler(G, labels, data), seed=seed, batches=share(num_gen), progress=progress,
+            )  # fmt: skip
+            fake = processes.combine(fake)
+            # Process 0 alone may hold cached real features: its numbers are everyone's.
+            precision, recall, real_count = processes.from_main(
+                *((*_precision_recall(real, fake, device), real.num_items) if processes.is_main else (0, 0, 0))
+            )
+            results[name] = _record(
+                name, {"precision": precision, "recall": recall}, deviations + _count_deviations(num_gen, num_real),
+                common, seconds=time.perf_counter() - start, num_gen=fake.num_items, num_real=int(real_count), k=PR_K,
+                vgg16=features.path,
+            )  # fmt: skip
         if wants_ppl:
             distance = vgg16 if callable(vgg16) else _load_perceptual(vgg16, lpips, device)
             sampler = _label_sampler(G, labels, data)
@@ -341,7 +382,9 @@ def format_results(results: dict[str, dict]) -> str:
             for key, label in (("num_gen", "generated"), ("num_real", "real"), ("num_samples", "pairs"))
             if key in record
         )
-        line = f"{record['metric']:<12} {record['value']:.6g}   ({counts}; {record['seconds']:.1f} s)"
+        value = record["value"]
+        shown = " ".join(f"{k} {v:.6g}" for k, v in value.items()) if isinstance(value, dict) else f"{value:.6g}"
+        line = f"{record['metric']:<12} {shown}   ({counts}; {record['seconds']:.1f} s)"
         if record["deviations"]:
             line += f"\n{'':<12} non-standard: {'; '.join(record['deviations'])}"
         lines.append(line)
@@ -355,7 +398,12 @@ def _feature_metric(name: str, real: FeatureStats, fake: FeatureStats, seed: int
                                      max_subset_size=KID_SUBSET_SIZE, seed=seed)  # fmt: skip
 
 
-def _record(name: str, value: float, deviations: list[str], common: dict, **fields) -> dict:
+def _precision_recall(real: FeatureStats, fake: FeatureStats, device: torch.device) -> tuple[float, float]:
+    """pr50k3's (precision, recall) of the kept features, computed on `device`."""
+    return precision_recall(real.features(), fake.features(), k=PR_K, block=DEFAULT_BLOCK, device=device)
+
+
+def _record(name: str, value: float | dict[str, float], deviations: list[str], common: dict, **fields) -> dict:
     return {
         "metric": name,
         "value": value,
@@ -382,13 +430,18 @@ def check_request(metrics, *, data, detector, vgg16) -> list[str]:
     not given (before any work, so that a training run can check its request at the start)."""
     names = _check_metrics(metrics)
     wants_features = [m for m in names if m in FEATURE_METRICS]
-    wants_ppl = [m for m in names if m not in FEATURE_METRICS]
+    wants_pr = [m for m in names if m in PR_METRICS]
+    wants_ppl = [m for m in names if m not in FEATURE_METRICS + PR_METRICS]
     if wants_features and detector is None:
         raise ValueError(f"{', '.join(wants_features)} {DETECTOR_NEEDED}")
+    if wants_pr and vgg16 is None:
+        raise ValueError(f"{', '.join(wants_pr)} {VGG16_FC2_NEEDED}")
     if wants_ppl and vgg16 is None:
         raise ValueError(f"{', '.join(wants_ppl)} {VGG16_NEEDED}")
-    if wants_features and data is None:
-        raise ValueError(f"{', '.join(wants_features)} compare with real images: data must be given")
+    if wants_ppl and isinstance(vgg16, FeatureDetector):
+        raise ValueError(f"{', '.join(wants_ppl)} {VGG16_NEEDED}; a FeatureDetector of fc2 features is no distance")
+    if wants_features + wants_pr and data is None:
+        raise ValueError(f"{', '.join(wants_features + wants_pr)} compare with real images: data must be given")
     return names
 
 
@@ -401,12 +454,12 @@ def _check_metrics(metrics) -> list[str]:
     if not names:
         raise ValueError(f"metrics must name at least one metric, got {metrics!r}")
     for name in names:
-        if name in FEATURE_METRICS:
+        if name in FEATURE_METRICS + PR_METRICS:
             continue
         try:
             parse_ppl_metric(name)
         except ValueError:
-            known = ", ".join(FEATURE_METRICS + PPL_METRICS)
+            known = ", ".join(FEATURE_METRICS + PR_METRICS + PPL_METRICS)
             raise ValueError(
                 f"metrics: unknown metric {name!r}; known: {known} (and ppl{{,2}}_{{z,w}}{{full,end}})"
             ) from None
@@ -446,6 +499,17 @@ def _label_sampler(G, labels: np.ndarray | None, data) -> Callable[[int, torch.G
         return torch.nn.functional.one_hot(ids, G.c_dim).to(torch.float32)
 
     return sample
+
+
+def _vgg16_features(vgg16, device) -> FeatureDetector:
+    """pr50k3_full's fc2 features: vgg16 itself (a FeatureDetector), or loaded from its file (a
+    path, or the file a PerceptualDistance of `load_perceptual` was read from)."""
+    if isinstance(vgg16, FeatureDetector):
+        return vgg16
+    path = getattr(vgg16, "path", None) if callable(vgg16) else vgg16
+    if path is None:
+        raise ValueError(f"pr50k3_full {VGG16_FC2_NEEDED}; got a {type(vgg16).__name__}, which names no file")
+    return load_vgg16_features(path, device)
 
 
 def _load_perceptual(vgg16, lpips, device):

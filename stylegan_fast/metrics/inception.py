@@ -20,7 +20,6 @@ branch of the last E block takes a max pool instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import torch
@@ -244,7 +243,7 @@ class FeatureDetector:
         kind: 'torchscript' or 'state_dict'.
         digest: SHA-256 of the file (hex), which identifies the detector in caches.
         device: where it runs.
-        module: the underlying network (a ScriptModule or an `InceptionV3`).
+        module: the underlying network (a ScriptModule, an `InceptionV3` or a `vgg16.VGG16FC2`).
     """
 
     def __init__(self, module: nn.Module, *, path: str, kind: str, digest: str, device: torch.device):
@@ -260,7 +259,8 @@ class FeatureDetector:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [N, C, H, W] images (C = 1 or 3, any device) -> float32 [N, D] on `device`.
 
-        Gray images are repeated to three channels. D is 2048 for Inception-v3.
+        Gray images are repeated to three channels. D is 2048 for Inception-v3, 4096 for
+        VGG16's fc2 (vgg16.py).
         """
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
             raise TypeError(f"images must be a uint8 tensor, got {getattr(images, 'dtype', type(images).__name__)}")
@@ -289,7 +289,7 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     """
     path = _weights.existing_file(path, "detector")
     device = torch.device(device)
-    digest = _sha256(path)
+    digest = _weights.sha256(path)
     if _weights.is_torchscript(path):
         scripted = _weights.load_torchscript(path, device)
         return FeatureDetector(scripted, path=os.fspath(path), kind="torchscript", digest=digest, device=device)
@@ -300,11 +300,3 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
     _weights.check_keys(state, expected, "detector", path, "a state dict of the FID Inception-v3", optional)
     module.load_state_dict({k: state.get(k, v) for k, v in expected.items()})
     return FeatureDetector(module.to(device), path=os.fspath(path), kind="state_dict", digest=digest, device=device)
-
-
-def _sha256(path: os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -5,8 +5,9 @@
 
 `load_perceptual` reads one of two weights files:
 - a VGG16 state dict with torchvision's key names (`features.0.weight` ... `features.28.bias`;
-  `classifier.*` keys are ignored), optionally with the LPIPS v0.1 linear weights file
-  (`lin0.model.1.weight` [1, 64, 1, 1] ... `lin4.model.1.weight` [1, 512, 1, 1]);
+  `classifier.*` keys are ignored here, precision and recall read them: vgg16.py), optionally
+  with the LPIPS v0.1 linear weights file (`lin0.model.1.weight` [1, 64, 1, 1] ...
+  `lin4.model.1.weight` [1, 512, 1, 1]);
 - NVIDIA's TorchScript `vgg16.pt` (StyleGAN2-ADA's projector and PPL), which maps images in
   [0, 255] to LPIPS feature vectors [N, F] whose squared difference, summed, is the distance.
 
@@ -52,6 +53,8 @@ def check_images(x: torch.Tensor, y: torch.Tensor) -> None:
 
 class PerceptualDistance(nn.Module):
     """Distance between images [N, 3, H, W] in [-1, 1] -> float32 [N], through features."""
+
+    path: str | None = None  # the VGG16 file it was read from (set by load_perceptual)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Features of images [N, 3, H, W] in [-1, 1]: a list of float32 tensors [N, ...]."""
@@ -169,4 +172,5 @@ def load_perceptual(
         state = _weights.load_state_dict(path, "path", "torchvision's VGG16 state dict or NVIDIA's vgg16.pt")
         distance = LPIPS(_lin_weights(lpips_path) if lpips_path is not None else None)
         distance.load_vgg16(state, path)
+    distance.path = os.fspath(path)
     return distance.to(device).eval().requires_grad_(False)

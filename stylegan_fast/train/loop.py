@@ -151,6 +151,7 @@ class Trainer:
             return {}
         from stylegan_fast.metrics import compute, load_detector
         from stylegan_fast.metrics.perceptual import load_perceptual
+        from stylegan_fast.metrics.vgg16 import load_vgg16_features
 
         opts = self.opts
         names = compute.check_request(opts.metrics, data=opts.data, detector=opts.detector, vgg16=opts.vgg16)
@@ -162,6 +163,10 @@ class Trainer:
             nets["detector"] = load_detector(opts.detector, self.device)
         if any(name not in compute.FEATURE_METRICS for name in names):
             nets["vgg16"] = load_perceptual(opts.vgg16, opts.lpips, device=self.device)
+        if any(name in compute.PR_METRICS for name in names):
+            # Only a file with VGG16's classifier serves precision/recall: refuse others now.
+            # The metric loads it again from nets["vgg16"].path at each snapshot.
+            load_vgg16_features(opts.vgg16, self.device)
         return nets
 
     def _phases(self) -> tuple[list[Phase], dict[str, torch.optim.Optimizer]]:

@@ -1,5 +1,5 @@
 """A metric shared among processes: the split of the batches, and two gloo processes on the CPU
-computing what one process computes."""
+computing what one process computes (pr50k3_full too, in the same processes)."""
 
 import copy
 import json
@@ -11,18 +11,22 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
-from stylegan_fast.generate import load_generator
+from stylegan_fast.data import to_uint8
+from stylegan_fast.generate import load_generator, z_from_seed
 from stylegan_fast.metrics import compute, ppl
 from stylegan_fast.metrics.parallel import Processes, batch_seeds, check_batches
 from stylegan_fast.models import save_networks
 from tests.metrics.test_compute import _mse, _noisy_conditional_generator, _SmallDetector
+from tests.metrics.test_precision_recall import _SmallFC2
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:FutureWarning")
 
 NAMES = ["fid50k_full", "kid50k_full", "ppl_wend", "ppl_zfull"]
 # 22 generated images in batches of 4 (the last of 2); 20 real images (5 batches); 7 PPL pairs (2 batches).
 SETTINGS = dict(vgg16=_mse, num_gen=22, ppl_samples=7, batch=4, seed=3, device="cpu")
+PR_SETTINGS = dict(num_gen=22, batch=4, seed=3, device="cpu")
 
 
 def test_blocks_split_the_batches_in_order():
@@ -81,6 +85,15 @@ def _worker(rank, world_size, port, root):
         values.append({name: [r["value"], r.get("num_real"), r["processes"]] for name, r in results.items()})
     with open(os.path.join(root, f"rank{rank}.json"), "w") as file:
         json.dump({"values": values, "images": images, "saved": saved, "shares": shares, "seeded": seeded}, file)
+    pr = []  # pr50k3_full, after the record above, on real images of its own, computed then read from the cache
+    for _ in range(2):
+        record = compute.compute_metrics(
+            G, os.path.join(root, "pr-data.npz"), ["pr50k3_full"], vgg16=os.path.join(root, "vgg16.pt"),
+            cache_dir=os.path.join(root, "pr-cache"), distributed=True, **PR_SETTINGS,
+        )["pr50k3_full"]  # fmt: skip
+        pr.append([record["value"], record["num_gen"], record["num_real"], record["processes"]])
+    with open(os.path.join(root, f"rank{rank}-pr.json"), "w") as file:
+        json.dump(pr, file)
     dist.destroy_process_group()
 
 
@@ -90,6 +103,16 @@ def test_two_processes_compute_what_one_does(tmp_path):
     reals = np.random.default_rng(1).integers(0, 256, (20, 16, 16, 3), dtype=np.uint8)
     np.savez(tmp_path / "data.npz", images=reals, labels=np.random.default_rng(2).integers(3, size=20))
     torch.jit.save(torch.jit.script(_SmallDetector()), str(tmp_path / "detector.pt"))
+    # pr50k3_full's real images: G's own (other seeds, truncated) and 4 of random black and white
+    # 4x4 blocks, far from G's in _SmallFC2's features, so that precision and recall are neither 0 nor 1.
+    pr_labels = np.random.default_rng(3).integers(3, size=20)
+    with torch.no_grad():
+        z = torch.cat([z_from_seed(k, G.z_dim) for k in range(200, 216)])
+        pr_reals = to_uint8(G(z, F.one_hot(torch.from_numpy(pr_labels[:16]), 3).float(), truncation_psi=0.5))
+    blocks = torch.randint(0, 2, [4, 3, 4, 4], dtype=torch.uint8, generator=torch.Generator().manual_seed(4)) * 255
+    pr_reals = torch.cat([pr_reals, blocks.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)])
+    np.savez(tmp_path / "pr-data.npz", images=pr_reals.permute(0, 2, 3, 1).numpy(), labels=pr_labels)
+    torch.jit.save(torch.jit.script(_SmallFC2()), str(tmp_path / "vgg16.pt"))
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers: the same float32 arithmetic, image by image
@@ -98,6 +121,10 @@ def test_two_processes_compute_what_one_does(tmp_path):
             load_generator(tmp_path / "net.safetensors", torch.device("cpu"), impl="ref"), tmp_path / "data.npz",
             NAMES, detector=tmp_path / "detector.pt", cache_dir=tmp_path / "single-cache", **SETTINGS,
         )  # fmt: skip
+        single_pr = compute.compute_metrics(
+            load_generator(tmp_path / "net.safetensors", torch.device("cpu"), impl="ref"), tmp_path / "pr-data.npz",
+            ["pr50k3_full"], vgg16=tmp_path / "vgg16.pt", cache_dir=tmp_path / "single-pr-cache", **PR_SETTINGS,
+        )["pr50k3_full"]  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
@@ -137,3 +164,9 @@ def test_two_processes_compute_what_one_does(tmp_path):
             np.testing.assert_array_equal(a[key], b[key])
         for key in ("mean", "scatter"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-12, atol=1e-12)
+
+    # pr50k3_full: the same features (image by image, as above), so the same counts: equal to the last bit.
+    assert 0 < single_pr["value"]["precision"] < 1 and 0 < single_pr["value"]["recall"] < 1
+    for rank in range(2):
+        for values in json.loads((tmp_path / f"rank{rank}-pr.json").read_text()):
+            assert values == [single_pr["value"], 22, 20, 2]

@@ -285,4 +285,11 @@ def test_metrics_request_is_checked_before_training(data, tmp_path):
         Trainer(options(data, tmp_path, metrics=["fid"], detector="x.pt"))
     with pytest.raises(FileNotFoundError, match="detector"):
         Trainer(options(data, tmp_path, metrics=["fid50k_full"], detector=str(tmp_path / "missing.pt")))
+    # VGG16's convolutional layers alone serve PPL, not precision/recall (fc2 features).
+    from tests.metrics.test_perceptual import _random_vgg16_state
+
+    trunk = tmp_path / "vgg16-features.pth"
+    torch.save({k: v for k, v in _random_vgg16_state().items() if k.startswith("features.")}, trunk)
+    with pytest.raises(ValueError, match="has no VGG16 classifier"):
+        Trainer(options(data, tmp_path, metrics=["pr50k3_full"], vgg16=str(trunk)))
     assert not (tmp_path / "runs").exists()
