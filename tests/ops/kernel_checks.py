@@ -228,3 +228,26 @@ def check_compiled_matches_eager(fn, inputs, backend):
     assert y.stride() == y_eager.stride()
     for g, g_eager in zip(grads, grads_eager):
         torch.testing.assert_close(g, g_eager)
+
+
+def check_bias_act_gradgradcheck(fn, act, clamp, fast_mode=False):
+    """gradcheck and gradgradcheck of fn(x, b, act=..., gain=1.3, clamp=...) in float64."""
+    x = randn([2, 3, 7], scale=1.5).requires_grad_()
+    b = randn([3], seed=1, scale=2.0).requires_grad_()
+
+    def f(x, b):
+        return fn(x, b, act=act, gain=1.3, clamp=clamp)
+
+    assert torch.autograd.gradcheck(f, (x, b), fast_mode=fast_mode)
+    assert torch.autograd.gradgradcheck(f, (x, b), fast_mode=fast_mode)
+
+
+def check_bias_act_third_order_raises(fn, impl):
+    """A third derivative with respect to x raises, naming the implementation and the way out."""
+    import pytest
+
+    x = randn([2, 3, 4], scale=2.0).requires_grad_()
+    (dx,) = torch.autograd.grad(fn(x, None, act="tanh").sum(), x, create_graph=True)
+    (ddx,) = torch.autograd.grad(dx.sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError, match=f"impl='{impl}'.+use impl='ref'"):
+        torch.autograd.grad(ddx.sum(), x)

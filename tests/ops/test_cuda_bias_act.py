@@ -144,22 +144,11 @@ def test_second_order_matches_reference(act, clamp, dtype):
     "act, clamp", [("tanh", None), ("sigmoid", None), ("elu", None), ("selu", 1.0), ("softplus", None), ("swish", 0.8)]
 )
 def test_gradgradcheck(act, clamp):
-    x = randn([2, 3, 7], scale=1.5).requires_grad_()
-    b = randn([3], seed=1).requires_grad_()
-
-    def fn(x, b):
-        return cuda_bias_act(x, b, act=act, gain=1.3, clamp=clamp)
-
-    assert torch.autograd.gradcheck(fn, (x, b))
-    assert torch.autograd.gradgradcheck(fn, (x, b))
+    kernel_checks.check_bias_act_gradgradcheck(cuda_bias_act, act, clamp)
 
 
 def test_third_order_raises():
-    x = randn([2, 3, 4]).requires_grad_()
-    (dx,) = torch.autograd.grad(cuda_bias_act(x, None, act="tanh").sum(), x, create_graph=True)
-    (ddx,) = torch.autograd.grad(dx.sum(), x, create_graph=True)
-    with pytest.raises(NotImplementedError, match="impl='cuda'.+use impl='ref'"):
-        torch.autograd.grad(ddx.sum(), x)
+    kernel_checks.check_bias_act_third_order_raises(cuda_bias_act, "cuda")
 
 
 def compiled_matches_eager(backend):

@@ -115,14 +115,7 @@ def test_second_order_matches_reference(act, clamp):
     "act, clamp", [("tanh", None), ("sigmoid", None), ("elu", None), ("selu", 1.0), ("softplus", None), ("swish", 0.8)]
 )
 def test_gradgradcheck(act, clamp):
-    x = randn([2, 3, 7], scale=1.5).requires_grad_()
-    b = randn([3], seed=1).requires_grad_()
-
-    def fn(x, b):
-        return bias_act(x, b, act=act, gain=1.3, clamp=clamp, impl="triton")
-
-    assert torch.autograd.gradcheck(fn, (x, b), fast_mode=True)
-    assert torch.autograd.gradgradcheck(fn, (x, b), fast_mode=True)
+    kernel_checks.check_bias_act_gradgradcheck(triton_bias_act, act, clamp, fast_mode=True)
 
 
 def test_gradgradcheck_full_jacobian():
@@ -132,11 +125,7 @@ def test_gradgradcheck_full_jacobian():
 
 
 def test_third_order_raises():
-    x = randn([2, 3, 4]).requires_grad_()
-    (dx,) = torch.autograd.grad(bias_act(x, None, act="tanh", impl="triton").sum(), x, create_graph=True)
-    (ddx,) = torch.autograd.grad(dx.sum(), x, create_graph=True)
-    with pytest.raises(NotImplementedError, match="impl='ref'"):
-        torch.autograd.grad(ddx.sum(), x)
+    kernel_checks.check_bias_act_third_order_raises(triton_bias_act, "triton")
 
 
 def compiled_matches_eager(backend):
