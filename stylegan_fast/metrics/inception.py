@@ -21,6 +21,8 @@ branch of the last E block takes a max pool instead.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -287,16 +289,29 @@ def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -
         FileNotFoundError: `path` does not exist.
         ValueError: the file is neither kind, or the state dict does not match.
     """
-    path = _weights.existing_file(path, "detector")
-    device = torch.device(device)
-    digest = _weights.sha256(path)
-    if _weights.is_torchscript(path):
-        scripted = _weights.load_torchscript(path, device)
-        return FeatureDetector(scripted, path=os.fspath(path), kind="torchscript", digest=digest, device=device)
-    state = _weights.load_state_dict(path, "detector", _EXPECTED_FILES)
+    return load_feature_network(path, "detector", _EXPECTED_FILES, _inception_from_state, device)
+
+
+def _inception_from_state(state: dict, path) -> nn.Module:
     module = InceptionV3()
     expected = module.state_dict()
     optional = [k for k in expected if k.endswith(".num_batches_tracked")]
     _weights.check_keys(state, expected, "detector", path, "a state dict of the FID Inception-v3", optional)
     module.load_state_dict({k: state.get(k, v) for k, v in expected.items()})
-    return FeatureDetector(module.to(device), path=os.fspath(path), kind="state_dict", digest=digest, device=device)
+    return module
+
+
+def load_feature_network(
+    path: str | os.PathLike, role: str, expected_files: str, from_state: Callable[[dict, Path], nn.Module],
+    device: torch.device | str,
+) -> FeatureDetector:  # fmt: skip
+    """A FeatureDetector from `path` (the file of the `role` option, e.g. 'detector'): a
+    TorchScript archive as it is, or a state dict made into a module by from_state(state, path)."""
+    path = _weights.existing_file(path, role)
+    device = torch.device(device)
+    digest = _weights.sha256(path)
+    if _weights.is_torchscript(path):
+        module, kind = _weights.load_torchscript(path, device), "torchscript"
+    else:
+        module, kind = from_state(_weights.load_state_dict(path, role, expected_files), path).to(device), "state_dict"
+    return FeatureDetector(module, path=os.fspath(path), kind=kind, digest=digest, device=device)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylegan_fast.metrics import _weights
-from stylegan_fast.metrics.inception import FeatureDetector
+from stylegan_fast.metrics.inception import FeatureDetector, load_feature_network
 from stylegan_fast.metrics.perceptual import make_vgg16_features
 
 FEATURE_DIM = 4096  # fc2's width in VGG16
@@ -111,14 +111,11 @@ def load_vgg16_features(path: str | os.PathLike, device: torch.device | str = "c
         FileNotFoundError: `path` does not exist.
         ValueError: the file is neither kind, lacks the classifier, or does not match VGG16.
     """
-    path = _weights.existing_file(path, "vgg16")
-    device = torch.device(device)
-    digest = _weights.sha256(path)
-    if _weights.is_torchscript(path):
-        scripted = _weights.load_torchscript(path, device)
-        return FeatureDetector(scripted, path=os.fspath(path), kind="torchscript", digest=digest, device=device)
-    state = _weights.load_state_dict(path, "vgg16", _EXPECTED_FILES)
+    return load_feature_network(path, "vgg16", _EXPECTED_FILES, _fc2_from_state, device)
+
+
+def _fc2_from_state(state: dict, path) -> nn.Module:
     fc1 = state.get("classifier.0.weight")
     module = VGG16FC2(fc1.shape[0] if fc1 is not None and fc1.ndim == 2 else FEATURE_DIM)
     module.load_torchvision(state, path)
-    return FeatureDetector(module.to(device), path=os.fspath(path), kind="state_dict", digest=digest, device=device)
+    return module
