@@ -251,3 +251,15 @@ def check_bias_act_third_order_raises(fn, impl):
     (ddx,) = torch.autograd.grad(dx.sum(), x, create_graph=True)
     with pytest.raises(NotImplementedError, match=f"impl='{impl}'.+use impl='ref'"):
         torch.autograd.grad(ddx.sum(), x)
+
+
+def check_bias_act_compiled(kernel_bias_act, backend):
+    """A kernel module's bias_act (normalised arguments; the public function's dispatch is not
+    part of this) under torch.compile(fullgraph=True), on a channels_last x, against eager."""
+    x = randn([2, 6, 5, 7], scale=2.0).to(memory_format=torch.channels_last).requires_grad_()
+    b = randn([6], seed=1, scale=2.0).requires_grad_()
+
+    def fn(x, b):
+        return kernel_bias_act(x, b, 1, "lrelu", 0.2, 2**0.5, 0.9)
+
+    check_compiled_matches_eager(fn, (x, b), backend)

@@ -129,14 +129,7 @@ def test_third_order_raises():
 
 
 def compiled_matches_eager(backend):
-    x = randn([2, 6, 5, 7]).to(memory_format=torch.channels_last).requires_grad_()
-    b = randn([6], seed=1).requires_grad_()
-
-    def fn(x, b):
-        # The kernel module directly: the public function's dispatch is not part of this test.
-        return kernels.bias_act(x, b, 1, "lrelu", 0.2, 2**0.5, 0.9)
-
-    kernel_checks.check_compiled_matches_eager(fn, (x, b), backend)
+    kernel_checks.check_bias_act_compiled(kernels.bias_act, backend)
 
 
 def test_compile_fullgraph_traces_the_ops():
