@@ -171,6 +171,19 @@ def compute_metrics(
         """This process's block of the batches of `count` items; None (all) for a single process."""
         return processes.block(-(-count // batch)) if processes.size > 1 else None
 
+    def real_and_generated(net: FeatureDetector, keep_features: bool):
+        """The statistics of `net`'s features of the real and the generated images (the latter
+        combined over the processes), and the real images' labels."""
+        real, labels = real_statistics(
+            data, G, net, num_real=num_real, keep_features=keep_features, batch=batch, cache_dir=cache_dir,
+            workers=workers, processes=processes, progress=progress,
+        )  # fmt: skip
+        fake = generated_statistics(
+            G, net, num_gen=num_gen, keep_features=keep_features, batch=batch, truncation_psi=truncation_psi,
+            labels=_label_sampler(G, labels, data), seed=seed, batches=share(num_gen), progress=progress,
+        )  # fmt: skip
+        return real, processes.combine(fake), labels
+
     common = {
         "truncation_psi": float(truncation_psi),
         "seed": seed,
@@ -187,16 +200,7 @@ def compute_metrics(
             if not isinstance(detector, FeatureDetector):
                 detector = load_detector(detector, device)
             start = time.perf_counter()
-            real, labels = real_statistics(
-                data, G, detector, num_real=num_real, keep_features="kid50k_full" in names, batch=batch,
-                cache_dir=cache_dir, workers=workers, processes=processes, progress=progress,
-            )  # fmt: skip
-            fake = generated_statistics(
-                G, detector, num_gen=num_gen, keep_features="kid50k_full" in names, batch=batch,
-                truncation_psi=truncation_psi, labels=_label_sampler(G, labels, data), seed=seed,
-                batches=share(num_gen), progress=progress,
-            )  # fmt: skip
-            fake = processes.combine(fake)
+            real, fake, labels = real_and_generated(detector, keep_features="kid50k_full" in names)
             shared = time.perf_counter() - start
             for name in wants_features:
                 start = time.perf_counter()
@@ -212,15 +216,7 @@ def compute_metrics(
         for name in wants_pr:
             start = time.perf_counter()
             features = _vgg16_features(vgg16, device)
-            real, labels = real_statistics(
-                data, G, features, num_real=num_real, keep_features=True, batch=batch, cache_dir=cache_dir,
-                workers=workers, processes=processes, progress=progress,
-            )  # fmt: skip
-            fake = generated_statistics(
-                G, features, num_gen=num_gen, keep_features=True, batch=batch, truncation_psi=truncation_psi,
-                labels=_label_sampler(G, labels, data), seed=seed, batches=share(num_gen), progress=progress,
-            )  # fmt: skip
-            fake = processes.combine(fake)
+            real, fake, labels = real_and_generated(features, keep_features=True)
             # Process 0 alone may hold cached real features: its numbers are everyone's.
             precision, recall, real_count = processes.from_main(
                 *((*_precision_recall(real, fake, device), real.num_items) if processes.is_main else (0, 0, 0))
