@@ -38,6 +38,7 @@ from benchmarks import harness
 KINDS = (
     ("cuda bias_act", r"stylegan_fast::bias_act::"),  # csrc/ kernels, by namespace
     ("cuda upfirdn2d", r"stylegan_fast::upfirdn2d::"),
+    ("cuda conv epilogue", r"stylegan_fast::conv_epilogue::"),
     ("triton conv", r"_scaled_conv2d_kernel|_modulate_weight_kernel"),
     ("triton conv wgrad", r"_weight_grad_kernel"),
     ("triton conv epilogue bwd", r"_conv_epilogue_grad_kernel"),

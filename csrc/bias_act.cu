@@ -19,7 +19,7 @@ namespace stylegan_fast::bias_act {
 
 namespace {
 
-constexpr int kThreads = 256;  // a multiple of the warp size; the passes are bound by memory, not occupancy
+constexpr int kThreads = kRunsThreads;  // a multiple of the warp size; the passes are bound by memory, not occupancy
 
 template <typename scalar_t, int VEC>
 __global__ void elementwise_kernel(Params<scalar_t> p) {

@@ -7,7 +7,10 @@
 // (contiguous, channels_last, other dim orders) with channel_stride = x.stride(dim).
 #pragma once
 
+#include <string>
+
 #include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
 
 #include "kernel_common.h"
 
@@ -15,6 +18,18 @@ namespace stylegan_fast::bias_act {
 
 // The activations, numbered as the Python module lists them.
 enum class Act : int { kLinear, kRelu, kLrelu, kTanh, kSigmoid, kElu, kSelu, kSoftplus, kSwish };
+
+// The activation named `name` (op names the caller in the error message).
+inline Act parse_act(const char* op, const std::string& name) {
+  static const char* const kNames[] = {"linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"};
+  for (int i = 0; i < 9; ++i) {
+    if (name == kNames[i]) {
+      return static_cast<Act>(i);
+    }
+  }
+  TORCH_CHECK(false, op, ": act must be one of linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish, got '",
+              name, "'");
+}
 
 // Which value a pass computes from z = x + b:
 //   kForward: y = clamp(act(z) * gain);
@@ -203,6 +218,7 @@ struct Tiling {
   int vec;  // elements per access in the runs tiling (1 or kVec)
 };
 
+constexpr int kRunsThreads = 256;  // threads per block of the runs tiling
 constexpr int kRowsChannels = 32;  // a warp across 32 consecutive channels: coalesced rows
 constexpr int kRowsThreadsY = 8;   // 256 threads per block
 

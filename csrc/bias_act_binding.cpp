@@ -11,6 +11,7 @@
 // other strided inputs are copied to contiguous first. b has x's dtype. The autograd
 // structure that makes these twice differentiable is in stylegan_fast/ops/cuda/bias_act.py.
 
+#include <algorithm>
 #include <string>
 #include <tuple>
 
@@ -36,23 +37,7 @@ constexpr int64_t kRunChunk = 4096;
 constexpr int64_t kRowChunk = 256;
 constexpr int64_t kMaxChunks = 65535;  // the CUDA grid's y dimension
 
-Act parse_act(const std::string& name) {
-  static const char* const kNames[] = {"linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish"};
-  for (int i = 0; i < 9; ++i) {
-    if (name == kNames[i]) {
-      return static_cast<Act>(i);
-    }
-  }
-  TORCH_CHECK(false, "bias_act: act must be one of linear, relu, lrelu, tanh, sigmoid, elu, selu, softplus, swish, got '",
-              name, "'");
-}
-
 bool dense(const at::Tensor& t) { return t.is_non_overlapping_and_dense(); }
-
-// t with the strides of `like` (dense), so that both share memory offsets.
-at::Tensor layout_like(const at::Tensor& t, const at::Tensor& like) {
-  return t.strides() == like.strides() ? t : at::empty_like(like).copy_(t);
-}
 
 void check_tensor(const char* name, const at::Tensor& t, const at::Tensor& x) {
   TORCH_CHECK(t.device() == x.device(), "bias_act: ", name, " must be on x's device ", x.device(), ", got ", t.device());
@@ -73,7 +58,7 @@ Pass make_pass(Order order, const at::Tensor& x_in, const c10::optional<at::Tens
   Pass pass;
   pass.x = dense(x_in) ? x_in : x_in.contiguous();
   pass.order = order;
-  pass.act = parse_act(act);
+  pass.act = parse_act("bias_act", act);
   pass.alpha = alpha;
   pass.gain = gain;
   pass.clamp = clamp.value_or(0.0);
@@ -115,6 +100,8 @@ void run_elementwise_host(const Pass& pass) {
   }
 }
 
+// The host run of the bias gradient's pass: each thread's partial sum accumulated and the
+// threads' sums added in the GPU kernels' order (bias_act.cu), so that db rounds as on the GPU.
 template <typename scalar_t>
 void run_with_bias_grad_host(const Pass& pass, const Tiling& t, const at::Tensor& part) {
   using T = accum_t<scalar_t>;
@@ -122,26 +109,32 @@ void run_with_bias_grad_host(const Pass& pass, const Tiling& t, const at::Tensor
   T* partial = part.mutable_data_ptr<T>();
   if (t.rows) {
     for (int64_t i = 0; i < t.row_blocks; ++i) {
-      const int64_t last = std::min((i + 1) * t.row_chunk, t.row_count);
+      const int64_t first = i * t.row_chunk;
+      const int64_t last = std::min(first + t.row_chunk, t.row_count);
       for (int64_t c = 0; c < p.channels; ++c) {
-        T sum = T(0);
-        for (int64_t r = i * t.row_chunk; r < last; ++r) {
-          sum += process<scalar_t, 1>(p, r * p.channels + c);
+        T lanes[kRowsThreadsY] = {};  // thread (c, y) sums rows first + y, + kRowsThreadsY, ...
+        for (int64_t r = first; r < last; ++r) {
+          lanes[(r - first) % kRowsThreadsY] += process<scalar_t, 1>(p, r * p.channels + c);
         }
-        partial[i * p.channels + c] = sum;
+        for (int y = 1; y < kRowsThreadsY; ++y) {
+          lanes[0] += lanes[y];
+        }
+        partial[i * p.channels + c] = lanes[0];
       }
     }
     return;
   }
+  T lanes[kRunsThreads];
   for (int64_t r = 0; r < t.runs; ++r) {
     for (int64_t j = 0; j < t.chunks; ++j) {
       const int64_t begin = r * t.run + j * t.chunk;
       const int64_t end = r * t.run + std::min((j + 1) * t.chunk, t.run);
-      T sum = T(0);
-      for (int64_t o = begin; o < end; o += t.vec) {
-        sum += t.vec == 1 ? process<scalar_t, 1>(p, o) : process<scalar_t, kVec<scalar_t>>(p, o);
+      std::fill(lanes, lanes + kRunsThreads, T(0));
+      for (int64_t o = begin; o < end; o += t.vec) {  // thread i sums vectors i, i + kRunsThreads, ...
+        lanes[(o - begin) / t.vec % kRunsThreads] +=
+            t.vec == 1 ? process<scalar_t, 1>(p, o) : process<scalar_t, kVec<scalar_t>>(p, o);
       }
-      partial[r * t.chunks + j] = sum;
+      partial[r * t.chunks + j] = block_sum_host<kRunsThreads>(lanes);
     }
   }
 }

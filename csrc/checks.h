@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
 
 namespace stylegan_fast {
@@ -16,6 +17,11 @@ inline const char* dtype_name(at::ScalarType type) {
     case at::kDouble: return "float64";
     default: return c10::toString(type);
   }
+}
+
+// t with the strides of `like` (dense), so that both share memory offsets.
+inline at::Tensor layout_like(const at::Tensor& t, const at::Tensor& like) {
+  return t.strides() == like.strides() ? t : at::empty_like(like).copy_(t);
 }
 
 }  // namespace stylegan_fast

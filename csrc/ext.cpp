@@ -21,7 +21,8 @@
 namespace {
 
 // The public ops (stylegan_fast.ops.<name>) that have a CUDA kernel in this module.
-const std::vector<std::string> kKernelOps = {"bias_act", "upfirdn2d"};
+// modulated_conv2d's are the passes around cuDNN's convolution (conv_epilogue*).
+const std::vector<std::string> kKernelOps = {"bias_act", "upfirdn2d", "modulated_conv2d"};
 
 std::string compiled_archs() {
   std::string archs = STYLEGAN_FAST_STRINGIFY(STYLEGAN_FAST_CUDA_ARCHS);

@@ -71,6 +71,30 @@ SGF_HD inline int64_t divide(int64_t offset, int64_t divisor) {
   return offset / divisor;
 }
 
+// launch.cuh's block_sum on the host: the sum of THREADS per-thread values, added in the order
+// of its shuffle tree (within each warp, then across the warps), so that a host run rounds as
+// the GPU does. Overwrites `lanes`.
+template <int THREADS, typename T>
+T block_sum_host(T* lanes) {
+  static_assert(THREADS % 32 == 0 && THREADS <= 1024, "block_sum needs whole warps");
+  T warps[32] = {};
+  for (int w = 0; w < THREADS / 32; ++w) {
+    T* v = lanes + 32 * w;
+    for (int offset = 16; offset > 0; offset /= 2) {
+      for (int i = 0; i < offset; ++i) {
+        v[i] += v[i + offset];
+      }
+    }
+    warps[w] = v[0];
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    for (int i = 0; i < offset; ++i) {
+      warps[i] += warps[i + offset];
+    }
+  }
+  return warps[0];
+}
+
 SGF_HD inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 SGF_HD inline int64_t min_(int64_t a, int64_t b) { return a < b ? a : b; }
 

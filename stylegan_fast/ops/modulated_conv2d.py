@@ -166,6 +166,25 @@ def _normalised_args(x, weight, styles, noise, up, down, padding, resample_filte
     return (x, weight, styles, noise, up, down, padding, resample_filter, *flags)
 
 
+def prenormalised(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, styles) scaled to a maximum of about 1, weight per out channel and styles per
+    sample, which keeps float16 from overflowing; demodulation divides the scales out again.
+    Every implementation applies it to demodulated float16 layers."""
+    in_channels, kh, kw = weight.shape[1:]
+    weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
+    return weight, styles / styles.abs().amax(dim=1, keepdim=True)
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """[N, O] coefficients d[n, o] = rsqrt(sum over in channels and taps of (weight[o] *
+    styles[n])^2 + 1e-8) without forming the per-sample weights: styles^2 @ (sum_k weight^2)^T,
+    one small matmul in the promoted dtype of weight and styles (the kernels' form; the
+    reference sums the per-sample weights it has formed anyway)."""
+    param_dtype = torch.promote_types(weight.dtype, styles.dtype)
+    w2 = weight.to(param_dtype).square().sum(dim=[2, 3])  # [O, I]
+    return (styles.to(param_dtype).square() @ w2.t() + 1e-8).rsqrt()
+
+
 def _modulated_conv2d_ref(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -185,11 +204,8 @@ def _modulated_conv2d_ref(
     out_channels, in_channels, kh, kw = weight.shape
     resample = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
 
-    # Keep float16 from overflowing: scale weight (per out channel) and styles (per sample)
-    # to a maximum of about 1; the demodulation divides the scales out again.
     if demodulate and x.dtype == torch.float16:
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.abs().amax(dim=1, keepdim=True)
+        weight, styles = prenormalised(weight, styles)
 
     # Per-sample weights [N, O, I, kh, kw] and demodulation coefficients [N, O].
     w = dcoefs = None

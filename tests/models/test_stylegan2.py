@@ -416,6 +416,30 @@ def test_triton_kernels_give_the_reference_images_and_gradients(architecture, sw
         assert {"_convolve_then_upsample", "_weight_grad_op"} <= set(calls)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("architecture", ["skip", "resnet"])
+def test_cuda_kernels_give_the_reference_images_and_gradients(architecture):
+    # impl='cuda': every op of G through csrc/ (modulated_conv2d as cuDNN's convolution between
+    # passes of the epilogue kernel), float32; first-order gradients and the second-order ones
+    # of path-length regularisation (the gradient of a function of the gradient w.r.t. ws).
+    kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=1),
+                  synthesis_kwargs=dict(channel_base=256, channel_max=32, architecture=architecture))  # fmt: skip
+    torch.manual_seed(0)
+    reference = Generator(**kwargs, impl="ref").cuda()
+    kernels = Generator(**kwargs, impl="cuda").cuda()
+    kernels.load_state_dict(reference.state_dict())
+    z = torch.randn(4, 8, device="cuda")
+    results = []
+    for G in (reference, kernels):
+        ws = G.mapping(z, None).detach().requires_grad_()
+        img = G.synthesis(ws, noise_mode="const")
+        (d_ws,) = torch.autograd.grad((img * img.detach().sin()).sum(), ws, create_graph=True)
+        (d_ws.square().sum() + img.square().sum()).backward()
+        results.append([img, d_ws, ws.grad] + [p.grad for p in G.synthesis.parameters()])
+    for ref, cuda in zip(*results):
+        torch.testing.assert_close(cuda, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_triton_kernels_run_channels_last_reduced_precision_blocks_like_the_reference(make_tiny):
     # The channels_last config: the top block of G and of D in float16, channels_last, through
     # the Triton kernels (the interpreter without a GPU), against the same networks in float32.

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import torch
 
+from stylegan_fast.ops import setup_filter
+from stylegan_fast.ops.bias_act import _bias_act_ref
+from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.upfirdn2d import _upfirdn2d_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -263,3 +266,71 @@ def check_bias_act_compiled(kernel_bias_act, backend):
         return kernel_bias_act(x, b, 1, "lrelu", 0.2, 2**0.5, 0.9)
 
     check_compiled_matches_eager(fn, (x, b), backend)
+
+
+def epilogue_grad_ref(dy, u, du, s, noise, bias, act, alpha, gain, clamp):
+    """(g, dz, sum of dz * u, sum of dz) by definition, for the backward of a convolution's
+    epilogue clamp(act(s * u + noise + bias) * gain): dz from autograd through the reference
+    bias_act, g = dz * s + du (du the gradient of u where u itself was used, or None); the sums
+    over the pixels, [N, O]."""
+    z = u if s is None else u * s.to(u.dtype)[:, :, None, None]
+    z = (z if noise is None else z + noise).detach().requires_grad_()
+    (dz,) = torch.autograd.grad(_bias_act_ref(z, bias, 1, act, alpha, gain, clamp), z, dy)
+    g = dz if s is None else dz * s.to(dz.dtype)[:, :, None, None]
+    g = g if du is None else g + du
+    return g, dz, (dz * u).sum([2, 3]), dz.sum([2, 3])
+
+
+# modulated_conv2d's cases, shared by the Triton and CUDA tests.
+F1331 = setup_filter([1, 3, 3, 1], device=DEVICE)
+
+MODCONV_RESAMPLING = {  # name: (up, down, padding, flip_weight)
+    "same": (1, 1, 1, True),
+    "up": (2, 1, 1, False),  # StyleGAN2 upsamples with flip_weight=False
+    "down": (1, 2, 1, True),
+    "up-crop": (2, 1, [0, -1, 1, 0], True),
+    "1x1": (1, 1, 0, True),
+    "up-down": (2, 2, 1, True),
+    "asymmetric-crop": (1, 1, [0, 2, 1, -1], False),
+    "up-pad-large": (2, 1, [2, 3, 1, 0], False),
+    "up-crop-both": (2, 1, [-1, -2, 0, -1], True),
+}
+
+
+def modconv_inputs(resampling, n=2, i=20, o=20, hw=(7, 9), k=3, dtype=torch.float64, param_dtype=torch.float64):
+    """(x, weight, styles, noise [N, 1, Ho, Wo], bias) and the resampling kwargs of
+    MODCONV_RESAMPLING[resampling]."""
+    up, down, padding, flip_weight = MODCONV_RESAMPLING[resampling]
+    x = randn([n, i, *hw], dtype, 0)
+    weight = randn([o, i, k, k], param_dtype, 1)
+    styles = randn([n, i], param_dtype, 2) + 1
+    out_hw = output_size(*hw, k, k, F1331, up, down, padding)
+    noise = randn([n, 1, *out_hw], param_dtype, 3)
+    bias = randn([o], param_dtype, 4)
+    kwargs = dict(up=up, down=down, padding=padding, resample_filter=F1331, flip_weight=flip_weight)
+    return (x, weight, styles, noise, bias), kwargs
+
+
+MODCONV_CASES = {  # name: (resampling, modconv_inputs kwargs, op kwargs)
+    "3x3-lrelu-clamp": ("same", dict(), dict(act="lrelu", clamp=0.5)),
+    "3x3-nodemod-unfused": ("same", dict(), dict(demodulate=False, fused_modconv=False, act="lrelu")),
+    "torgb-1x1-nodemod": ("1x1", dict(k=1, o=3), dict(demodulate=False, clamp=1.0)),
+    "up-lrelu": ("up", dict(), dict(act="lrelu", gain=0.7)),
+    "up-crop": ("up-crop", dict(hw=(4, 5)), dict()),
+    "down-nodemod": ("down", dict(), dict(demodulate=False)),
+    "down-1x1": ("down", dict(k=1, hw=(8, 8)), dict()),
+    "up-1x1": ("up", dict(k=1, i=16, o=16, hw=(4, 5)), dict()),
+    "up-down": ("up-down", dict(i=16, o=16, hw=(4, 5)), dict(act="lrelu")),
+    "asymmetric-crop": ("asymmetric-crop", dict(i=16, o=16, hw=(5, 6)), dict()),
+    "down-4x4": ("down", dict(i=16, o=16, k=4, hw=(6, 7)), dict()),
+    # Triton: several K steps (40 in channels, BK = 32), two pixel tiles (144 > 128), two
+    # out-channel tiles.
+    "k-steps-m-tiles": ("same", dict(i=40, o=16, hw=(12, 12)), dict(act="lrelu")),
+    "n-tiles-1x1": ("1x1", dict(i=16, o=130, k=1, hw=(4, 4)), dict()),
+}
+
+MODCONV_GRAD_CASES = {  # name: (resampling, op kwargs)
+    "same-lrelu-clamp": ("same", dict(act="lrelu", clamp=0.8)),
+    "up-demod": ("up", dict(act="lrelu")),
+    "down-nodemod-tanh": ("down", dict(demodulate=False, act="tanh")),
+}

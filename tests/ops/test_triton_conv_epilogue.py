@@ -16,7 +16,7 @@ from stylegan_fast.ops import setup_filter
 from stylegan_fast.ops.bias_act import _bias_act_ref
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d_bias_act
 from stylegan_fast.ops.triton import _conv_epilogue, _implicit_gemm
-from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper
+from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper, epilogue_grad_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SHAPE = [2, 6, 5, 7]  # [N, O, H, W]
@@ -25,17 +25,6 @@ SHAPE = [2, 6, 5, 7]  # [N, O, H, W]
 def randn(shape, seed, dtype=torch.float64, scale=1.0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
-
-
-def epilogue_grad_ref(dy, u, du, s, noise, bias, act, alpha, gain, clamp):
-    """(g, dz, sum of dz * u, sum of dz) by definition: dz from autograd through the reference
-    bias_act of z = s * u + noise + bias; the sums over the pixels, [N, O]."""
-    z = u if s is None else u * s.to(u.dtype)[:, :, None, None]
-    z = (z if noise is None else z + noise).detach().requires_grad_()
-    (dz,) = torch.autograd.grad(_bias_act_ref(z, bias, 1, act, alpha, gain, clamp), z, dy)
-    g = dz if s is None else dz * s.to(dz.dtype)[:, :, None, None]
-    g = g if du is None else g + du
-    return g, dz, (dz * u).sum([2, 3]), dz.sum([2, 3])
 
 
 EPILOGUES = {  # name: (act, alpha, gain, clamp)

@@ -14,46 +14,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan_fast.ops import setup_filter
 from stylegan_fast.ops.bias_act import _bias_act_ref
 from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from stylegan_fast.ops.triton import _implicit_gemm, _launch
 from stylegan_fast.ops.triton import modulated_conv2d as kernels
-from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
+from tests.ops.kernel_checks import F1331, assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
+from tests.ops.kernel_checks import MODCONV_CASES as CASES
+from tests.ops.kernel_checks import MODCONV_GRAD_CASES as GRAD_CASES
+from tests.ops.kernel_checks import MODCONV_RESAMPLING as RESAMPLING
+from tests.ops.kernel_checks import modconv_inputs as make_inputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-F1331 = setup_filter([1, 3, 3, 1], device=DEVICE)
-
-RESAMPLING = {  # name: (up, down, padding, flip_weight)
-    "same": (1, 1, 1, True),
-    "up": (2, 1, 1, False),  # StyleGAN2 upsamples with flip_weight=False
-    "down": (1, 2, 1, True),
-    "up-crop": (2, 1, [0, -1, 1, 0], True),
-    "1x1": (1, 1, 0, True),
-    "up-down": (2, 2, 1, True),
-    "asymmetric-crop": (1, 1, [0, 2, 1, -1], False),
-    "up-pad-large": (2, 1, [2, 3, 1, 0], False),
-    "up-crop-both": (2, 1, [-1, -2, 0, -1], True),
-}
-
-
 def randn(shape, seed, dtype=torch.float64, scale=1.0):
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
-
-
-def make_inputs(resampling, n=2, i=20, o=20, hw=(7, 9), k=3, dtype=torch.float64, param_dtype=torch.float64):
-    """(x, weight, styles, noise [N, 1, Ho, Wo], bias) and the resampling kwargs."""
-    up, down, padding, flip_weight = RESAMPLING[resampling]
-    x = randn([n, i, *hw], 0, dtype)
-    weight = randn([o, i, k, k], 1, param_dtype)
-    styles = randn([n, i], 2, param_dtype) + 1
-    out_hw = output_size(*hw, k, k, F1331, up, down, padding)
-    noise = randn([n, 1, *out_hw], 3, param_dtype)
-    bias = randn([o], 4, param_dtype)
-    kwargs = dict(up=up, down=down, padding=padding, resample_filter=F1331, flip_weight=flip_weight)
-    return (x, weight, styles, noise, bias), kwargs
 
 
 def run(impl, tensors, dy=None, **kwargs):
@@ -63,24 +38,6 @@ def run(impl, tensors, dy=None, **kwargs):
     if dy is None:
         return y.detach(), []
     return y.detach(), list(torch.autograd.grad(y, tensors, dy.to(y.dtype)))
-
-
-CASES = {  # name: (resampling, make_inputs kwargs, op kwargs)
-    "3x3-lrelu-clamp": ("same", dict(), dict(act="lrelu", clamp=0.5)),
-    "3x3-nodemod-unfused": ("same", dict(), dict(demodulate=False, fused_modconv=False, act="lrelu")),
-    "torgb-1x1-nodemod": ("1x1", dict(k=1, o=3), dict(demodulate=False, clamp=1.0)),
-    "up-lrelu": ("up", dict(), dict(act="lrelu", gain=0.7)),
-    "up-crop": ("up-crop", dict(hw=(4, 5)), dict()),
-    "down-nodemod": ("down", dict(), dict(demodulate=False)),
-    "down-1x1": ("down", dict(k=1, hw=(8, 8)), dict()),
-    "up-1x1": ("up", dict(k=1, i=16, o=16, hw=(4, 5)), dict()),
-    "up-down": ("up-down", dict(i=16, o=16, hw=(4, 5)), dict(act="lrelu")),
-    "asymmetric-crop": ("asymmetric-crop", dict(i=16, o=16, hw=(5, 6)), dict()),
-    "down-4x4": ("down", dict(i=16, o=16, k=4, hw=(6, 7)), dict()),
-    # Several K steps (40 in channels, BK = 32), two pixel tiles (144 > 128), two out-channel tiles.
-    "k-steps-m-tiles": ("same", dict(i=40, o=16, hw=(12, 12)), dict(act="lrelu")),
-    "n-tiles-1x1": ("1x1", dict(i=16, o=130, k=1, hw=(4, 4)), dict()),
-}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -273,13 +230,6 @@ def test_channels_last_in_channels_last_out():
     out, _ = run("triton", tensors, act="lrelu", **kwargs)
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, run("ref", tensors, act="lrelu", **kwargs)[0])
-
-
-GRAD_CASES = {  # name: (resampling, op kwargs)
-    "same-lrelu-clamp": ("same", dict(act="lrelu", clamp=0.8)),
-    "up-demod": ("up", dict(act="lrelu")),
-    "down-nodemod-tanh": ("down", dict(demodulate=False, act="tanh")),
-}
 
 
 @pytest.mark.parametrize("case", GRAD_CASES)

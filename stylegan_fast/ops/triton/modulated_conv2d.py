@@ -25,11 +25,10 @@ weight with ATen's convolution_backward (cuDNN's weight-gradient kernels), or th
 kernel of _wgrad when _implicit_gemm.TRITON_WEIGHT_GRAD is on (off until measured faster).
 """
 
-import math
-
 import torch
 
 from stylegan_fast.ops.conv2d_resample import _resampling_padding, output_size
+from stylegan_fast.ops.modulated_conv2d import demodulation_coefficients, prenormalised
 from stylegan_fast.ops.triton import _implicit_gemm
 from stylegan_fast.ops.triton.upfirdn2d import upfirdn2d_bias_act
 from stylegan_fast.ops.upfirdn2d import filter_size, upfirdn2d
@@ -60,13 +59,8 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
 
     # As the reference does: keep float16 products from overflowing (demodulation cancels it).
     if demodulate and x.dtype == torch.float16:
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.abs().amax(dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.abs().amax(dim=1, keepdim=True)
-    dcoefs = None
-    if demodulate:
-        param_dtype = torch.promote_types(weight.dtype, styles.dtype)
-        w2 = weight.to(param_dtype).square().sum(dim=[2, 3])  # [O, I]
-        dcoefs = (styles.to(param_dtype).square() @ w2.t() + 1e-8).rsqrt()  # [N, O]
+        weight, styles = prenormalised(weight, styles)
+    dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
     if not flip_weight:
         weight = weight.flip([2, 3])
 

@@ -1,0 +1,143 @@
+"""modulated_conv2d with the CUDA extension: cuDNN's convolution between two passes of our
+conv_epilogue kernel (csrc/conv_epilogue*.{h,cpp,cu}).
+
+What runs, per call (the modulation applied to the activations, as the reference's
+fused_modconv=False order does, which keeps one weight for the whole batch and lets cuDNN
+pick its fastest convolution; fused_modconv is therefore ignored):
+- demodulation coefficients d[n, o]: one small ATen matmul ([N, I] x [I, O]), as the Triton
+  kernel computes them (ops.modulated_conv2d.demodulation_coefficients);
+- xs = x * styles[n, c]: the epilogue kernel with u = x and s = styles (one read and one
+  write of x);
+- u = conv2d_resample(xs, weight): cuDNN's convolution, with the CUDA upfirdn2d kernel for the
+  FIR resampling of up/down layers;
+- y = clamp(act(d * u + noise + bias) * gain): the epilogue kernel, one read of u and one write
+  of y, where the reference makes a pass for each of the scale, the noise and bias_act.
+
+Backward (first order): the epilogue kernel's backward reads dy and u once and writes u's
+gradient, noise's (only when noise needs one) and the per-(n, o) sums that become the
+gradients of d and bias; cuDNN's data and weight gradients; the epilogue backward again for
+x's and the styles' gradients. A backward that is itself differentiated (create_graph=True,
+as path-length regularisation does) uses differentiable ops instead: ATen, and the CUDA
+bias_act gradient op, which is differentiable twice.
+
+The ops accept CPU tensors too, running the kernels' element code on the host (how a machine
+without a GPU tests them); the resampling then runs the reference upfirdn2d.
+"""
+
+import torch
+
+from stylegan_fast import _ext
+from stylegan_fast.ops.conv2d_resample import conv2d_resample
+from stylegan_fast.ops.cuda import bias_act as _bias_act
+from stylegan_fast.ops.modulated_conv2d import demodulation_coefficients, prenormalised
+
+if _ext.load() is None:
+    raise ImportError(f"stylegan_fast.ops.cuda.modulated_conv2d needs the CUDA extension: {_ext.unavailable_reason()}")
+
+_epilogue_op = torch.ops.stylegan_fast.cuda_conv_epilogue.default
+_epilogue_grad_op = torch.ops.stylegan_fast.cuda_conv_epilogue_grad.default
+
+
+def modulated_conv2d(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
+                     fused_modconv):  # fmt: skip
+    """modulated_conv2d with the CUDA kernels; arguments as normalised by
+    stylegan_fast.ops.modulated_conv2d (padding (x0, x1, y0, y1)). Differentiable twice."""
+    return modulated_conv2d_bias_act(x, weight, styles, noise, None, "linear", 0.0, 1.0, None, up, down, padding,
+                                     resample_filter, demodulate, flip_weight, fused_modconv)  # fmt: skip
+
+
+def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, clamp, up, down, padding,
+                              resample_filter, demodulate, flip_weight, fused_modconv):  # fmt: skip
+    """bias_act(modulated_conv2d(...)) with the noise, bias and activation in one pass; arguments
+    as normalised by stylegan_fast.ops.modulated_conv2d_bias_act (alpha, gain floats; clamp a
+    float or None). Differentiable twice."""
+    if demodulate and x.dtype == torch.float16:
+        weight, styles = prenormalised(weight, styles)
+    dcoefs = demodulation_coefficients(weight, styles).to(x.dtype) if demodulate else None
+    xs = epilogue(x, styles.to(x.dtype), None, None, "linear", 0.0, 1.0, None)
+    resample_impl = "cuda" if x.is_cuda else "ref"
+    u = conv2d_resample(xs, weight.to(x.dtype), resample_filter, up, down, list(padding), flip_weight=flip_weight,
+                        impl=resample_impl)  # fmt: skip
+    noise = None if noise is None else noise.to(x.dtype)
+    bias = None if bias is None else bias.to(x.dtype)
+    return epilogue(u, dcoefs, noise, bias, act, alpha, gain, clamp)
+
+
+def epilogue(u, s, noise, bias, act, alpha, gain, clamp):
+    """clamp(act(s[n, o] * u + noise + bias[o]) * gain, -clamp, clamp) in one pass (u itself when
+    that is the identity): u [N, O, H, W]; s [N, O], noise (broadcast to u), bias [O], each in
+    u's dtype or None. Laid out as u (NCHW or channels_last). Differentiable twice."""
+    if s is None and noise is None and bias is None and act == "linear" and gain == 1 and clamp is None:
+        return u
+    return _epilogue_op(u, s, noise, bias, act, alpha, gain, clamp)
+
+
+def _like(t: torch.Tensor) -> torch.Tensor:
+    """An empty tensor laid out as the kernels lay out their outputs for t."""
+    channels_last = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device).contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
+
+
+@torch.library.register_fake("stylegan_fast::cuda_conv_epilogue")
+def _(u, s, noise, bias, act, alpha, gain, clamp):
+    return _like(u)
+
+
+@torch.library.register_fake("stylegan_fast::cuda_conv_epilogue_grad")
+def _(dy, u, s, noise, bias, act, alpha, gain, clamp, store_dz):
+    g = _like(dy if u is None else u)
+    acc = torch.float64 if dy.dtype == torch.float64 else torch.float32
+    dz_sum = dy.new_empty([dy.shape[0], dy.shape[1]], dtype=acc)
+    dz_u_sum = dy.new_empty([0], dtype=acc) if u is None else torch.empty_like(dz_sum)
+    return g, torch.empty_like(g) if store_dz else dy.new_empty([0]), dz_u_sum, dz_sum
+
+
+def _setup(ctx, inputs, output):
+    u, s, noise, bias, *ctx.args = inputs
+    act, _, _, clamp = ctx.args
+    # u is needed for the activation's derivative, the clamp test, and s's gradient.
+    keep_u = act != "linear" or clamp is not None or (s is not None and s.requires_grad)
+    ctx.save_for_backward(u if keep_u else None, s, noise, bias)
+
+
+def _sum_to(t: torch.Tensor, dims: list[int], like: torch.Tensor) -> torch.Tensor:
+    """t summed over dims (float32 accumulation for half types), in like's dtype."""
+    acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    return t.sum(dims, dtype=acc).to(like.dtype)
+
+
+def _backward(ctx, dy):
+    u, s, noise, bias = ctx.saved_tensors
+    act, alpha, gain, clamp = ctx.args
+    need_u, need_s, need_noise, need_bias = ctx.needs_input_grad[:4]
+    if not torch.is_grad_enabled():
+        # Not differentiated itself: one pass over memory (conv_epilogue.h).
+        g, dz, dz_u_sum, dz_sum = _epilogue_grad_op(dy, u, s, noise, bias, act, alpha, gain, clamp, need_noise)
+        return (
+            g if need_u else None,
+            dz_u_sum.to(s.dtype) if need_s else None,
+            dz.sum_to_size(noise.shape) if need_noise else None,
+            dz_sum.sum(0).to(bias.dtype) if need_bias else None,
+            None, None, None, None,
+        )  # fmt: skip
+    # Differentiable ops, for the orders beyond: dz from the bias_act gradient op at z, which
+    # is rebuilt from u.
+    if act != "linear" or clamp is not None:
+        z = u if s is None else u * s[:, :, None, None]
+        z = z if noise is None else z + noise
+        z = z if bias is None else z + bias[None, :, None, None]
+        dz = _bias_act._grad_op(dy, z, None, 1, act, alpha, gain, clamp)
+    else:
+        dz = dy * gain if gain != 1 else dy
+    return (
+        (dz if s is None else dz * s[:, :, None, None]) if need_u else None,
+        _sum_to(dz * u, [2, 3], s) if need_s else None,
+        dz.sum_to_size(noise.shape) if need_noise else None,
+        _sum_to(dz, [0, 2, 3], bias) if need_bias else None,
+        None, None, None, None,
+    )  # fmt: skip
+
+
+torch.library.register_autograd("stylegan_fast::cuda_conv_epilogue", _backward, setup_context=_setup)
