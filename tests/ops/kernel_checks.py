@@ -334,3 +334,94 @@ MODCONV_GRAD_CASES = {  # name: (resampling, op kwargs)
     "up-demod": ("up", dict(act="lrelu")),
     "down-nodemod-tanh": ("down", dict(demodulate=False, act="tanh")),
 }
+
+
+# Checks of a modulated_conv2d_bias_act implementation, `layer(x, weight, styles, noise, bias,
+# **kwargs)` with the public function's keyword arguments, against the reference.
+
+GRAD_NAMES = ["x", "weight", "styles", "noise", "bias"]
+
+
+def modconv_ref(x, weight, styles, noise, bias, **kwargs):
+    from stylegan_fast.ops.modulated_conv2d import modulated_conv2d_bias_act
+
+    return modulated_conv2d_bias_act(x, weight, styles, noise, bias, impl="ref", **kwargs)
+
+
+def modconv_outputs(layer, tensors, dy=None, **kwargs):
+    """layer's output for tensors (x, weight, styles, noise, bias), and with dy the gradients of
+    every input tensor."""
+    tensors = [None if t is None else t.detach().requires_grad_(dy is not None) for t in tensors]
+    y = layer(*tensors, **kwargs)
+    if dy is None:
+        return y.detach(), []
+    return y.detach(), list(torch.autograd.grad(y, tensors, dy.to(y.dtype)))
+
+
+def check_modconv_float64(layer, case):
+    """MODCONV_CASES[case] in float64: equal to the reference up to rounding."""
+    resampling, shape, op_kwargs = MODCONV_CASES[case]
+    tensors, kwargs = modconv_inputs(resampling, **shape)
+    out, _ = modconv_outputs(layer, tensors, **kwargs, **op_kwargs)
+    truth, _ = modconv_outputs(modconv_ref, tensors, **kwargs, **op_kwargs)
+    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+
+
+def check_modconv_low_precision(layer, resampling, dtype):
+    """Float32 parameters with dtype activations, as in a mixed-precision model: the accuracy rule."""
+    tensors, kwargs = modconv_inputs(resampling, i=16, o=16, hw=(6, 7), param_dtype=torch.float32, dtype=dtype)
+    kwargs |= dict(act="lrelu", clamp=1.0)
+    truth, _ = modconv_outputs(modconv_ref, [t.double() for t in tensors], **(kwargs | dict(resample_filter=F1331.double())))
+    baseline, _ = modconv_outputs(modconv_ref, tensors, **kwargs)
+    out, _ = modconv_outputs(layer, tensors, **kwargs)
+    assert out.dtype == dtype and out.shape == truth.shape
+    assert_error_within_baseline(out, truth, baseline, "y")
+
+
+def check_modconv_float16_prenormalisation(layer):
+    """Styles of ~1e5 do not fit in float16; demodulation makes them irrelevant."""
+    (x, weight, styles, _, _), kwargs = modconv_inputs("same", i=16, o=16, hw=(5, 6), param_dtype=torch.float32)
+    weight, styles = weight * 1e3, styles * 1e5
+    out, _ = modconv_outputs(layer, [x.half(), weight, styles, None, None], **kwargs)
+    truth, _ = modconv_outputs(modconv_ref, [x, weight.double(), styles.double(), None, None], **kwargs)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), truth, rtol=0, atol=0.02)
+
+
+def check_modconv_gradients(layer, case):
+    """MODCONV_GRAD_CASES[case]: the gradients of every input in float64, equal to the reference's."""
+    resampling, op_kwargs = MODCONV_GRAD_CASES[case]
+    tensors, kwargs = modconv_inputs(resampling, i=16, o=16, hw=(5, 6))
+    dy = randn(modconv_outputs(modconv_ref, tensors, **kwargs, **op_kwargs)[0].shape, seed=6)
+    _, grads = modconv_outputs(layer, tensors, dy, **kwargs, **op_kwargs)
+    _, truth = modconv_outputs(modconv_ref, tensors, dy, **kwargs, **op_kwargs)
+    for name, g, t in zip(GRAD_NAMES, grads, truth):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+
+
+def check_modconv_gradients_within_baseline(layer, dtype):
+    """An up layer's gradients in dtype (float32 parameters): the accuracy rule."""
+    tensors, kwargs = modconv_inputs("up", i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=dtype)
+    kwargs |= dict(act="lrelu")
+    dy = randn(modconv_outputs(modconv_ref, tensors, **kwargs)[0].shape, dtype, seed=6)
+    wide = [t.double() for t in tensors]
+    _, truth = modconv_outputs(modconv_ref, wide, dy.double(), **(kwargs | dict(resample_filter=F1331.double())))
+    _, baseline = modconv_outputs(modconv_ref, tensors, dy, **kwargs)
+    _, grads = modconv_outputs(layer, tensors, dy, **kwargs)
+    for name, g, t, b in zip(GRAD_NAMES, grads, truth, baseline):
+        assert_error_within_baseline(g, t, b, f"d{name}")
+
+
+def check_modconv_second_order(layer, case):
+    """What R1 and path length do, the gradient of a function of the first gradients, float64."""
+    resampling, op_kwargs = MODCONV_GRAD_CASES[case]
+    tensors, kwargs = modconv_inputs(resampling, i=16, o=16, hw=(5, 6))
+
+    def second_order(layer):
+        inputs = [t.detach().requires_grad_() for t in tensors]
+        y = layer(*inputs, **kwargs, **op_kwargs)
+        dx, dstyles = torch.autograd.grad(y.square().sum(), [inputs[0], inputs[2]], create_graph=True)
+        return torch.autograd.grad(dx.square().sum() + dstyles.sum(), inputs)
+
+    for name, g, t in zip(GRAD_NAMES, second_order(layer), second_order(modconv_ref)):
+        torch.testing.assert_close(g, t, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")

@@ -15,9 +15,10 @@ from stylegan_fast.ops import _dispatch
 from stylegan_fast.ops.bias_act import ACTIVATIONS, _bias_act_ref
 from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
+from tests.ops import kernel_checks
 from tests.ops.kernel_checks import F1331, MODCONV_CASES, MODCONV_GRAD_CASES, MODCONV_RESAMPLING
 from tests.ops.kernel_checks import assert_error_within_baseline, check_compiled_matches_eager, epilogue_grad_ref
-from tests.ops.kernel_checks import modconv_inputs, randn
+from tests.ops.kernel_checks import modconv_inputs, modconv_outputs, modconv_ref, randn
 
 pytestmark = pytest.mark.skipif(_ext.load() is None, reason=f"no CUDA extension: {_ext.unavailable_reason()}")
 
@@ -273,35 +274,24 @@ def layer(impl, x, weight, styles, noise, bias, up=1, down=1, padding=0, resampl
                                      resample_filter, demodulate, flip_weight, fused_modconv, impl=impl)  # fmt: skip
 
 
+def cuda_layer(*tensors, **kwargs):
+    return layer("cuda", *tensors, **kwargs)
+
+
 def run(impl, tensors, dy=None, **kwargs):
     """The output, and with dy the gradients of every input tensor."""
-    tensors = [t.detach().requires_grad_(dy is not None) if t is not None else None for t in tensors]
-    y = layer(impl, *tensors, **kwargs)
-    if dy is None:
-        return y.detach(), []
-    return y.detach(), list(torch.autograd.grad(y, tensors, dy.to(y.dtype)))
+    return modconv_outputs(cuda_layer if impl == "cuda" else modconv_ref, tensors, dy, **kwargs)
 
 
 @pytest.mark.parametrize("case", MODCONV_CASES)
 def test_matches_reference_float64(case):
-    resampling, shape, op_kwargs = MODCONV_CASES[case]
-    tensors, kwargs = modconv_inputs(resampling, **shape)
-    out, _ = run("cuda", tensors, **kwargs, **op_kwargs)
-    truth, _ = run("ref", tensors, **kwargs, **op_kwargs)
-    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+    kernel_checks.check_modconv_float64(cuda_layer, case)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("resampling", ["same", "up", "down"])
 def test_low_precision_within_baseline(resampling, dtype):
-    # Float32 parameters with low-precision activations, as in a mixed-precision model.
-    tensors, kwargs = modconv_inputs(resampling, i=16, o=16, hw=(6, 7), param_dtype=torch.float32, dtype=dtype)
-    kwargs |= dict(act="lrelu", clamp=1.0)
-    truth, _ = run("ref", [t.double() for t in tensors], **(kwargs | dict(resample_filter=F1331.double())))
-    baseline, _ = run("ref", tensors, **kwargs)
-    out, _ = run("cuda", tensors, **kwargs)
-    assert out.dtype == dtype and out.shape == truth.shape
-    assert_error_within_baseline(out, truth, baseline, "y")
+    kernel_checks.check_modconv_low_precision(cuda_layer, resampling, dtype)
 
 
 def test_modulated_conv2d_without_epilogue():
@@ -316,13 +306,7 @@ def test_modulated_conv2d_without_epilogue():
 
 
 def test_float16_prenormalisation_prevents_overflow():
-    # Styles of ~1e5 do not fit in float16; demodulation makes them irrelevant.
-    (x, weight, styles, _, _), kwargs = modconv_inputs("same", i=16, o=16, hw=(5, 6), param_dtype=torch.float32)
-    weight, styles = weight * 1e3, styles * 1e5
-    out, _ = run("cuda", [x.half(), weight, styles, None, None], **kwargs)
-    truth = modulated_conv2d(x, weight.double(), styles.double(), impl="ref", **kwargs)
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.double(), truth, rtol=0, atol=0.02)
+    kernel_checks.check_modconv_float16_prenormalisation(cuda_layer)
 
 
 def test_channels_last_in_channels_last_out():
@@ -336,15 +320,8 @@ def test_channels_last_in_channels_last_out():
 
 @pytest.mark.parametrize("case", MODCONV_GRAD_CASES)
 def test_gradients_match_reference(case):
-    # Gradients with respect to x, weight, styles, noise and bias, float64, through the
-    # epilogue kernel's one-pass backward.
-    resampling, op_kwargs = MODCONV_GRAD_CASES[case]
-    tensors, kwargs = modconv_inputs(resampling, i=16, o=16, hw=(5, 6))
-    dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, seed=6)
-    _, grads = run("cuda", tensors, dy, **kwargs, **op_kwargs)
-    _, truth = run("ref", tensors, dy, **kwargs, **op_kwargs)
-    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth):
-        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+    # Through the epilogue kernel's one-pass backward.
+    kernel_checks.check_modconv_gradients(cuda_layer, case)
 
 
 def test_first_order_backward_runs_the_fused_pass(monkeypatch):
@@ -362,30 +339,13 @@ def test_first_order_backward_runs_the_fused_pass(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_gradients_low_precision_within_baseline(dtype):
-    tensors, kwargs = modconv_inputs("up", i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=dtype)
-    kwargs |= dict(act="lrelu")
-    dy = randn(run("ref", tensors, **kwargs)[0].shape, dtype, seed=6)
-    _, truth = run("ref", [t.double() for t in tensors], dy.double(), **(kwargs | dict(resample_filter=F1331.double())))
-    _, baseline = run("ref", tensors, dy, **kwargs)
-    _, grads = run("cuda", tensors, dy, **kwargs)
-    for name, g, t, b in zip(["x", "weight", "styles", "noise", "bias"], grads, truth, baseline):
-        assert_error_within_baseline(g, t, b, f"d{name}")
+    kernel_checks.check_modconv_gradients_within_baseline(cuda_layer, dtype)
 
 
 @pytest.mark.parametrize("case", ["same-lrelu-clamp", "down-nodemod-tanh", "up-demod"])
 def test_second_order_matches_reference(case):
-    # What path-length regularisation does: the gradient of a function of the first gradients.
-    resampling, op_kwargs = MODCONV_GRAD_CASES[case]
-    tensors, kwargs = modconv_inputs(resampling, i=16, o=16, hw=(5, 6))
-
-    def second_order(impl):
-        inputs = [t.detach().requires_grad_() for t in tensors]
-        y = layer(impl, *inputs, **kwargs, **op_kwargs)
-        dx, dstyles = torch.autograd.grad(y.square().sum(), [inputs[0], inputs[2]], create_graph=True)
-        return torch.autograd.grad(dx.square().sum() + dstyles.sum(), inputs)
-
-    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], second_order("cuda"), second_order("ref")):
-        torch.testing.assert_close(g, t, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
+    # What path-length regularisation does: the differentiable backward of the epilogue.
+    kernel_checks.check_modconv_second_order(cuda_layer, case)
 
 
 def test_gradgradcheck():

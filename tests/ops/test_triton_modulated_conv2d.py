@@ -19,7 +19,9 @@ from stylegan_fast.ops.conv2d_resample import output_size
 from stylegan_fast.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_bias_act
 from stylegan_fast.ops.triton import _implicit_gemm, _launch
 from stylegan_fast.ops.triton import modulated_conv2d as kernels
+from tests.ops import kernel_checks
 from tests.ops.kernel_checks import F1331, assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
+from tests.ops.kernel_checks import modconv_outputs, modconv_ref
 from tests.ops.kernel_checks import MODCONV_CASES as CASES
 from tests.ops.kernel_checks import MODCONV_GRAD_CASES as GRAD_CASES
 from tests.ops.kernel_checks import MODCONV_RESAMPLING as RESAMPLING
@@ -31,22 +33,18 @@ def randn(shape, seed, dtype=torch.float64, scale=1.0):
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
 
 
+def triton_layer(x, weight, styles, noise, bias, **kwargs):
+    return modulated_conv2d_bias_act(x, weight, styles, noise, bias, impl="triton", **kwargs)
+
+
 def run(impl, tensors, dy=None, **kwargs):
     """The output, and with dy the gradients of every input tensor."""
-    tensors = [t.detach().requires_grad_(dy is not None) for t in tensors]
-    y = modulated_conv2d_bias_act(*tensors[:3], noise=tensors[3], bias=tensors[4], impl=impl, **kwargs)
-    if dy is None:
-        return y.detach(), []
-    return y.detach(), list(torch.autograd.grad(y, tensors, dy.to(y.dtype)))
+    return modconv_outputs(triton_layer if impl == "triton" else modconv_ref, tensors, dy, **kwargs)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_matches_reference_float64(case):
-    resampling, shape, op_kwargs = CASES[case]
-    tensors, kwargs = make_inputs(resampling, **shape)
-    out, _ = run("triton", tensors, **kwargs, **op_kwargs)
-    truth, _ = run("ref", tensors, **kwargs, **op_kwargs)
-    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+    kernel_checks.check_modconv_float64(triton_layer, case)
 
 
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tap"])
@@ -159,14 +157,7 @@ class _Indexable:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("resampling", ["same", "up", "down"])
 def test_low_precision_within_baseline(resampling, dtype):
-    # Float32 parameters with low-precision activations, as in a mixed-precision model.
-    tensors, kwargs = make_inputs(resampling, i=16, o=16, hw=(6, 7), param_dtype=torch.float32, dtype=dtype)
-    kwargs |= dict(act="lrelu", clamp=1.0)
-    truth, _ = run("ref", [t.double() for t in tensors], **(kwargs | dict(resample_filter=F1331.double())))
-    baseline, _ = run("ref", tensors, **kwargs)
-    out, _ = run("triton", tensors, **kwargs)
-    assert out.dtype == dtype and out.shape == truth.shape
-    assert_error_within_baseline(out, truth, baseline, "y")
+    kernel_checks.check_modconv_low_precision(triton_layer, resampling, dtype)
 
 
 def test_modulated_conv2d_matches_reference():
@@ -178,13 +169,7 @@ def test_modulated_conv2d_matches_reference():
 
 
 def test_float16_prenormalisation_prevents_overflow():
-    # Styles of ~1e5 do not fit in float16; demodulation makes them irrelevant.
-    (x, weight, styles, _, _), kwargs = make_inputs("same", i=16, o=16, hw=(5, 6), param_dtype=torch.float32)
-    weight, styles = weight * 1e3, styles * 1e5
-    out = modulated_conv2d(x.half(), weight, styles, impl="triton", **kwargs)
-    truth = modulated_conv2d(x, weight.double(), styles.double(), impl="ref", **kwargs)
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.double(), truth, rtol=0, atol=0.02)
+    kernel_checks.check_modconv_float16_prenormalisation(triton_layer)
 
 
 @pytest.mark.gpu
@@ -234,14 +219,7 @@ def test_channels_last_in_channels_last_out():
 
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_gradients_match_reference(case):
-    # Gradients with respect to x, weight, styles, noise and bias, float64.
-    resampling, op_kwargs = GRAD_CASES[case]
-    tensors, kwargs = make_inputs(resampling, i=16, o=16, hw=(5, 6))
-    dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
-    _, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
-    _, truth = run("ref", tensors, dy, **kwargs, **op_kwargs)
-    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth):
-        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+    kernel_checks.check_modconv_gradients(triton_layer, case)
 
 
 @pytest.mark.parametrize("via_channels_last", [True, False], ids=["via_nhwc", "direct"])
@@ -265,30 +243,12 @@ def test_nchw_via_channels_last(case, via_channels_last, monkeypatch):
 
 
 def test_gradients_float32_within_baseline():
-    tensors, kwargs = make_inputs("up", i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=torch.float32)
-    kwargs |= dict(act="lrelu")
-    dy = randn(run("ref", tensors, **kwargs)[0].shape, 6, torch.float32)
-    _, truth = run("ref", [t.double() for t in tensors], dy.double(), **(kwargs | dict(resample_filter=F1331.double())))
-    _, baseline = run("ref", tensors, dy, **kwargs)
-    _, grads = run("triton", tensors, dy, **kwargs)
-    for name, g, t, b in zip(["x", "weight", "styles", "noise", "bias"], grads, truth, baseline):
-        assert_error_within_baseline(g, t, b, f"d{name}")
+    kernel_checks.check_modconv_gradients_within_baseline(triton_layer, torch.float32)
 
 
 @pytest.mark.parametrize("case", ["same-lrelu-clamp", "down-nodemod-tanh"])
 def test_second_order_matches_reference(case):
-    # What R1 and path length do: the gradient of a function of the first gradients.
-    resampling, op_kwargs = GRAD_CASES[case]
-    tensors, kwargs = make_inputs(resampling, i=16, o=16, hw=(5, 6))
-
-    def second_order(impl):
-        inputs = [t.detach().requires_grad_() for t in tensors]
-        y = modulated_conv2d_bias_act(*inputs[:3], noise=inputs[3], bias=inputs[4], impl=impl, **kwargs, **op_kwargs)
-        dx, dstyles = torch.autograd.grad(y.square().sum(), [inputs[0], inputs[2]], create_graph=True)
-        return torch.autograd.grad(dx.square().sum() + dstyles.sum(), inputs)
-
-    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], second_order("triton"), second_order("ref")):
-        torch.testing.assert_close(g, t, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
+    kernel_checks.check_modconv_second_order(triton_layer, case)
 
 
 def test_gradgradcheck():
