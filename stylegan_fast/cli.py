@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", default="ns", choices=["ns", "wgan-gp", "lsgan"], help="adversarial loss (default: ns)")
     train.add_argument("--mirror", action="store_true", help="add x-flipped copies of the images")
     train.add_argument("--augment", metavar="POLICIES",
-                       help="differentiable augmentation of D's inputs: a comma-separated subset of color,translation,"
+                       help="augmentation of D's inputs: 'ada' (adaptive, StyleGAN2-ADA; tune with --set ada_target=.., "
+                            "augment_p=.., ada_kimg=..), a comma-separated subset of DiffAugment's color,translation,"
                             "cutout, or '' for none (default: the config's, none in the built-in ones)")  # fmt: skip
     train.add_argument("--cond", action="store_true", help="train a class-conditional model on the data's labels")
     train.add_argument("--labels", help="with --cond: a JSON labels file instead of the data's own")

@@ -81,7 +81,11 @@ class Config:
     ema_rampup: float | None = None  # Cap the half-life at ema_rampup * images seen so far; None = no cap.
     pl_weight: float = 2  # Path-length regularisation weight; 0 = off.
     style_mixing_prob: float = 0.9  # Probability of style-mixing regularisation; 0 = off.
-    augment: str = ""  # DiffAugment policies for every image D sees, e.g. 'color,translation,cutout'; '' = none.
+    augment: str = ""  # Augmentation of every image D sees: DiffAugment policies, e.g. 'color,translation,cutout', or 'ada'; '' = none.
+    augment_p: float = 0.0  # With 'ada': initial probability of each augmentation, in [0, 1].
+    ada_target: float | None = 0.6  # With 'ada': target of E[sign(D(real))] that p is steered to; None = p fixed.
+    ada_interval: int = 4  # With 'ada': adjust p every this many steps.
+    ada_kimg: float = 500  # With 'ada': p can move from 0 to 1 in this many thousand images.
 
     def __post_init__(self):
         _check_choice("generator", self.generator, GENERATORS)
@@ -105,6 +109,13 @@ class Config:
         if not isinstance(self.augment, str):
             raise TypeError(f"augment must be a string of comma-separated policies, got {self.augment!r}")
         parse_policy(self.augment)
+        _check_number("augment_p", self.augment_p)
+        if self.augment_p > 1:
+            raise ValueError(f"augment_p must be in [0, 1], got {self.augment_p}")
+        if self.ada_target is not None and not (isinstance(self.ada_target, (int, float)) and -1 < self.ada_target < 1):
+            raise ValueError(f"ada_target must be None or a number in (-1, 1) (a mean of signs), got {self.ada_target!r}")
+        _check_int("ada_interval", self.ada_interval, minimum=1)
+        _check_number("ada_kimg", self.ada_kimg, positive=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:

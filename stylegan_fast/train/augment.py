@@ -14,6 +14,11 @@ Policies (a comma-separated subset, applied in this order):
 - cutout: per image, one square of half the size (rounded) set to zero, centred anywhere
   such that it may hang over an edge.
 
+Or 'ada', alone: the adaptive discriminator augmentation of StyleGAN2-ADA (Karras et al. 2020,
+"Training Generative Adversarial Networks with Limited Data"): the pipeline of ada.py, each
+transform applied with a probability p that AdaptiveAugmentation below steers from D's
+overfitting.
+
 Randomness comes from torch's generator for the images' device, which the trainer seeds per
 (seed, step, phase, chunk): runs stay reproducible and resumable.
 """
@@ -24,16 +29,20 @@ import torch
 import torch.nn.functional as F
 
 POLICIES = ("color", "translation", "cutout")
+ADA = "ada"
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
-    """'color,translation' -> ('color', 'translation'); '' -> (). Unknown names raise."""
+    """'color,translation' -> ('color', 'translation'); 'ada' -> ('ada',); '' -> (). Unknown
+    names, and 'ada' with anything else, raise."""
     names = tuple(name.strip() for name in policy.split(",") if name.strip())
     for name in names:
-        if name not in POLICIES:
-            raise ValueError(f"augment policy {name!r} is not one of {', '.join(POLICIES)} (got {policy!r})")
+        if name not in (*POLICIES, ADA):
+            raise ValueError(f"augment policy {name!r} is not one of {', '.join(POLICIES)}, or {ADA!r} alone (got {policy!r})")
+    if ADA in names and len(names) > 1:
+        raise ValueError(f"augment policy {ADA!r} (adaptive augmentation) takes no other policies, got {policy!r}")
     return names
 
 
@@ -95,3 +104,54 @@ def cut(x: torch.Tensor, y0: torch.Tensor, x0: torch.Tensor, size_y: int, size_x
 
 
 _APPLY = {"color": color, "translation": translation, "cutout": cutout}
+
+
+class AdaptiveAugmentation:
+    """ADA's feedback loop on p, the probability of each augmentation.
+
+    D overfits when it tells the reals apart from everything else too confidently. ADA's
+    overfitting heuristic is r_t = E[sign(D(real))] over the reals D scored in the last
+    `interval` steps (0: D is unsure, 1: every real is confidently real); every `interval`
+    steps p moves by sign(r_t - target) * batch * interval / (kimg * 1000), so that p can go
+    from 0 to 1 in `kimg` thousand images, and is kept in [0, 1]. With target None, p stays
+    at its initial value (a fixed probability).
+
+    The sums come from D_main (its 'ada_sign_sum' and 'ada_sign_count' statistics), summed over
+    chunks and processes: every process steers the same p.
+    """
+
+    def __init__(self, p: float, target: float | None, interval: int, kimg: float, batch: int):
+        self.p, self.target = float(p), target
+        self.interval, self.kimg, self.batch = interval, kimg, batch
+        self.rt: float | None = None  # r_t of the last adjustment
+        self._sum: torch.Tensor | None = None  # sign(D(real)) summed since then (on the device: no sync per step)
+        self._count: torch.Tensor | None = None
+        self._steps = 0
+
+    def update(self, sign_sum: torch.Tensor, count: torch.Tensor) -> None:
+        """One training step's sum of sign(D(real)) over the global batch, and its number of reals."""
+        if self.target is None:
+            return
+        self._sum = sign_sum if self._sum is None else self._sum + sign_sum
+        self._count = count if self._count is None else self._count + count
+        self._steps += 1
+        if self._steps < self.interval:
+            return
+        self.rt = (self._sum / self._count).item()  # one host sync per interval
+        direction = (self.rt > self.target) - (self.rt < self.target)
+        self.p = min(max(self.p + direction * self.batch * self.interval / (self.kimg * 1000), 0.0), 1.0)
+        self._sum = self._count = None
+        self._steps = 0
+
+    def state(self) -> dict:
+        """What a snapshot keeps for an exact resume (JSON-able: the sums are whole numbers)."""
+        pending = None if self._sum is None else [self._sum.item(), self._count.item()]
+        return {"p": self.p, "rt": self.rt, "steps": self._steps, "pending": pending}
+
+    def load_state(self, state: dict, device: torch.device) -> None:
+        self.p, self.rt, self._steps = float(state["p"]), state["rt"], int(state["steps"])
+        pending = state["pending"]
+        if pending is None:
+            self._sum = self._count = None
+        else:
+            self._sum, self._count = (torch.tensor(value, dtype=torch.float32, device=device) for value in pending)

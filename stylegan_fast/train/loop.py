@@ -31,6 +31,7 @@ import torch
 from stylegan_fast.data import make_loader, open_dataset, to_float
 from stylegan_fast.models.configs import get_config, make_networks
 from stylegan_fast.train import distributed, samples
+from stylegan_fast.train.augment import ADA, AdaptiveAugmentation
 from stylegan_fast.train.ema import ema_beta, update_ema
 from stylegan_fast.train.loss import StyleGAN2Loss
 from stylegan_fast.train.snapshot import load_training_state, optimizer_from_tensors, save_snapshot
@@ -121,6 +122,11 @@ class Trainer:
             style_mixing_prob=self.config.style_mixing_prob, augment=self.config.augment,
         )  # fmt: skip
         self.loss.pl_mean = self.loss.pl_mean.to(self.device)
+        self.ada = None
+        if self.loss.augment == (ADA,):
+            cfg = self.config
+            self.ada = AdaptiveAugmentation(cfg.augment_p, cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, self.batch)
+            self.loss.augment_p = self.ada.p
         if opts.compile:
             self.loss.compile(opts.compile)
             self.log(f"torch.compile ({opts.compile}): G's mapping and synthesis and D in the main phases; "
@@ -219,6 +225,8 @@ class Trainer:
                         stats.setdefault(key, []).append(value)
             net.requires_grad_(False)
             self._apply_gradients(net, opt, phase)
+        if self.ada is not None:
+            stats["augment/p"] = [torch.tensor(self.ada.p, device=self.device)]  # the p this step ran with
         self._update_running_means(sums)
         self.cur_nimg += self.batch
         self.step += 1
@@ -263,6 +271,9 @@ class Trainer:
             mapping = self.G.mapping
             batch_w = (sums["w_sum"] / sums["w_count"]).to(mapping.w_avg.dtype)
             mapping.w_avg.copy_(batch_w.lerp(mapping.w_avg, mapping.w_avg_beta))
+        if self.ada is not None and "ada_sign_sum" in sums:
+            self.ada.update(sums["ada_sign_sum"], sums["ada_sign_count"])
+            self.loss.augment_p = self.ada.p
 
     # Snapshots.
 
@@ -278,6 +289,7 @@ class Trainer:
                 "cur_nimg": self.cur_nimg,
                 "loader": self.loader.state_dict(),
                 "nonfinite_skips": self.nonfinite_skips,
+                **({"ada": self.ada.state()} if self.ada is not None else {}),
             },
         )
 
@@ -294,6 +306,11 @@ class Trainer:
         self.step, self.cur_nimg = training["step"], training["cur_nimg"]
         self.nonfinite_skips = training["nonfinite_skips"]
         self.loader.load_state_dict(training["loader"])
+        if self.ada is not None and "ada" in training:
+            self.ada.load_state(training["ada"], self.device)
+            self.loss.augment_p = self.ada.p
+        elif self.ada is not None:
+            self.log(f"resume: {path} has no adaptive augmentation state; p starts at {self.ada.p}")
         self.log(f"resumed from {path} at {self.cur_nimg / 1000:.1f} kimg (step {self.step})")
 
 
@@ -429,6 +446,7 @@ def _progress_line(record: dict, total_nimg: int) -> str:
     return (
         f"tick {record['tick']:<4d} kimg {record['kimg']:8.1f}/{total_nimg / 1000:g}  "
         f"{record['sec_per_kimg']:7.2f} s/kimg  {record['images_per_sec']:7.1f} img/s  {losses}"
+        + (f"  augment p {record['augment/p']:.3f}" if "augment/p" in record else "")
         + (f"  skipped {record['nonfinite_skips']}" if record["nonfinite_skips"] else "")
     )
 

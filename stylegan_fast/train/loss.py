@@ -23,7 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from stylegan_fast.train.augment import augment, parse_policy
+from stylegan_fast.train.ada import ada_augment
+from stylegan_fast.train.augment import ADA, augment, parse_policy
 
 LOSSES = ("ns", "wgan-gp", "lsgan")
 
@@ -41,7 +42,7 @@ class StyleGAN2Loss:
         style_mixing_prob: float = 0.9,  # probability of mixing two w's at a random crossover
         gp_lambda: float = 10.0,  # WGAN-GP gradient-penalty weight
         wgan_drift: float = 0.001,  # WGAN-GP drift term on real logits
-        augment: str = "",  # DiffAugment policies applied to every image D sees (see augment.py)
+        augment: str = "",  # DiffAugment policies, or 'ada', applied to every image D sees (see augment.py)
     ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -56,6 +57,7 @@ class StyleGAN2Loss:
         self.style_mixing_prob = style_mixing_prob
         self.gp_lambda, self.wgan_drift = gp_lambda, wgan_drift
         self.augment = parse_policy(augment)
+        self.augment_p = 0.0  # with 'ada': the probability of each augmentation (the trainer steers it)
         self.pl_mean = torch.zeros([])
         self._compiled = None  # (G.mapping, G.synthesis, D) under torch.compile, for the main phases
 
@@ -86,7 +88,9 @@ class StyleGAN2Loss:
         return synthesis(ws), ws
 
     def run_D(self, img: torch.Tensor, c: torch.Tensor, compiled: bool = False) -> torch.Tensor:
-        if self.augment:
+        if self.augment == (ADA,):
+            img = ada_augment(img, self.augment_p)
+        elif self.augment:
             img = augment(img, self.augment)
         D = self._compiled[2] if compiled and self._compiled else self.D
         return D(img, c)
@@ -139,13 +143,19 @@ class StyleGAN2Loss:
             loss = fake_logits - real_logits + self.wgan_drift * real_logits.square()
         loss.mean().mul(gain).backward()
         w = gen_ws[:, 0]  # before mixing: crossovers are >= 1
-        return {
+        stats = {
             "loss/D": loss.detach().mean(),
             "scores/real": real_logits.detach().mean(),
             "scores/fake": fake_logits.detach().mean(),
             "w_sum": w.sum(0),
             "w_count": torch.tensor(float(w.shape[0]), device=w.device),
         }
+        if self.augment == (ADA,):
+            # ADA's overfitting heuristic r_t = E[sign(D(real))] (train/augment.py).
+            signs = real_logits.detach().sign()
+            stats.update({"augment/real_sign": signs.mean(), "ada_sign_sum": signs.sum(),
+                          "ada_sign_count": torch.tensor(float(signs.numel()), device=signs.device)})  # fmt: skip
+        return stats
 
     def D_reg(self, real_img, real_c, gen_z, gen_c, gain: float) -> dict:
         if self.loss == "wgan-gp":

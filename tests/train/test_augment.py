@@ -1,5 +1,7 @@
 """Differentiable augmentation of D's inputs (stylegan_fast/train/augment.py)."""
 
+import json
+
 import pytest
 import torch
 
@@ -92,3 +94,96 @@ def test_loss_augments_what_D_sees():
     StyleGAN2Loss(None, D(), augment="cutout").run_D(x, None)
     StyleGAN2Loss(None, D(), augment="").run_D(x, None)
     assert (seen[0] == 0).any() and torch.equal(seen[1], x)
+
+
+# Adaptive discriminator augmentation: the policy, p's feedback loop, and the loss's use of it.
+
+
+def test_ada_is_a_policy_of_its_own():
+    assert aug.parse_policy("ada") == ("ada",)
+    with pytest.raises(ValueError, match="'ada' .+ takes no other policies"):
+        aug.parse_policy("ada,color")
+    with pytest.raises(ValueError, match="takes no other policies"):
+        get_config("small", augment="translation,ada")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(dict(augment_p=1.5), "augment_p must be in"), (dict(augment_p=-0.1), "augment_p must be >= 0"),
+     (dict(ada_target=1.0), r"ada_target must be None or a number in \(-1, 1\)"),
+     (dict(ada_interval=0), "ada_interval"), (dict(ada_kimg=0), "ada_kimg must be > 0")],
+)  # fmt: skip
+def test_ada_settings_are_checked(change, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        get_config("small", augment="ada", **change)
+
+
+def signs(values):
+    """One step's (sum of sign(D(real)), count) for logits `values`."""
+    s = torch.tensor(values, dtype=torch.float32).sign()
+    return s.sum(), torch.tensor(float(s.numel()))
+
+
+def test_ada_moves_p_by_the_sign_of_the_overfitting_heuristic():
+    # batch 4, interval 2, kimg 0.1: each adjustment is 4 * 2 / 100 = 0.08.
+    ada = aug.AdaptiveAugmentation(0.5, target=0.6, interval=2, kimg=0.1, batch=4)
+    ada.update(*signs([1.0, 2.0, 3.0, -1.0]))  # r_t so far 0.5; no adjustment inside the interval
+    assert ada.p == 0.5 and ada.rt is None
+    ada.update(*signs([1.0, 1.0, 1.0, 1.0]))  # r_t = (2 + 4) / 8 = 0.75 > 0.6: more augmentation
+    assert ada.rt == 0.75 and ada.p == pytest.approx(0.58)
+    for _ in range(2):
+        ada.update(*signs([-1.0, 1.0, -1.0, 1.0]))  # r_t = 0 < 0.6: less
+    assert ada.rt == 0 and ada.p == pytest.approx(0.5)
+    for _ in range(2):
+        ada.update(*signs([1.0, 1.0, 1.0, 0.0, 1.0]))  # r_t = 0.8 with a zero logit counted
+    assert ada.rt == pytest.approx(0.8) and ada.p == pytest.approx(0.58)
+
+
+def test_ada_keeps_p_in_the_unit_interval_and_fixed_without_a_target():
+    ada = aug.AdaptiveAugmentation(0.05, target=0.6, interval=1, kimg=0.01, batch=4)  # steps of 0.4
+    ada.update(*signs([-1.0] * 4))
+    assert ada.p == 0.0
+    for _ in range(4):
+        ada.update(*signs([1.0] * 4))
+    assert ada.p == 1.0
+    fixed = aug.AdaptiveAugmentation(0.3, target=None, interval=1, kimg=0.01, batch=4)
+    for _ in range(3):
+        fixed.update(*signs([1.0] * 4))
+    assert fixed.p == 0.3 and fixed.state()["pending"] is None
+
+
+def test_ada_state_resumes_mid_interval():
+    # A snapshot between two adjustments keeps the pending sums: the resumed loop adjusts p
+    # exactly as the uninterrupted one.
+    straight = aug.AdaptiveAugmentation(0.2, target=0.6, interval=3, kimg=0.1, batch=4)
+    first = aug.AdaptiveAugmentation(0.2, target=0.6, interval=3, kimg=0.1, batch=4)
+    steps = [[1.0, 1.0, -1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [-1.0, 1.0, 1.0, 1.0], [1.0, -1.0, -1.0, 1.0]]
+    for values in steps:
+        straight.update(*signs(values))
+    for values in steps[:2]:
+        first.update(*signs(values))
+    state = json.loads(json.dumps(first.state()))  # as a snapshot's meta stores it
+    resumed = aug.AdaptiveAugmentation(0.0, target=0.6, interval=3, kimg=0.1, batch=4)
+    resumed.load_state(state, torch.device("cpu"))
+    for values in steps[2:]:
+        resumed.update(*signs(values))
+    assert resumed.p == straight.p and resumed.rt == straight.rt and resumed.state() == straight.state()
+
+
+def test_loss_with_ada_augments_by_p():
+    seen = []
+
+    class D(torch.nn.Module):
+        def forward(self, img, c):
+            seen.append(img)
+            return img.mean(dim=[1, 2, 3], keepdim=False)[:, None] - 0.1
+
+    x = images(n=8, h=16, w=16).float()
+    loss = StyleGAN2Loss(None, D(), augment="ada")
+    assert loss.augment_p == 0.0
+    torch.manual_seed(0)
+    loss.run_D(x, None)
+    assert torch.equal(seen[-1], x)  # p = 0: nothing changes
+    loss.augment_p = 1.0
+    loss.run_D(x, None)
+    assert not torch.allclose(seen[-1], x)

@@ -19,6 +19,9 @@ from stylegan_fast.train.loop import Trainer, TrainingDiverged, TrainOptions, tr
 # With augmentation: resume and multi-process equality then cover its randomness too.
 TINY = {"channel_base": 128, "channel_max": 8, "z_dim": 8, "w_dim": 8, "map_layers": 1, "mbstd_group": 2, "pl_weight": 2.0,
         "augment": "color,translation,cutout"}
+# The same with adaptive augmentation, its p adjusted every 2 steps by 4 * 2 / 100 = 0.08.
+TINY_ADA = {**TINY, "augment": "ada", "augment_p": 0.3, "ada_interval": 2, "ada_kimg": 0.1}
+AUGMENTATIONS = {"diffaugment": TINY, "ada": TINY_ADA}
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +79,20 @@ def test_running_means_follow_the_batch(data, tmp_path):
     assert not torch.equal(trainer.G.mapping.w_avg, w_avg)
 
 
-def test_resume_is_bitwise_exact(data, tmp_path):
-    straight = Trainer(options(data, tmp_path / "a"))
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
+def test_resume_is_bitwise_exact(data, tmp_path, augmentation):
+    # With ADA the snapshot falls between two adjustments of p (every 2 steps): the pending
+    # sums of sign(D(real)) are part of the state.
+    overrides = dict(AUGMENTATIONS[augmentation])
+    straight = Trainer(options(data, tmp_path / "a", overrides=overrides))
     for _ in range(6):
         straight.train_step()
 
-    first = Trainer(options(data, tmp_path / "b"))
+    first = Trainer(options(data, tmp_path / "b", overrides=overrides))
     for _ in range(3):
         first.train_step()
     first.snapshot(tmp_path / "snap.safetensors")
-    resumed = Trainer(options(data, tmp_path / "c", resume=str(tmp_path / "snap.safetensors")))
+    resumed = Trainer(options(data, tmp_path / "c", overrides=overrides, resume=str(tmp_path / "snap.safetensors")))
     assert resumed.step == 3
     for _ in range(3):
         resumed.train_step()
@@ -95,6 +102,27 @@ def test_resume_is_bitwise_exact(data, tmp_path):
         for key in expected:
             assert torch.equal(expected[key], actual[key]), f"{name}.{key} differs after resume"
     assert torch.equal(straight.loss.pl_mean, resumed.loss.pl_mean)
+    if augmentation == "ada":
+        assert straight.ada.p != 0.3 and straight.ada.rt is not None  # p was steered
+        assert resumed.ada.state() == straight.ada.state() and resumed.loss.augment_p == straight.ada.p
+
+
+def test_ada_steers_p_from_the_global_batch_and_reports_it(data, tmp_path):
+    # p moves every ada_interval steps by sign(r_t - target) * 0.08, r_t being the mean sign of
+    # D's real logits over the interval's global batches; the step statistics report p.
+    trainer = Trainer(options(data, tmp_path, batch_gpu=2, overrides=TINY_ADA))  # two chunks per step
+    signs = []
+    d_main = next(p for p in trainer.phases if p.name == "D_main")
+    run = d_main.run
+    d_main.run = lambda *a, **k: (lambda out: signs.append(out["ada_sign_sum"]) or out)(run(*a, **k))
+    ps = [trainer.train_step()["augment/p"].item() for _ in range(4)]
+    assert len(signs) == 8  # 4 steps x 2 chunks, 2 reals each
+    # r_t over 8 reals is a multiple of 1/8, never the target 0.6: every adjustment moves p.
+    rt1, rt2 = float(sum(signs[:4])) / 8, float(sum(signs[4:])) / 8
+    p1 = min(max(0.3 + 0.08 * ((rt1 > 0.6) - (rt1 < 0.6)), 0.0), 1.0)
+    p2 = min(max(p1 + 0.08 * ((rt2 > 0.6) - (rt2 < 0.6)), 0.0), 1.0)
+    assert ps == pytest.approx([0.3, 0.3, p1, p1])  # each step reports the p it ran with
+    assert trainer.ada.p == pytest.approx(p2) and trainer.ada.rt == rt2
 
 
 def test_nonfinite_gradients_skip_the_step_then_stop(data, tmp_path):
@@ -132,12 +160,15 @@ def _distributed_worker(rank, world_size, port, opts, result_path):
     for _ in range(3):
         trainer.train_step()
     if rank == 0:
-        torch.save({name: params(getattr(trainer, name)) for name in ("G", "D")}, result_path)
+        result = {name: params(getattr(trainer, name)) for name in ("G", "D")}
+        torch.save(result | {"ada": trainer.ada.state() if trainer.ada else None}, result_path)
     distributed.shutdown(trainer.process)
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(data, tmp_path):
-    opts = options(data, tmp_path, batch_gpu=2)
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS)
+def test_two_processes_equal_one_with_the_same_global_batch(data, tmp_path, augmentation):
+    # With ADA, both processes steer p from the signs of the whole global batch.
+    opts = options(data, tmp_path, batch_gpu=2, overrides=dict(AUGMENTATIONS[augmentation]))
     single = Trainer(opts)  # one process, two rounds of 2
     assert single.rounds == 2
     for _ in range(3):
@@ -148,6 +179,8 @@ def test_two_processes_equal_one_with_the_same_global_batch(data, tmp_path):
     for name in ("G", "D"):
         for key, value in params(getattr(single, name)).items():
             torch.testing.assert_close(dist[name][key], value, rtol=1e-4, atol=1e-5, msg=f"{name}.{key}")
+    if augmentation == "ada":
+        assert dist["ada"]["rt"] is not None and dist["ada"] == single.ada.state()
 
 
 def test_cli_train_writes_run_and_generate_reads_it(data, tmp_path, capsys):
