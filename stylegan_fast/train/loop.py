@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from stylegan_fast.data import make_loader, open_dataset, to_float
+from stylegan_fast.models.checkpoint import load_networks
 from stylegan_fast.models.configs import get_config, make_networks
 from stylegan_fast.train import distributed, samples
 from stylegan_fast.train.augment import ADA, AdaptiveAugmentation
@@ -59,6 +60,7 @@ class TrainOptions:
     tick_kimg: float = 4  # Progress report every this many kimg.
     snap_ticks: int = 10  # Snapshot (checkpoint and sample grid) every this many ticks; also at the end.
     resume: str | None = None  # Snapshot file to continue from, or a run directory (its newest snapshot).
+    init: str | None = None  # Transfer learning: start from the networks of this file (ours, or an NVlabs .pkl); ignored with resume.
     workers: int | None = None  # Data-loading worker processes; None = automatic.
     impl: str = "auto"  # Kernel implementation: 'auto', 'ref', 'triton' or 'cuda'.
     device: str | None = None  # 'cuda' or 'cpu'; None = CUDA when available.
@@ -138,6 +140,8 @@ class Trainer:
         self._nonfinite_run = {"G": 0, "D": 0}  # consecutive skipped steps per network
         if opts.resume:
             self._resume(opts.resume)
+        elif opts.init:
+            self._init_networks(opts.init)
 
     # Setup.
 
@@ -292,6 +296,36 @@ class Trainer:
                 **({"ada": self.ada.state()} if self.ada is not None else {}),
             },
         )
+
+    def _init_networks(self, path: str) -> None:
+        """Transfer learning: G, D and G_ema take the parameters and buffers (w_avg included)
+        of the networks in `path`, a checkpoint or snapshot of ours or an NVlabs StyleGAN2
+        pickle, which must fit the networks of this config and resolution. Optimisers,
+        progress and augmentation start fresh. A network the file lacks keeps its fresh
+        initialisation, except that G and G_ema stand in for each other (a G_ema-only file
+        fine-tunes from the averaged weights)."""
+        if str(path).endswith(".pkl"):
+            from stylegan_fast.compat.nvlabs import load_nvlabs
+
+            nets = load_nvlabs(path)
+        else:
+            nets, _ = load_networks(path)
+        found = [name for name in ("G", "D", "G_ema") if name in nets]
+        if not found:
+            raise ValueError(f"init: {path} holds none of the networks G, D, G_ema")
+        source = {"G": nets.get("G", nets.get("G_ema")), "G_ema": nets.get("G_ema", nets.get("G")), "D": nets.get("D")}
+        for name, net in source.items():
+            if net is None:
+                continue
+            try:
+                getattr(self, name).load_state_dict(net.state_dict())
+            except RuntimeError as error:
+                raise ValueError(
+                    f"init: network {name} of {path} does not fit the {name} of --cfg {self.opts.cfg} at "
+                    f"{self.opts.resolution}x{self.opts.resolution} with {self.dataset.label_dim} label dimensions; "
+                    f"use the config it was trained with (--cfg, --set): {error}"
+                ) from error
+        self.log(f"init: {', '.join(found)} from {path}" + ("" if "D" in nets else "; D starts from scratch"))
 
     def _resume(self, path: str) -> None:
         path = latest_snapshot(path) if Path(path).is_dir() else path

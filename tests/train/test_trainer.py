@@ -125,6 +125,59 @@ def test_ada_steers_p_from_the_global_batch_and_reports_it(data, tmp_path):
     assert trainer.ada.p == pytest.approx(p2) and trainer.ada.rt == rt2
 
 
+def test_init_starts_from_the_networks_of_a_snapshot(data, tmp_path):
+    # Transfer learning: the weights (and w_avg) of another run, fresh optimisers and progress.
+    source = Trainer(options(data, tmp_path / "a"))
+    for _ in range(2):
+        source.train_step()
+    source.snapshot(tmp_path / "snap.safetensors")
+    tuned = Trainer(options(data, tmp_path / "b", seed=7, init=str(tmp_path / "snap.safetensors")))
+    for name in ("G", "D", "G_ema"):
+        expected, actual = params(getattr(source, name)), params(getattr(tuned, name))
+        assert all(torch.equal(expected[key], actual[key]) for key in expected), name
+    assert tuned.step == 0 and tuned.cur_nimg == 0 and not tuned.optimizers["G"].state
+    tuned.train_step()
+    assert tuned.step == 1
+
+
+def test_init_from_a_generator_alone_fine_tunes_from_it(data, tmp_path):
+    # A file with G_ema only: G starts from it too, D from scratch (as a fresh run's D).
+    from stylegan_fast.models import save_networks
+
+    source = Trainer(options(data, tmp_path / "a"))
+    source.train_step()
+    save_networks(tmp_path / "g.safetensors", {"G_ema": source.G_ema}, config={})
+    logs = []
+    tuned = Trainer(options(data, tmp_path / "b", init=str(tmp_path / "g.safetensors")), log=logs.append)
+    fresh = Trainer(options(data, tmp_path / "c"))
+    expected = params(source.G_ema)
+    for name in ("G", "G_ema"):
+        actual = params(getattr(tuned, name))
+        assert all(torch.equal(expected[key], actual[key]) for key in expected), name
+    assert all(torch.equal(v, params(tuned.D)[k]) for k, v in params(fresh.D).items())
+    assert any("init: G_ema from" in line and "D starts from scratch" in line for line in logs)
+
+
+def test_init_reads_nvlabs_pickles(data, tmp_path, monkeypatch):
+    # A .pkl goes through the NVlabs importer (tested in tests/test_compat.py).
+    from stylegan_fast.compat import nvlabs
+
+    source = Trainer(options(data, tmp_path / "a"))
+    read = []
+    monkeypatch.setattr(nvlabs, "load_nvlabs", lambda path: read.append(path) or {"G": source.G, "D": source.D})
+    tuned = Trainer(options(data, tmp_path / "b", seed=7, init="ffhq.pkl"))
+    assert read == ["ffhq.pkl"]
+    assert all(torch.equal(v, params(tuned.D)[k]) for k, v in params(source.D).items())
+
+
+def test_init_that_does_not_fit_the_config_names_the_network(data, tmp_path):
+    source = Trainer(options(data, tmp_path / "a"))
+    source.snapshot(tmp_path / "snap.safetensors")
+    other = {**TINY, "channel_max": 16}
+    with pytest.raises(ValueError, match=r"init: network G of .*snap.safetensors does not fit the G of --cfg small at 8x8"):
+        Trainer(options(data, tmp_path / "b", init=str(tmp_path / "snap.safetensors"), overrides=other))
+
+
 def test_nonfinite_gradients_skip_the_step_then_stop(data, tmp_path):
     trainer = Trainer(options(data, tmp_path, max_nonfinite=3, overrides={**TINY, "pl_weight": 0}))  # G_main only
     g_main = next(p for p in trainer.phases if p.name == "G_main")
