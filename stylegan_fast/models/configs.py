@@ -86,6 +86,7 @@ class Config:
     ada_target: float | None = 0.6  # With 'ada': target of E[sign(D(real))] that p is steered to; None = p fixed.
     ada_interval: int = 4  # With 'ada': adjust p every this many steps.
     ada_kimg: float = 500  # With 'ada': p can move from 0 to 1 in this many thousand images.
+    freeze_d: int = 0  # Freeze D's first this many layers, from the image side (transfer learning: FreezeD); 0 = none.
 
     def __post_init__(self):
         _check_choice("generator", self.generator, GENERATORS)
@@ -115,6 +116,7 @@ class Config:
         if self.ada_target is not None and not (isinstance(self.ada_target, (int, float)) and -1 < self.ada_target < 1):
             raise ValueError(f"ada_target must be None or a number in (-1, 1) (a mean of signs), got {self.ada_target!r}")
         _check_int("ada_interval", self.ada_interval, minimum=1)
+        _check_int("freeze_d", self.freeze_d, minimum=0)
         _check_number("ada_kimg", self.ada_kimg, positive=True)
 
     @classmethod
@@ -211,6 +213,6 @@ def make_networks(
         c_dim=c_dim, img_resolution=resolution, img_channels=img_channels, architecture=config.d_architecture,
         **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp,
         epilogue_kwargs=dict(mbstd_group_size=config.mbstd_group), mp_dtype=config.mp_dtype, impl=impl,
-        block_kwargs=dict(fp16_channels_last=config.channels_last),
+        block_kwargs=dict(fp16_channels_last=config.channels_last, freeze_layers=config.freeze_d),
     )
     return G, D

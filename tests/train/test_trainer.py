@@ -178,6 +178,24 @@ def test_init_that_does_not_fit_the_config_names_the_network(data, tmp_path):
         Trainer(options(data, tmp_path / "b", init=str(tmp_path / "snap.safetensors"), overrides=other))
 
 
+def test_freeze_d_keeps_the_first_layers_of_d_fixed(data, tmp_path):
+    # FreezeD: fine-tuning updates all of D but its first layers from the image side, whose
+    # weights (loaded from the init file like the rest) become buffers.
+    source = Trainer(options(data, tmp_path / "a"))
+    source.snapshot(tmp_path / "snap.safetensors")
+    tuned = Trainer(options(data, tmp_path / "b", init=str(tmp_path / "snap.safetensors"),
+                            overrides={**TINY, "freeze_d": 2}))  # fmt: skip
+    frozen = {name for name, _ in tuned.D.named_buffers() if name.endswith(("weight", "bias"))}
+    assert frozen == {"b8.fromrgb.weight", "b8.fromrgb.bias", "b8.conv0.weight", "b8.conv0.bias"}
+    before = params(tuned.D)
+    assert all(torch.equal(before[k], v) for k, v in params(source.D).items())
+    for _ in range(2):
+        tuned.train_step()
+    after = params(tuned.D)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k, _ in tuned.D.named_parameters())
+
+
 def test_nonfinite_gradients_skip_the_step_then_stop(data, tmp_path):
     trainer = Trainer(options(data, tmp_path, max_nonfinite=3, overrides={**TINY, "pl_weight": 0}))  # G_main only
     g_main = next(p for p in trainer.phases if p.name == "G_main")
