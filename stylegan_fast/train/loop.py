@@ -60,7 +60,7 @@ class TrainOptions:
     tick_kimg: float = 4  # Progress report every this many kimg.
     snap_ticks: int = 10  # Snapshot (checkpoint and sample grid) every this many ticks; also at the end.
     resume: str | None = None  # Snapshot file to continue from, or a run directory (its newest snapshot).
-    init: str | None = None  # Transfer learning: start from the networks of this file (ours, or an NVlabs .pkl); ignored with resume.
+    init: str | None = None  # Transfer learning: start from the networks of this file (ours, or an NVlabs .pkl) or run directory; ignored with resume.
     workers: int | None = None  # Data-loading worker processes; None = automatic.
     impl: str = "auto"  # Kernel implementation: 'auto', 'ref', 'triton' or 'cuda'.
     device: str | None = None  # 'cuda' or 'cpu'; None = CUDA when available.
@@ -299,11 +299,12 @@ class Trainer:
 
     def _init_networks(self, path: str) -> None:
         """Transfer learning: G, D and G_ema take the parameters and buffers (w_avg included)
-        of the networks in `path`, a checkpoint or snapshot of ours or an NVlabs StyleGAN2
-        pickle, which must fit the networks of this config and resolution. Optimisers,
+        of the networks in `path`, a checkpoint or snapshot of ours (or a run directory: its
+        newest snapshot) or an NVlabs StyleGAN2 pickle, which must fit the networks of this config and resolution. Optimisers,
         progress and augmentation start fresh. A network the file lacks keeps its fresh
         initialisation, except that G and G_ema stand in for each other (a G_ema-only file
         fine-tunes from the averaged weights)."""
+        path = latest_snapshot(path) if Path(path).is_dir() else path
         if str(path).endswith(".pkl"):
             from stylegan_fast.compat.nvlabs import load_nvlabs
 

@@ -138,6 +138,12 @@ def test_init_starts_from_the_networks_of_a_snapshot(data, tmp_path):
     assert tuned.step == 0 and tuned.cur_nimg == 0 and not tuned.optimizers["G"].state
     tuned.train_step()
     assert tuned.step == 1
+    # A run directory stands for its newest snapshot.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    source.snapshot(run_dir / "snapshot-000000008.safetensors")
+    from_dir = Trainer(options(data, tmp_path / "c", seed=7, init=str(run_dir)))
+    assert all(torch.equal(v, params(from_dir.G)[k]) for k, v in params(source.G).items())
 
 
 def test_init_from_a_generator_alone_fine_tunes_from_it(data, tmp_path):
