@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--metrics", type=_names, default=[], metavar="NAMES",
                        help="measure G_ema at every snapshot, e.g. fid50k_full,kid50k_full (see the metrics command); "
                             "lines go to metric-NAME.jsonl in the run directory")  # fmt: skip
-    train.add_argument("--detector", help="with FID/KID: the Inception-v3 weights (see the metrics command)")
+    train.add_argument("--detector", help="with FID/KID/IS: the Inception-v3 weights (see the metrics command)")
     train.add_argument("--vgg16", help="with PPL or pr50k3_full: the VGG16 weights (see the metrics command)")
     train.add_argument("--lpips", help="with PPL and a VGG16 state dict: LPIPS v0.1's linear weights")
     train.add_argument("--metrics-num-gen", dest="metrics_num_gen", type=int, default=50000,
@@ -289,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     met = commands.add_parser(
         "metrics",
-        help="FID, KID, precision/recall and perceptual path length of a trained network",
+        help="FID, KID, Inception Score, precision/recall and perceptual path length of a trained network",
         description="Measure G_ema with the StyleGAN2-ADA metrics: fid50k_full, kid50k_full (50,000 generated "
-        "images against every real image, Inception-v3 pool features), pr50k3_full (precision and recall, k=3, "
+        "images against every real image, Inception-v3 pool features), is50k (Inception Score of 50,000 generated "
+        "images, 10 splits), pr50k3_full (precision and recall, k=3, "
         "VGG16 fc2 features) and ppl_zfull, ppl_wfull, ppl_zend, ppl_wend, ppl2_wend (perceptual path length, "
         "LPIPS on VGG16). Real-image statistics are cached. Prints a summary; "
         "--out appends one JSON line per metric. Runs with other counts are marked non-standard.",
@@ -299,12 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     _generator_options(met, "network", "trunc", "device", "impl")
     met.add_argument("--data", help="the real images: a folder, .zip, .npy/.npz or demo:NAME (needed for FID/KID)")
     met.add_argument("--metrics", default="fid50k_full", help="comma-separated metric names (default: fid50k_full)")
-    met.add_argument("--detector", help="Inception-v3 for FID/KID: pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
+    met.add_argument("--detector", help="Inception-v3 for FID/KID/IS: pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
                                         "or NVIDIA's inception-2015-12-05.pt TorchScript")  # fmt: skip
     met.add_argument("--vgg16", help="VGG16 for PPL and pr50k3_full: torchvision's vgg16 state dict (.pth; pr50k3_full "
                                      "needs its classifier) or NVIDIA's vgg16.pt TorchScript")  # fmt: skip
     met.add_argument("--lpips", help="with a torchvision state dict: LPIPS v0.1's linear weights (vgg.pth)")
-    met.add_argument("--num-gen", dest="num_gen", type=int, default=50000, help="generated images for FID/KID (default: 50000)")
+    met.add_argument("--num-gen", dest="num_gen", type=int, default=50000, help="generated images for FID/KID/IS/PR (default: 50000)")
     met.add_argument("--num-real", dest="num_real", type=int, help="use only the first N real images (default: all)")
     met.add_argument("--ppl-samples", dest="ppl_samples", type=int, default=100000, help="PPL pairs (default: 100000)")
     met.add_argument("--batch", type=int, default=32, help="images per forward pass (default: 32)")

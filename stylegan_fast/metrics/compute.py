@@ -7,6 +7,10 @@
 
 * `fid50k_full`: FID between 50,000 generated images and every real image.
 * `kid50k_full`: KID (100 subsets of 1000) between the same two sets.
+* `is50k`: the Inception Score of 50,000 generated images, mean over 10 splits (the record
+  adds their standard deviation as "std"), from the detector's class probabilities
+  (`FeatureDetector.probabilities`); it needs no real images, only the labels of a
+  conditional network.
 * `pr50k3_full`: improved precision and recall (precision_recall.py, k = 3) of VGG16 fc2
   features (vgg16.py) of 50,000 generated images and every real image, as FID counts them
   (StyleGAN2-ADA caps the real images at 200,000). Its record's value is a dict
@@ -59,10 +63,12 @@ from stylegan_fast.metrics.ppl import (
     parse_ppl_metric,
     path_lengths,
 )
-from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, kernel_inception_distance
+from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, inception_score, kernel_inception_distance
 from stylegan_fast.metrics.vgg16 import load_vgg16_features
 
 FEATURE_METRICS = ("fid50k_full", "kid50k_full")  # Inception-v3 features (the detector)
+IS_METRICS = ("is50k",)  # Inception-v3 class probabilities (the detector)
+IS_SPLITS = 10
 PR_METRICS = ("pr50k3_full",)  # VGG16 fc2 features
 PPL_METRICS = ("ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend", "ppl2_wend")
 PROTOCOL_NUM_GEN = 50_000
@@ -153,10 +159,8 @@ def compute_metrics(
     adds k.
     """
     names = check_request(metrics, data=data, detector=detector, vgg16=vgg16)
-    wants_features = [m for m in names if m in FEATURE_METRICS]
-    wants_pr = [m for m in names if m in PR_METRICS]
-    wants_ppl = [m for m in names if m not in FEATURE_METRICS + PR_METRICS]
-    _check_count("num_gen", num_gen, PR_K + 1 if wants_pr else 2)
+    wants_features, wants_is, wants_pr, wants_ppl = _kinds(names)
+    _check_count("num_gen", num_gen, PR_K + 1 if wants_pr else (IS_SPLITS if wants_is else 2))
     _check_count("ppl_samples", ppl_samples, 1)
     _check_count("batch", batch, 1)
     if num_real is not None:
@@ -196,9 +200,9 @@ def compute_metrics(
     deviations = [f"truncation_psi={truncation_psi:g} (protocol: 1)"] if truncation_psi != 1 else []
     results, labels = {}, None
     with _full_float32():
+        if (wants_features or wants_is) and not isinstance(detector, FeatureDetector):
+            detector = load_detector(detector, device)
         if wants_features:
-            if not isinstance(detector, FeatureDetector):
-                detector = load_detector(detector, device)
             start = time.perf_counter()
             real, fake, labels = real_and_generated(detector, keep_features="kid50k_full" in names)
             shared = time.perf_counter() - start
@@ -213,6 +217,22 @@ def compute_metrics(
                     seconds=shared + time.perf_counter() - start, num_gen=fake.num_items, num_real=int(real_count),
                     detector=detector.path,
                 )  # fmt: skip
+        for name in wants_is:
+            start = time.perf_counter()
+            probabilities = generated_statistics(
+                G, detector.probabilities, num_gen=num_gen, keep_features=True, batch=batch,
+                truncation_psi=truncation_psi, labels=_label_sampler(G, labels, data), seed=seed,
+                batches=share(num_gen), progress=progress,
+            )  # fmt: skip
+            probabilities = processes.combine(probabilities)
+            mean, std = processes.from_main(
+                *(inception_score(probabilities.features(), IS_SPLITS) if processes.is_main else (0, 0))
+            )
+            results[name] = _record(
+                name, mean, deviations + _count_deviations(num_gen, None), common,
+                seconds=time.perf_counter() - start, std=std, num_gen=probabilities.num_items, splits=IS_SPLITS,
+                detector=detector.path,
+            )  # fmt: skip
         for name in wants_pr:
             start = time.perf_counter()
             features = _vgg16_features(vgg16, device)
@@ -425,11 +445,9 @@ def check_request(metrics, *, data, detector, vgg16) -> list[str]:
     duplicates; raises ValueError for an unknown name, or when a file or the data they need is
     not given (before any work, so that a training run can check its request at the start)."""
     names = _check_metrics(metrics)
-    wants_features = [m for m in names if m in FEATURE_METRICS]
-    wants_pr = [m for m in names if m in PR_METRICS]
-    wants_ppl = [m for m in names if m not in FEATURE_METRICS + PR_METRICS]
-    if wants_features and detector is None:
-        raise ValueError(f"{', '.join(wants_features)} {DETECTOR_NEEDED}")
+    wants_features, wants_is, wants_pr, wants_ppl = _kinds(names)
+    if wants_features + wants_is and detector is None:
+        raise ValueError(f"{', '.join(wants_features + wants_is)} {DETECTOR_NEEDED}")
     if wants_pr and vgg16 is None:
         raise ValueError(f"{', '.join(wants_pr)} {VGG16_FC2_NEEDED}")
     if wants_ppl and vgg16 is None:
@@ -441,6 +459,13 @@ def check_request(metrics, *, data, detector, vgg16) -> list[str]:
     return names
 
 
+def _kinds(names: list[str]) -> tuple[list[str], list[str], list[str], list[str]]:
+    """names split by what they need: (FID/KID, IS, precision/recall, PPL)."""
+    kinds = ([m for m in names if m in FEATURE_METRICS], [m for m in names if m in IS_METRICS],
+             [m for m in names if m in PR_METRICS])  # fmt: skip
+    return (*kinds, [m for m in names if m not in FEATURE_METRICS + IS_METRICS + PR_METRICS])
+
+
 def _check_metrics(metrics) -> list[str]:
     if isinstance(metrics, str):
         metrics = metrics.split(",")
@@ -450,12 +475,12 @@ def _check_metrics(metrics) -> list[str]:
     if not names:
         raise ValueError(f"metrics must name at least one metric, got {metrics!r}")
     for name in names:
-        if name in FEATURE_METRICS + PR_METRICS:
+        if name in FEATURE_METRICS + IS_METRICS + PR_METRICS:
             continue
         try:
             parse_ppl_metric(name)
         except ValueError:
-            known = ", ".join(FEATURE_METRICS + PR_METRICS + PPL_METRICS)
+            known = ", ".join(FEATURE_METRICS + IS_METRICS + PR_METRICS + PPL_METRICS)
             raise ValueError(
                 f"metrics: unknown metric {name!r}; known: {known} (and ppl{{,2}}_{{z,w}}{{full,end}})"
             ) from None

@@ -264,18 +264,36 @@ class FeatureDetector:
         Gray images are repeated to three channels. D is 2048 for Inception-v3, 4096 for
         VGG16's fc2 (vgg16.py).
         """
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
-            raise TypeError(f"images must be a uint8 tensor, got {getattr(images, 'dtype', type(images).__name__)}")
-        if images.ndim != 4 or images.shape[1] not in (1, 3):
-            raise ValueError(f"images must be [N, 1 or 3, H, W], got shape {list(images.shape)}")
-        images = images.to(self.device)
-        if images.shape[1] == 1:
-            images = images.repeat(1, 3, 1, 1)
+        images = self._rgb(images)
         if self.kind == "torchscript":
             features = self.module(images, return_features=True)
         else:
             features = self.module(images)
         return features.to(torch.float32)
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, C, H, W] images -> float32 [N, 1008] Inception-v3 class probabilities, as
+        the Inception Score takes them: the softmax of the classifier's logits without its
+        bias (the original IS code's choice, which StyleGAN2-ADA's is50k keeps). NVIDIA's
+        TorchScript detector computes them itself (`no_output_bias=True`); an `InceptionV3`
+        applies its `fc` weight to the pool3 features."""
+        images = self._rgb(images)
+        if self.kind == "torchscript":
+            return self.module(images, no_output_bias=True).to(torch.float32)
+        fc = getattr(self.module, "fc", None)
+        if not isinstance(fc, nn.Linear):
+            raise ValueError(f"{self.path} is no Inception-v3 classifier: it has no class probabilities")
+        return torch.softmax(self.module(images).to(torch.float32) @ fc.weight.t().float(), dim=1)
+
+    def _rgb(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 1 or 3, H, W] images checked, on `device`, gray repeated to three channels."""
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+            raise TypeError(f"images must be a uint8 tensor, got {getattr(images, 'dtype', type(images).__name__)}")
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be [N, 1 or 3, H, W], got shape {list(images.shape)}")
+        images = images.to(self.device)
+        return images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images
 
 
 def load_detector(path: str | os.PathLike, device: torch.device | str = "cpu") -> FeatureDetector:

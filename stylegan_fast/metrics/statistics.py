@@ -189,3 +189,24 @@ def _as_float64(name: str, value, ndim: int) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name} holds non-finite values")
     return array
+
+
+def inception_score(probabilities, num_splits: int = 10) -> tuple[float, float]:
+    """(mean, standard deviation) over `num_splits` consecutive equal parts of the rows of
+    `probabilities` [N, classes] (each row a distribution p(y|x)) of
+    exp(E_x KL(p(y|x) || p(y))), p(y) being the part's mean row: the Inception Score
+    (Salimans et al. 2016), computed in float64. Part i holds rows [i N / s, (i + 1) N / s)."""
+    p = _as_float64("probabilities", probabilities, 2)
+    n = p.shape[0]
+    if not isinstance(num_splits, int) or isinstance(num_splits, bool) or not 1 <= num_splits <= n:
+        raise ValueError(f"num_splits must be an int in [1, {n}] (the number of rows), got {num_splits!r}")
+    scores = []
+    for i in range(num_splits):
+        part = p[i * n // num_splits : (i + 1) * n // num_splits]
+        marginal = part.mean(axis=0, keepdims=True)
+        # 0 log 0 = 0: a class with no probability adds nothing (where a row's p > 0, the
+        # part's mean is > 0 too, so its log is finite there).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            terms = np.where(part > 0, part * (np.log(part) - np.log(marginal)), 0.0)
+        scores.append(np.exp(terms.sum(axis=1).mean()))
+    return float(np.mean(scores)), float(np.std(scores))

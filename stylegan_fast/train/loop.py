@@ -169,9 +169,9 @@ class Trainer:
             raise ValueError("metrics: a network conditioned on a separate labels file cannot be measured during "
                              "training (the metrics draw labels from the data's own); run stylegan-fast metrics later")  # fmt: skip
         nets = {"names": names, "detector": None, "vgg16": None}
-        if any(name in compute.FEATURE_METRICS for name in names):
+        if any(name in compute.FEATURE_METRICS + compute.IS_METRICS for name in names):
             nets["detector"] = load_detector(opts.detector, self.device)
-        if any(name not in compute.FEATURE_METRICS for name in names):
+        if any(name not in compute.FEATURE_METRICS + compute.IS_METRICS for name in names):
             nets["vgg16"] = load_perceptual(opts.vgg16, opts.lpips, device=self.device)
         if any(name in compute.PR_METRICS for name in names):
             # Only a file with VGG16's classifier serves precision/recall: refuse others now.

@@ -17,7 +17,7 @@ from stylegan_fast.generate import z_from_seed
 from stylegan_fast.metrics import compute
 from stylegan_fast.metrics.compute import compute_metrics, format_results
 from stylegan_fast.metrics.parallel import batch_seeds
-from stylegan_fast.metrics.statistics import kernel_inception_distance
+from stylegan_fast.metrics.statistics import inception_score, kernel_inception_distance
 from stylegan_fast.models import make_networks, save_networks
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:FutureWarning")
@@ -32,10 +32,14 @@ class _SmallDetector(torch.nn.Module):
         super().__init__()
         self.register_buffer("projection", torch.randn(48, 16, generator=torch.Generator().manual_seed(0)))
 
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
         blocks = F.avg_pool2d(x.float() / 255, 4).flatten(1)  # [N, 48]
         features = torch.tanh((blocks - 0.5) @ self.projection)
-        return features if return_features else features.sum(dim=1)
+        if return_features:
+            return features
+        # Class probabilities over 16 classes, as NVIDIA's detector gives them (bias: +1 on class 0).
+        bias = torch.zeros(16) if no_output_bias else torch.eye(16)[0]
+        return torch.softmax(4 * features + bias, dim=1)
 
 
 class _SmallVGG(torch.nn.Module):
@@ -108,6 +112,25 @@ def test_results_match_an_independent_computation(files, tmp_path):
     json.dumps(results)
     summary = format_results(results)
     assert "fid50k_full" in summary and "40 generated, 24 real" in summary and "non-standard" in summary
+
+
+def test_inception_score_of_generated_images(files, tmp_path):
+    # is50k: the detector's class probabilities (no output bias) of the generated images,
+    # 10 splits; no real images are read.
+    results = compute_metrics(files["network"], None, "is50k", detector=files["detector"], num_gen=40, batch=16,
+                              device="cpu", cache_dir=tmp_path)  # fmt: skip
+    record = results["is50k"]
+    with torch.no_grad():
+        z = torch.cat([z_from_seed(k, files["G"].z_dim) for k in range(40)])
+        images = to_uint8(files["G"](z, None))
+    probabilities = torch.jit.load(str(files["detector"]))(images, no_output_bias=True).double().numpy()
+    mean, std = inception_score(probabilities, 10)
+    assert record["value"] == pytest.approx(mean, rel=1e-5) and record["std"] == pytest.approx(std, rel=1e-4, abs=1e-7)
+    assert record["value"] > 1 and record["splits"] == 10 and record["num_gen"] == 40
+    assert record["deviations"] == ["num_gen=40 (protocol: 50000)"] and record["detector"] == str(files["detector"])
+    assert not any(tmp_path.iterdir())  # nothing cached: no real statistics
+    with pytest.raises(ValueError, match="is50k needs the Inception-v3 feature detector"):
+        compute_metrics(files["network"], None, "is50k", num_gen=40, device="cpu")
 
 
 class _Replay(torch.nn.Module):

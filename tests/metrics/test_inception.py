@@ -91,6 +91,20 @@ def test_state_dict_round_trips_through_load_detector(tmp_path, inception, image
     torch.testing.assert_close(detector(images), features, rtol=0, atol=0)
 
 
+def test_state_dict_detector_gives_class_probabilities_without_the_output_bias(tmp_path, inception, images, features):
+    # is50k's probabilities: softmax(pool3 @ fc.weight^T), the bias left out (a nonzero bias
+    # here, so that using it would show).
+    state = dict(inception.state_dict())
+    state["fc.bias"] = torch.randn(1008, generator=torch.Generator().manual_seed(3))
+    path = tmp_path / "pt_inception.pth"
+    torch.save(state, path)
+    probabilities = load_detector(path, "cpu").probabilities(images)
+    expected = torch.softmax(features.double() @ state["fc.weight"].double().t(), dim=1)
+    assert probabilities.dtype == torch.float32 and probabilities.shape == (2, 1008)
+    torch.testing.assert_close(probabilities.double(), expected, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(2))
+
+
 @pytest.mark.parametrize(
     "change, named",
     [
@@ -111,13 +125,16 @@ def test_mismatched_state_dict_names_the_key(tmp_path, inception, change, named)
 
 
 class _TinyDetector(torch.nn.Module):
-    """Mean colour per channel as 'features'; something else without return_features."""
+    """Mean colour per channel as 'features'; without return_features, class probabilities
+    (softmax of the means, plus a bias unless no_output_bias), as NVIDIA's detector returns."""
 
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
         if x.dtype != torch.uint8:
             raise TypeError("expected uint8 images")
         means = x.float().mean(dim=(2, 3))
-        return means if return_features else -means
+        if return_features:
+            return means
+        return torch.softmax(means / 64 + (0.0 if no_output_bias else 1.0) * torch.arange(3.0), dim=1)
 
 
 def test_torchscript_archive_is_called_with_uint8_and_return_features(tmp_path):
@@ -131,6 +148,8 @@ def test_torchscript_archive_is_called_with_uint8_and_return_features(tmp_path):
     torch.testing.assert_close(detector(gray), gray.float().mean(dim=(2, 3)).repeat(1, 3))
     with pytest.raises(TypeError, match="uint8"):
         detector(rgb.float())
+    # is50k asks the TorchScript detector for its probabilities without the output bias.
+    torch.testing.assert_close(detector.probabilities(rgb), torch.softmax(rgb.float().mean(dim=(2, 3)) / 64, dim=1))
 
 
 def test_unreadable_files_raise_clear_errors(tmp_path):

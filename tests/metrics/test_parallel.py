@@ -94,6 +94,12 @@ def _worker(rank, world_size, port, root):
         pr.append([record["value"], record["num_gen"], record["num_real"], record["processes"]])
     with open(os.path.join(root, f"rank{rank}-pr.json"), "w") as file:
         json.dump(pr, file)
+    record = compute.compute_metrics(
+        G, os.path.join(root, "data.npz"), ["is50k"], detector=os.path.join(root, "detector.pt"), distributed=True,
+        **SETTINGS,
+    )["is50k"]  # fmt: skip
+    with open(os.path.join(root, f"rank{rank}-is.json"), "w") as file:
+        json.dump([record["value"], record["std"], record["num_gen"], record["processes"]], file)
     dist.destroy_process_group()
 
 
@@ -125,9 +131,17 @@ def test_two_processes_compute_what_one_does(tmp_path):
             load_generator(tmp_path / "net.safetensors", torch.device("cpu"), impl="ref"), tmp_path / "pr-data.npz",
             ["pr50k3_full"], vgg16=tmp_path / "vgg16.pt", cache_dir=tmp_path / "single-pr-cache", **PR_SETTINGS,
         )["pr50k3_full"]  # fmt: skip
+        single_is = compute.compute_metrics(
+            load_generator(tmp_path / "net.safetensors", torch.device("cpu"), impl="ref"), tmp_path / "data.npz",
+            ["is50k"], detector=tmp_path / "detector.pt", **SETTINGS,
+        )["is50k"]  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # is50k: the class probabilities gathered in the single process's order: the same score, to the last bit.
+    for r in range(2):
+        assert json.loads((tmp_path / f"rank{r}-is.json").read_text()) == [
+            single_is["value"], single_is["std"], single_is["num_gen"], 2]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
     for rank in ranks:

@@ -1,11 +1,13 @@
 """Streaming feature statistics, the Fréchet distance and KID."""
 
+import math
+
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
-from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, kernel_inception_distance
+from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, inception_score, kernel_inception_distance
 
 
 def _random_spd(rng, dim):
@@ -150,3 +152,32 @@ def test_kid_checks_its_arguments():
         kernel_inception_distance(features, features, num_subsets=0)
     with pytest.raises(ValueError, match="at least 2"):
         kernel_inception_distance(features[:1], features)
+
+
+def test_inception_score_equals_the_definition_per_split():
+    # exp(mean_x KL(p(y|x) || p(y))) per consecutive part, p(y) the part's mean; parts of
+    # unequal size (53 rows in 10 splits: 5 or 6 each); a class never predicted in a part.
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(7, 0.3), size=53)
+    p[:5, 6] = 0
+    p[:5] /= p[:5].sum(axis=1, keepdims=True)
+    scores = []
+    for i in range(10):
+        part = p[i * 53 // 10 : (i + 1) * 53 // 10]
+        marginal = part.mean(axis=0)
+        kl = [sum(q[j] * math.log(q[j] / marginal[j]) for j in range(7) if q[j] > 0) for q in part]
+        scores.append(math.exp(sum(kl) / len(part)))
+    mean, std = inception_score(p, 10)
+    assert mean == pytest.approx(np.mean(scores), rel=1e-12) and std == pytest.approx(np.std(scores), rel=1e-10)
+    assert mean > 1
+
+
+def test_inception_score_bounds():
+    # Identical rows: 1. Confident and evenly spread over k classes: k.
+    assert inception_score(np.full([40, 5], 0.2), 4) == pytest.approx((1.0, 0.0))
+    one_hot = np.eye(8)[np.arange(64) % 8]
+    assert inception_score(one_hot, 8) == pytest.approx((8.0, 0.0))
+    with pytest.raises(ValueError, match=r"num_splits must be an int in \[1, 4\]"):
+        inception_score(np.full([4, 3], 1 / 3), 5)
+    with pytest.raises(ValueError, match="probabilities must have 2 dimensions"):
+        inception_score(np.full([4], 0.25), 1)

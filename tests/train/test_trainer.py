@@ -312,9 +312,9 @@ class _BlockDetector(torch.nn.Module):
         super().__init__()
         self.register_buffer("projection", torch.randn(48, 16, generator=torch.Generator().manual_seed(0)))
 
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_features: bool = False, no_output_bias: bool = False) -> torch.Tensor:
         features = torch.tanh((torch.nn.functional.avg_pool2d(x.float() / 255, 2).flatten(1) - 0.5) @ self.projection)
-        return features if return_features else features.sum(dim=1)
+        return features if return_features else torch.softmax(4 * features, dim=1)  # 16 class probabilities
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.(script|save|load)` is deprecated:FutureWarning")
@@ -326,7 +326,7 @@ def test_metrics_at_every_snapshot_measure_g_ema(data, tmp_path, monkeypatch):
     torch.jit.save(torch.jit.script(_BlockDetector()), str(detector))
     args = ["train", "--data", data, "--outdir", str(tmp_path / "runs"), "--resolution", "8", "--batch", "4",
             "--kimg", "0.016", "--tick-kimg", "0.008", "--snap-ticks", "1", "--device", "cpu", "--workers", "0",
-            "--metrics", "fid50k_full,kid50k_full", "--detector", str(detector), "--metrics-num-gen", "16"]  # fmt: skip
+            "--metrics", "fid50k_full,kid50k_full,is50k", "--detector", str(detector), "--metrics-num-gen", "16"]  # fmt: skip
     assert cli.main(args + [f"--set={key}={json.dumps(value)}" for key, value in TINY.items()]) == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     fid = [json.loads(line) for line in (run_dir / "metric-fid50k_full.jsonl").read_text().splitlines()]
@@ -337,6 +337,9 @@ def test_metrics_at_every_snapshot_measure_g_ema(data, tmp_path, monkeypatch):
     for record in fid + kid:
         assert math.isfinite(record["value"]) and record["num_gen"] == 16 and record["protocol"] == "non-standard"
     assert fid[0]["value"] != fid[1]["value"]
+    inception = [json.loads(line) for line in (run_dir / "metric-is50k.jsonl").read_text().splitlines()]
+    assert [r["snapshot"] for r in inception] == [r["snapshot"] for r in fid]
+    assert all(r["value"] >= 1 and r["splits"] == 10 for r in inception)
     # The value is that of the snapshot's G_ema, measured again from the file.
     again = compute_metrics(run_dir / fid[1]["snapshot"], data, ["fid50k_full"], detector=detector, num_gen=16,
                             device="cpu")  # fmt: skip
