@@ -82,6 +82,16 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from stylegan_fast.export import export_generator
+
+    meta = export_generator(args.network, args.out, truncation_psi=args.trunc, noise_mode=args.noise_mode,
+                            uint8=args.uint8, force_fp32=args.fp32, device=args.device or "cpu", force=args.force)  # fmt: skip
+    print(f"wrote {args.out}: (z [N, {meta['z_dim']}], c [N, {meta['c_dim']}]) -> {meta['output']}, "
+          f"{meta['img_resolution']}x{meta['img_resolution']}, on {meta['device']}")  # fmt: skip
+    return 0
+
+
 def _metrics(args: argparse.Namespace) -> int:
     from stylegan_fast.metrics import compute
 
@@ -286,6 +296,21 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("source", help="network-snapshot-*.pkl")
     conv.add_argument("dest", help="output .safetensors")
     conv.set_defaults(run=_convert)
+
+    exp = commands.add_parser(
+        "export",
+        help="write G_ema as a standalone torch.export program (.pt2) for serving",
+        description="Trace G_ema (mapping and synthesis, reference ops) into one torch.export file that runs with "
+        "plain PyTorch: torch.export.load(FILE).module()(z, c). Batch size dynamic; truncation, noise mode, "
+        "precision, device and output format fixed here.",
+    )
+    _generator_options(exp, "network", "trunc", "noise_mode")
+    exp.add_argument("--out", required=True, help="the .pt2 file to write")
+    exp.add_argument("--uint8", action="store_true", help="output uint8 [N, H, W, C] images instead of float32 [N, C, H, W]")
+    exp.add_argument("--fp32", action="store_true", help="run every layer in float32 (default: the network's precision)")
+    exp.add_argument("--device", choices=["cuda", "cpu"], help="where the program runs (default: cpu)")
+    exp.add_argument("--force", action="store_true", help="replace an existing --out")
+    exp.set_defaults(run=_export)
 
     met = commands.add_parser(
         "metrics",
