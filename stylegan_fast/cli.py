@@ -53,7 +53,7 @@ def _generate(args: argparse.Namespace) -> int:
         return 0
     seeds = args.seeds if args.seeds is not None else _seeds("0-7")
     paths = generate_images(args.network, seeds, args.outdir, truncation_psi=args.trunc, noise_mode=args.noise_mode,
-                            class_idx=args.class_idx, device=args.device, impl=args.impl)  # fmt: skip
+                            class_idx=args.class_idx, device=args.device, impl=args.impl, batch=args.batch)  # fmt: skip
     print(f"wrote {len(paths)} images to {args.outdir}")
     return 0
 
@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     _generator_options(gen, "network", "trunc", "noise_mode", "class_idx", "device", "impl")
     gen.add_argument("--seeds", type=_seeds, help="e.g. 0-7,10 (default: 0-7)")
     gen.add_argument("--outdir", required=True, help="where to write seedNNNN.png")
+    gen.add_argument("--batch", type=int, default=1,
+                     help="images per forward pass: faster on a GPU, the same images up to rounding (default: 1, "
+                          "exactly as the other tools make them)")  # fmt: skip
     gen.add_argument("--projected-w", dest="projected_w", metavar="FILE.npz",
                      help="instead of seeds, render the latents and noise maps of `stylegan-fast project`'s "
                           "projected_w.npz as projNNNN.png")  # fmt: skip
