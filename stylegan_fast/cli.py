@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
         "images against every real image, Inception-v3 pool features), is50k (Inception Score of 50,000 generated "
         "images, 10 splits), pr50k3_full (precision and recall, k=3, "
         "VGG16 fc2 features) and ppl_zfull, ppl_wfull, ppl_zend, ppl_wend, ppl2_wend (perceptual path length, "
-        "LPIPS on VGG16). Real-image statistics are cached. Prints a summary; "
+        "LPIPS on VGG16); fid50k, kid50k and pr50k3 compare with the first 50,000 real images only, as StyleGAN2 "
+        "reported them. Real-image statistics are cached. Prints a summary; "
         "--out appends one JSON line per metric. Runs with other counts are marked non-standard.",
     )
     _generator_options(met, "network", "trunc", "device", "impl")

@@ -15,6 +15,8 @@
   features (vgg16.py) of 50,000 generated images and every real image, as FID counts them
   (StyleGAN2-ADA caps the real images at 200,000). Its record's value is a dict
   {"precision": p, "recall": r}, both in [0, 1]; every other metric's value is a float.
+* `fid50k`, `kid50k`, `pr50k3`: the same against the first 50,000 real images only, as
+  StyleGAN2 reported them before StyleGAN2-ADA's *_full (equal to them for smaller datasets).
 * `ppl_zfull`, `ppl_wfull`, `ppl_zend`, `ppl_wend` (cropped) and `ppl2_wend` (uncropped), and
   the other `ppl{,2}_{z,w}{full,end}` combinations: perceptual path length over 100,000 pairs.
 
@@ -66,10 +68,13 @@ from stylegan_fast.metrics.ppl import (
 from stylegan_fast.metrics.statistics import FeatureStats, frechet_distance, inception_score, kernel_inception_distance
 from stylegan_fast.metrics.vgg16 import load_vgg16_features
 
-FEATURE_METRICS = ("fid50k_full", "kid50k_full")  # Inception-v3 features (the detector)
+FEATURE_METRICS = ("fid50k_full", "kid50k_full", "fid50k", "kid50k")  # Inception-v3 features (the detector)
 IS_METRICS = ("is50k",)  # Inception-v3 class probabilities (the detector)
 IS_SPLITS = 10
-PR_METRICS = ("pr50k3_full",)  # VGG16 fc2 features
+PR_METRICS = ("pr50k3_full", "pr50k3")  # VGG16 fc2 features
+# StyleGAN2's own protocol, before StyleGAN2-ADA's *_full: the first 50,000 real images only.
+LEGACY_METRICS = ("fid50k", "kid50k", "pr50k3")
+LEGACY_NUM_REAL = 50000
 PPL_METRICS = ("ppl_zfull", "ppl_wfull", "ppl_zend", "ppl_wend", "ppl2_wend")
 PROTOCOL_NUM_GEN = 50_000
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
@@ -175,18 +180,33 @@ def compute_metrics(
         """This process's block of the batches of `count` items; None (all) for a single process."""
         return processes.block(-(-count // batch)) if processes.size > 1 else None
 
-    def real_and_generated(net: FeatureDetector, keep_features: bool):
-        """The statistics of `net`'s features of the real and the generated images (the latter
-        combined over the processes), and the real images' labels."""
-        real, labels = real_statistics(
-            data, G, net, num_real=num_real, keep_features=keep_features, batch=batch, cache_dir=cache_dir,
+    def real_count(name: str) -> int | None:
+        """How many real images `name` compares with: num_real when given, else the protocol's
+        (None: all)."""
+        return num_real if num_real is not None else LEGACY_NUM_REAL if name in LEGACY_METRICS else None
+
+    def by_real_count(names: list[str]) -> dict[int | None, list[str]]:
+        groups = {}
+        for name in names:
+            groups.setdefault(real_count(name), []).append(name)
+        return groups
+
+    def real(net: FeatureDetector, count: int | None, keep_features: bool):
+        """The statistics of `net`'s features of the first `count` real images (None: all), and
+        their labels."""
+        return real_statistics(
+            data, G, net, num_real=count, keep_features=keep_features, batch=batch, cache_dir=cache_dir,
             workers=workers, processes=processes, progress=progress,
         )  # fmt: skip
+
+    def generated(net, keep_features: bool, labels) -> FeatureStats:
+        """The statistics of `net`'s features (a FeatureDetector, or its probabilities) of the
+        generated images, combined over the processes."""
         fake = generated_statistics(
             G, net, num_gen=num_gen, keep_features=keep_features, batch=batch, truncation_psi=truncation_psi,
             labels=_label_sampler(G, labels, data), seed=seed, batches=share(num_gen), progress=progress,
         )  # fmt: skip
-        return real, processes.combine(fake), labels
+        return processes.combine(fake)
 
     common = {
         "truncation_psi": float(truncation_psi),
@@ -202,29 +222,28 @@ def compute_metrics(
     with _full_float32():
         if (wants_features or wants_is) and not isinstance(detector, FeatureDetector):
             detector = load_detector(detector, device)
-        if wants_features:
+        fake = None  # the generated images' features, made once for every metric of a network
+        for count, group in by_real_count(wants_features).items():
             start = time.perf_counter()
-            real, fake, labels = real_and_generated(detector, keep_features="kid50k_full" in names)
+            kid = [name for name in group if name.startswith("kid")]
+            real_stats, labels = real(detector, count, keep_features=bool(kid))
+            if fake is None:
+                fake = generated(detector, any(name.startswith("kid") for name in wants_features), labels)
             shared = time.perf_counter() - start
-            for name in wants_features:
+            for name in group:
                 start = time.perf_counter()
                 # Process 0 alone may hold cached real statistics: its numbers are everyone's.
-                value, real_count = processes.from_main(
-                    *((_feature_metric(name, real, fake, seed), real.num_items) if processes.is_main else (0, 0))
+                value, used = processes.from_main(
+                    *((_feature_metric(name, real_stats, fake, seed), real_stats.num_items) if processes.is_main else (0, 0))
                 )
                 results[name] = _record(
                     name, value, deviations + _count_deviations(num_gen, num_real), common,
-                    seconds=shared + time.perf_counter() - start, num_gen=fake.num_items, num_real=int(real_count),
+                    seconds=shared + time.perf_counter() - start, num_gen=fake.num_items, num_real=int(used),
                     detector=detector.path,
                 )  # fmt: skip
         for name in wants_is:
             start = time.perf_counter()
-            probabilities = generated_statistics(
-                G, detector.probabilities, num_gen=num_gen, keep_features=True, batch=batch,
-                truncation_psi=truncation_psi, labels=_label_sampler(G, labels, data), seed=seed,
-                batches=share(num_gen), progress=progress,
-            )  # fmt: skip
-            probabilities = processes.combine(probabilities)
+            probabilities = generated(detector.probabilities, True, labels)
             mean, std = processes.from_main(
                 *(inception_score(probabilities.features(), IS_SPLITS) if processes.is_main else (0, 0))
             )
@@ -233,17 +252,20 @@ def compute_metrics(
                 seconds=time.perf_counter() - start, std=std, num_gen=probabilities.num_items, splits=IS_SPLITS,
                 detector=detector.path,
             )  # fmt: skip
+        features = fake = None
         for name in wants_pr:
             start = time.perf_counter()
-            features = _vgg16_features(vgg16, device)
-            real, fake, labels = real_and_generated(features, keep_features=True)
+            features = features or _vgg16_features(vgg16, device)
+            real_stats, labels = real(features, real_count(name), keep_features=True)
+            if fake is None:
+                fake = generated(features, True, labels)
             # Process 0 alone may hold cached real features: its numbers are everyone's.
-            precision, recall, real_count = processes.from_main(
-                *((*_precision_recall(real, fake, device), real.num_items) if processes.is_main else (0, 0, 0))
+            precision, recall, used = processes.from_main(
+                *((*_precision_recall(real_stats, fake, device), real_stats.num_items) if processes.is_main else (0, 0, 0))
             )
             results[name] = _record(
                 name, {"precision": precision, "recall": recall}, deviations + _count_deviations(num_gen, num_real),
-                common, seconds=time.perf_counter() - start, num_gen=fake.num_items, num_real=int(real_count), k=PR_K,
+                common, seconds=time.perf_counter() - start, num_gen=fake.num_items, num_real=int(used), k=PR_K,
                 vgg16=features.path,
             )  # fmt: skip
         if wants_ppl:
@@ -408,7 +430,7 @@ def format_results(results: dict[str, dict]) -> str:
 
 
 def _feature_metric(name: str, real: FeatureStats, fake: FeatureStats, seed: int) -> float:
-    if name == "fid50k_full":
+    if name.startswith("fid"):
         return frechet_distance(real.mean(), real.covariance(), fake.mean(), fake.covariance())
     return kernel_inception_distance(real.features(), fake.features(), num_subsets=KID_SUBSETS,
                                      max_subset_size=KID_SUBSET_SIZE, seed=seed)  # fmt: skip

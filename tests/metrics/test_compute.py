@@ -133,6 +133,32 @@ def test_inception_score_of_generated_images(files, tmp_path):
         compute_metrics(files["network"], None, "is50k", num_gen=40, device="cpu")
 
 
+def test_legacy_metrics_compare_with_the_first_real_images(files, tmp_path, monkeypatch):
+    # fid50k / kid50k: the first 50,000 real images (here a cap of 10 of the 24), beside the
+    # *_full ones on all of them, from one set of generated features.
+    monkeypatch.setattr(compute, "LEGACY_NUM_REAL", 10)
+    made = []
+    real_generated = compute.generated_statistics
+    monkeypatch.setattr(compute, "generated_statistics", lambda *a, **k: made.append(1) or real_generated(*a, **k))
+    results = compute_metrics(files["network"], files["data"], "fid50k,fid50k_full,kid50k", detector=files["detector"],
+                              num_gen=40, batch=16, device="cpu", cache_dir=tmp_path)  # fmt: skip
+    assert list(results) == ["fid50k", "fid50k_full", "kid50k"] and len(made) == 1
+    with torch.no_grad():
+        z = torch.cat([z_from_seed(k, files["G"].z_dim) for k in range(40)])
+        fake = _features(files, to_uint8(files["G"](z, None)))
+    real = _features(files, files["reals"])
+    assert results["fid50k"]["value"] == pytest.approx(_fid(real[:10], fake), rel=1e-4)
+    assert results["fid50k_full"]["value"] == pytest.approx(_fid(real, fake), rel=1e-4)
+    assert results["kid50k"]["value"] == pytest.approx(kernel_inception_distance(real[:10], fake), rel=1e-4)
+    assert [results[n]["num_real"] for n in results] == [10, NUM_REAL, 10]
+    assert results["fid50k"]["deviations"] == ["num_gen=40 (protocol: 50000)"]  # the cap is the protocol
+    # An explicit num_real applies to every metric, and is a deviation.
+    capped = compute_metrics(files["network"], files["data"], "fid50k,fid50k_full", detector=files["detector"],
+                             num_gen=40, num_real=5, batch=16, device="cpu", cache_dir=tmp_path)  # fmt: skip
+    assert [r["num_real"] for r in capped.values()] == [5, 5] and capped["fid50k"]["value"] == capped["fid50k_full"]["value"]
+    assert "num_real=5 (protocol: all real images)" in capped["fid50k"]["deviations"]
+
+
 class _Replay(torch.nn.Module):
     """A 'generator' that returns the real images in order."""
 

@@ -211,6 +211,21 @@ def test_pr50k3_full_matches_an_independent_computation(files, tmp_path, monkeyp
         compute_metrics(files["network"], files["data"], ["pr50k3_full"], vgg16=_mse, **kwargs)
 
 
+def test_pr50k3_takes_the_first_real_images(files, tmp_path, monkeypatch):
+    # pr50k3: the first 50,000 real images (a cap of 12 of the 24 here); with more in the cap
+    # than the dataset holds, the same as pr50k3_full.
+    kwargs = dict(num_gen=30, batch=8, device="cpu", cache_dir=tmp_path, vgg16=files["vgg16"])
+    results = compute_metrics(files["network"], files["data"], "pr50k3,pr50k3_full", **kwargs)
+    assert results["pr50k3"]["value"] == results["pr50k3_full"]["value"] and results["pr50k3"]["num_real"] == NUM_REAL
+    monkeypatch.setattr(compute, "LEGACY_NUM_REAL", 12)
+    record = compute_metrics(files["network"], files["data"], "pr50k3", **kwargs)["pr50k3"]
+    with torch.no_grad():
+        z = torch.cat([z_from_seed(k, files["G"].z_dim) for k in range(30)])
+        fake = _features(files["vgg16"], to_uint8(files["G"](z, None)))
+    precision, recall = _brute_force(_features(files["vgg16"], files["reals"][:12]), fake, 3)
+    assert record["value"] == {"precision": precision, "recall": recall} and record["num_real"] == 12
+
+
 def test_cli_prints_and_appends_precision_and_recall(files, tmp_path, capsys):
     out = tmp_path / "metrics.jsonl"
     argv = ["metrics", "--network", str(files["network"]), "--data", str(files["data"]), "--metrics", "pr50k3_full",
