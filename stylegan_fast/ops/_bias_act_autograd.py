@@ -19,13 +19,17 @@ import torch
 PIECEWISE_LINEAR = ("linear", "relu", "lrelu")
 
 
+def sum_to(t: torch.Tensor, dims: list[int], like: torch.Tensor) -> torch.Tensor:
+    """t summed over dims (float32 accumulation for half types), in like's dtype: the gradient
+    of a parameter broadcast along those dims."""
+    acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+    return t.sum(dims, dtype=acc).to(like.dtype)
+
+
 def bias_grad(dx: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
     """Sum of dx over every dim but `dim` (float32 accumulation for half types), in b's dtype."""
     dims = [i for i in range(dx.ndim) if i != dim]
-    if not dims:
-        return dx.to(b.dtype)
-    acc = torch.float32 if dx.dtype in (torch.float16, torch.bfloat16) else dx.dtype
-    return dx.sum(dims, dtype=acc).to(b.dtype)
+    return sum_to(dx, dims, b) if dims else dx.to(b.dtype)
 
 
 def register(forward, grad, grad2, grad_and_bias_grad, impl: str) -> None:

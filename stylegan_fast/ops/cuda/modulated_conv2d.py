@@ -27,6 +27,7 @@ without a GPU tests them); the resampling then runs the reference upfirdn2d.
 import torch
 
 from stylegan_fast import _ext
+from stylegan_fast.ops._bias_act_autograd import sum_to
 from stylegan_fast.ops.conv2d_resample import conv2d_resample
 from stylegan_fast.ops.cuda import bias_act as _bias_act
 from stylegan_fast.ops.modulated_conv2d import demodulation_coefficients, prenormalised
@@ -102,12 +103,6 @@ def _setup(ctx, inputs, output):
     ctx.save_for_backward(u if keep_u else None, s, noise, bias)
 
 
-def _sum_to(t: torch.Tensor, dims: list[int], like: torch.Tensor) -> torch.Tensor:
-    """t summed over dims (float32 accumulation for half types), in like's dtype."""
-    acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
-    return t.sum(dims, dtype=acc).to(like.dtype)
-
-
 def _backward(ctx, dy):
     u, s, noise, bias = ctx.saved_tensors
     act, alpha, gain, clamp = ctx.args
@@ -133,9 +128,9 @@ def _backward(ctx, dy):
         dz = dy * gain if gain != 1 else dy
     return (
         (dz if s is None else dz * s[:, :, None, None]) if need_u else None,
-        _sum_to(dz * u, [2, 3], s) if need_s else None,
+        sum_to(dz * u, [2, 3], s) if need_s else None,
         dz.sum_to_size(noise.shape) if need_noise else None,
-        _sum_to(dz, [0, 2, 3], bias) if need_bias else None,
+        sum_to(dz, [0, 2, 3], bias) if need_bias else None,
         None, None, None, None,
     )  # fmt: skip
 

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from stylegan_fast.ops._bias_act_autograd import sum_to
 from stylegan_fast.ops.triton import _launch
 from stylegan_fast.ops.triton._conv_epilogue import _epilogue_grad_op as _conv_epilogue_grad
 from stylegan_fast.ops.triton.bias_act import ACT_CODES, _act
@@ -427,12 +428,6 @@ def needs_u(x, weight, in_scale, out_scale, noise, bias, act, clamp) -> bool:
     return act != "linear" or clamp is not None or (out_scale is not None and out_scale.requires_grad)
 
 
-def _sum_to(t: torch.Tensor, dims: list[int], like: torch.Tensor) -> torch.Tensor:
-    """t summed over dims (float32 accumulation for half types), in like's dtype."""
-    acc = torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
-    return t.sum(dims, dtype=acc).to(like.dtype)
-
-
 def _channel(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[N, C] or [C] -> broadcastable over [N, C, H, W]."""
     v = v.to(dtype)
@@ -512,8 +507,8 @@ def _backward(ctx, dy, du):
         else:
             dz = dy * gain if gain != 1 else dy
         d_noise = dz if need_noise else None
-        d_bias = _sum_to(dz, [0, 2, 3], bias) if need_bias else None
-        d_s = _sum_to(dz * u, [2, 3], s) if need_s else None
+        d_bias = sum_to(dz, [0, 2, 3], bias) if need_bias else None
+        d_s = sum_to(dz * u, [2, 3], s) if need_s else None
 
         # Gradient with respect to u: out_scale folds into the transposed convolution's
         # in_scale, unless a gradient of u itself (second order) comes along.
@@ -527,7 +522,7 @@ def _backward(ctx, dy, du):
         w_t = weight.flip([2, 3]).transpose(0, 1)
         d_x, dxs = _conv_op(dz, w_t, fold, a, None, None, dilate, stride, [kh - 1 - py, kw - 1 - px],
                             list(x.shape[2:]), "linear", 0.0, 1.0, None, need_a)  # fmt: skip
-        d_a = _sum_to(dxs * x, [2, 3], a) if need_a else None
+        d_a = sum_to(dxs * x, [2, 3], a) if need_a else None
         d_x = d_x if need_x else None
     if need_w:
         g = dz if fold is None else dz * _channel(fold, dz.dtype)
