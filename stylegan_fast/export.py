@@ -35,11 +35,10 @@ import stylegan_fast
 from stylegan_fast._atomic import atomic_path
 from stylegan_fast.data import to_uint8
 from stylegan_fast.generate import load_generator
-from stylegan_fast.models.stylegan2 import Generator
+from stylegan_fast.models.stylegan2 import NOISE_MODES, Generator
 
 MAX_BATCH = 4096
 META_FILE = "stylegan_fast.json"
-NOISE_MODES = ("const", "random", "none")
 
 
 class ServingGenerator(nn.Module):

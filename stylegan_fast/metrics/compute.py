@@ -225,8 +225,7 @@ def compute_metrics(
         fake = None  # the generated images' features, made once for every metric of a network
         for count, group in by_real_count(wants_features).items():
             start = time.perf_counter()
-            kid = [name for name in group if name.startswith("kid")]
-            real_stats, labels = real(detector, count, keep_features=bool(kid))
+            real_stats, labels = real(detector, count, keep_features=any(name.startswith("kid") for name in group))
             if fake is None:
                 fake = generated(detector, any(name.startswith("kid") for name in wants_features), labels)
             shared = time.perf_counter() - start
@@ -252,10 +251,10 @@ def compute_metrics(
                 seconds=time.perf_counter() - start, std=std, num_gen=probabilities.num_items, splits=IS_SPLITS,
                 detector=detector.path,
             )  # fmt: skip
-        features = fake = None
+        features = _vgg16_features(vgg16, device) if wants_pr else None
+        fake = None
         for name in wants_pr:
             start = time.perf_counter()
-            features = features or _vgg16_features(vgg16, device)
             real_stats, labels = real(features, real_count(name), keep_features=True)
             if fake is None:
                 fake = generated(features, True, labels)

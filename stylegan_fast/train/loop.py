@@ -230,7 +230,7 @@ class Trainer:
             net.requires_grad_(False)
             self._apply_gradients(net, opt, phase)
         if self.ada is not None:
-            stats["augment/p"] = [torch.tensor(self.ada.p, device=self.device)]  # the p this step ran with
+            stats["augment/p"] = [torch.full([], self.ada.p, device=self.device)]  # the p this step ran with (a fill: no host copy)
         self._update_running_means(sums)
         self.cur_nimg += self.batch
         self.step += 1

@@ -126,7 +126,7 @@ class StyleGAN2Loss:
             "loss/G_pl": loss.detach().mean(),
             "pl_length": lengths.mean(),
             "pl_sum": lengths.sum(),
-            "pl_count": torch.tensor(float(n), device=lengths.device),
+            "pl_count": torch.full([], float(n), device=lengths.device),
         }
 
     def D_main(self, real_img, real_c, gen_z, gen_c, gain: float) -> dict:
@@ -148,13 +148,13 @@ class StyleGAN2Loss:
             "scores/real": real_logits.detach().mean(),
             "scores/fake": fake_logits.detach().mean(),
             "w_sum": w.sum(0),
-            "w_count": torch.tensor(float(w.shape[0]), device=w.device),
+            "w_count": torch.full([], float(w.shape[0]), device=w.device),
         }
         if self.augment == (ADA,):
             # ADA's overfitting heuristic r_t = E[sign(D(real))] (train/augment.py).
             signs = real_logits.detach().sign()
             stats.update({"augment/real_sign": signs.mean(), "ada_sign_sum": signs.sum(),
-                          "ada_sign_count": torch.tensor(float(signs.numel()), device=signs.device)})  # fmt: skip
+                          "ada_sign_count": torch.full([], float(signs.numel()), device=signs.device)})  # fmt: skip
         return stats
 
     def D_reg(self, real_img, real_c, gen_z, gen_c, gain: float) -> dict:
