@@ -142,8 +142,8 @@ def load_networks(
         if cls is None:
             raise CheckpointError(f"{path}: network {name!r} names no known class (one of {', '.join(NETWORK_CLASSES)})")
         try:
-            net = cls(**spec["kwargs"], impl=impl)
-        except (KeyError, TypeError, ValueError) as error:
+            net = cls(**_written_kwargs(cls, spec["kwargs"]), impl=impl)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CheckpointError(f"{path}: cannot rebuild network {name!r} from its kwargs: {error!r}") from error
         prefix = f"{name}."
         state = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
@@ -161,6 +161,17 @@ def load_networks(
             raise CheckpointError(f"{path}: network {name!r}: {error}") from error
         nets[name] = net.to(device)
     return nets, meta.get("config")
+
+
+def _written_kwargs(cls: type[nn.Module], kwargs: dict) -> dict:
+    """The constructor arguments a checkpoint's network was written with, defaults of the time filled in.
+
+    StyleGAN1Generator checkpoints that name no `upsampling` predate the option and were
+    trained with FIR upsampling ('fir'); the default is now the original's ('nearest_blur').
+    """
+    if cls is StyleGAN1Generator and "upsampling" not in (kwargs.get("synthesis_kwargs") or {}):
+        kwargs = {**kwargs, "synthesis_kwargs": {**(kwargs.get("synthesis_kwargs") or {}), "upsampling": "fir"}}
+    return kwargs
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:

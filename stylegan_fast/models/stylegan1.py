@@ -2,9 +2,14 @@
 
 Same mapping network as StyleGAN2. The synthesis network starts from a learned 4x4
 constant; every resolution has two layers, each:
-  [FIR upsampling (first layer of each block from 8x8), 3x3 convolution,]
+  [upsampling (first layer of each block from 8x8), 3x3 convolution,]
   per-pixel noise times a learned per-channel strength, bias, lrelu,
   AdaIN: instance normalisation, then per-channel scale (style + 1) and shift from an affine of w.
+The upsampling layers are the original's (`upsampling='nearest_blur'`): nearest-neighbour
+upsampling, the convolution, then a [1,2,1] blur. (The original computes this as one transposed
+convolution from 128x128 up, which is the same map with the kernel mirrored: compat/nvlabs_tf.py
+mirrors it on import.) `upsampling='fir'` is FIR upsampling with [1,2,1] before the
+convolution instead, what checkpoints written before the option existed hold.
 A 1x1 convolution turns the last features into the image. Each layer reads its own w, so
 num_ws = 2 * log2(img_resolution) - 2 (18 at 1024x1024). Runs in float32.
 """
@@ -19,7 +24,9 @@ from torch import nn
 from stylegan_fast.models.layers import Conv2dLayer, FullyConnectedLayer, check_resolution, check_shape
 from stylegan_fast.models.stylegan2 import NOISE_MODES, MappedGenerator
 from stylegan_fast.ops.bias_act import bias_act
-from stylegan_fast.ops.upfirdn2d import setup_filter, upsample2d
+from stylegan_fast.ops.upfirdn2d import filter2d, setup_filter, upsample2d
+
+UPSAMPLING = ("nearest_blur", "fir")
 
 
 def instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:  # [NCHW] -> [NCHW]
@@ -41,6 +48,7 @@ class StyleGAN1Layer(nn.Module):
         use_noise: bool = True,  # Add per-pixel noise?
         activation: str = "lrelu",  # Activation after the bias.
         resample_filter: list | None = (1, 2, 1),  # Low-pass filter of the upsampling.
+        upsampling: str = "nearest_blur",  # 'nearest_blur' (the original's) or 'fir' (see the module doc).
         impl: str = "auto",  # Implementation of the ops: 'auto', 'ref', 'triton' or 'cuda'.
     ):
         super().__init__()
@@ -51,8 +59,13 @@ class StyleGAN1Layer(nn.Module):
         self.use_noise = use_noise
         self.activation = activation
         self.impl = impl
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"upsampling must be one of {', '.join(map(repr, UPSAMPLING))}, got {upsampling!r}")
+        self.upsampling = upsampling
         if up > 1:
             self.register_buffer("resample_filter", setup_filter(resample_filter))
+            if upsampling == "nearest_blur":  # Nearest neighbour = zero insertion then a [1, 1] box.
+                self.register_buffer("nearest_filter", setup_filter([1] * up), persistent=False)
         if in_channels > 0:
             self.conv = Conv2dLayer(in_channels, out_channels, kernel_size=3, bias=False, impl=impl)
         if use_noise:
@@ -68,10 +81,14 @@ class StyleGAN1Layer(nn.Module):
         check_shape("x", x, [None, self.in_channels or self.out_channels, in_resolution, in_resolution])
 
         # Upsample and convolve.
-        if self.up > 1:
+        if self.up > 1 and self.upsampling == "fir":
             x = upsample2d(x, self.resample_filter, up=self.up, impl=self.impl)
+        elif self.up > 1:
+            x = upsample2d(x, self.nearest_filter, up=self.up, impl=self.impl)
         if self.in_channels > 0:
             x = self.conv(x)  # [NCHW]
+        if self.up > 1 and self.upsampling == "nearest_blur":
+            x = filter2d(x, self.resample_filter, impl=self.impl)
 
         # Noise, bias, activation.
         strength = self.noise_strength[None, :, None, None] if self.use_noise else None  # [1C11]
@@ -167,7 +184,8 @@ class StyleGAN1Generator(MappedGenerator):
         synthesis_kwargs: dict | None = None,  # Arguments for StyleGAN1Synthesis.
         impl: str = "auto",  # Implementation of the ops: 'auto', 'ref', 'triton' or 'cuda'.
     ):
-        synthesis_kwargs = dict(synthesis_kwargs or {})
+        # Written out, so that a checkpoint always says which upsampling it was trained with.
+        synthesis_kwargs = {"upsampling": "nearest_blur", **(synthesis_kwargs or {})}
         synthesis = StyleGAN1Synthesis(w_dim, img_resolution, img_channels, impl=impl, **synthesis_kwargs)
         super().__init__(
             synthesis, impl, z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,

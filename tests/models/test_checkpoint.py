@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from stylegan_fast.models import CheckpointError, Generator, load_networks, save_networks
+from stylegan_fast.models import CheckpointError, Generator, StyleGAN1Generator, load_networks, save_networks
 from stylegan_fast.models import checkpoint
-from stylegan_fast.models.checkpoint import load_tensors, save_tensors
+from stylegan_fast.models.checkpoint import load_tensors, network_state, save_tensors
 
 CONFIG = {"cfg": "stylegan2", "resolution": 16, "kimg": 12.5, "note": None}
 
@@ -157,3 +157,18 @@ def test_invalid_arguments_are_rejected_before_writing(tmp_path, make_tiny):
     with pytest.raises(TypeError, match="checkpoints hold Generator"):
         save_networks(tmp_path / "n.safetensors", {"G": torch.nn.Linear(2, 2)}, {})
     assert os.listdir(tmp_path) == []
+
+
+def test_stylegan1_checkpoints_without_upsampling_load_with_the_fir_upsampling_they_were_trained_with(tmp_path):
+    torch.manual_seed(0)
+    G = StyleGAN1Generator(16, 0, 16, 8, 3, mapping_kwargs=dict(num_layers=2),
+                           synthesis_kwargs=dict(channel_base=128, channel_max=8, upsampling="fir"))
+    tensors, specs = network_state({"G": G})
+    del specs["G"]["kwargs"]["synthesis_kwargs"]["upsampling"]  # As written before the option existed.
+    save_tensors(tmp_path / "old.safetensors", tensors, {"kind": "networks", "networks": specs, "config": {}})
+    loaded, _ = load_networks(tmp_path / "old.safetensors")
+    assert loaded["G"].synthesis.b8.layer0.upsampling == "fir"
+    z = torch.randn(2, 16)
+    assert torch.equal(loaded["G"].eval()(z, None, noise_mode="const"), G.eval()(z, None, noise_mode="const"))
+    save_networks(tmp_path / "new.safetensors", {"G": StyleGAN1Generator(16, 0, 16, 8, 3)}, {})
+    assert load_networks(tmp_path / "new.safetensors")[0]["G"].synthesis.b8.layer0.upsampling == "nearest_blur"

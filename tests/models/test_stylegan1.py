@@ -70,3 +70,48 @@ def test_gradients_reach_every_parameter():
     G(torch.randn(2, 16), None).square().sum().backward()
     for name, p in G.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _adain(layer, x, w):
+    x = torch.nn.functional.leaky_relu(x + layer.bias[None, :, None, None], 0.2) * 2**0.5
+    x = x - x.mean(dim=[2, 3], keepdim=True)
+    x = x * (x.square().mean(dim=[2, 3], keepdim=True) + 1e-8).rsqrt()
+    scale, shift = layer.affine(w).chunk(2, dim=1)
+    return x * (scale + 1)[:, :, None, None] + shift[:, :, None, None]
+
+
+def test_original_upsampling_is_nearest_neighbour_then_convolution_then_blur():
+    torch.manual_seed(0)
+    layer = StyleGAN1Layer(4, 6, w_dim=5, resolution=10, up=2)
+    assert layer.upsampling == "nearest_blur"
+    with torch.no_grad():
+        layer.bias.normal_()
+    x, w = torch.randn(3, 4, 5, 5), torch.randn(3, 5)
+    up = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    conv = torch.nn.functional.conv2d(up, layer.conv.weight * layer.conv.weight_gain, padding=1)
+    blur = torch.outer(torch.tensor([1.0, 2, 1]), torch.tensor([1.0, 2, 1])) / 16
+    blurred = torch.nn.functional.conv2d(conv, blur.expand(6, 1, 3, 3), padding=1, groups=6)
+    torch.testing.assert_close(layer(x, w, noise_mode="none"), _adain(layer, blurred, w), rtol=1e-5, atol=1e-5)
+
+
+def test_fir_upsampling_filters_before_the_convolution():
+    torch.manual_seed(0)
+    layer = StyleGAN1Layer(4, 6, w_dim=5, resolution=10, up=2, upsampling="fir")
+    with torch.no_grad():
+        layer.bias.normal_()
+    x, w = torch.randn(3, 4, 5, 5), torch.randn(3, 5)
+    zeros = torch.zeros(3, 4, 10, 10)
+    zeros[:, :, ::2, ::2] = x
+    fir = torch.outer(torch.tensor([1.0, 2, 1]), torch.tensor([1.0, 2, 1])) / 4  # gain 4 = up**2
+    # upsample2d's padding for 3 taps and up=2: 2 before, 0 after.
+    up = torch.nn.functional.conv2d(torch.nn.functional.pad(zeros, [2, 0, 2, 0]), fir.expand(4, 1, 3, 3), groups=4)
+    conv = torch.nn.functional.conv2d(up, layer.conv.weight * layer.conv.weight_gain, padding=1)
+    torch.testing.assert_close(layer(x, w, noise_mode="none"), _adain(layer, conv, w), rtol=1e-5, atol=1e-5)
+
+
+def test_upsampling_is_checked_and_written_into_the_init_kwargs():
+    with pytest.raises(ValueError, match="upsampling must be one of 'nearest_blur', 'fir', got 'bilinear'"):
+        StyleGAN1Layer(4, 6, w_dim=5, resolution=8, up=2, upsampling="bilinear")
+    assert _generator(8).init_kwargs["synthesis_kwargs"]["upsampling"] == "nearest_blur"
+    G = StyleGAN1Generator(16, 0, 16, 8, 3, synthesis_kwargs=dict(channel_base=128, channel_max=8, upsampling="fir"))
+    assert G.synthesis.b8.layer0.upsampling == "fir"
