@@ -53,7 +53,8 @@ def _generate(args: argparse.Namespace) -> int:
         return 0
     seeds = args.seeds if args.seeds is not None else _seeds("0-7")
     paths = generate_images(args.network, seeds, args.outdir, truncation_psi=args.trunc, noise_mode=args.noise_mode,
-                            class_idx=args.class_idx, device=args.device, impl=args.impl, batch=args.batch)  # fmt: skip
+                            class_idx=args.class_idx, device=args.device, impl=args.impl, batch=args.batch,
+                            truncation_cutoff=args.trunc_cutoff)  # fmt: skip
     print(f"wrote {len(paths)} images to {args.outdir}")
     return 0
 
@@ -84,8 +85,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from stylegan_fast.export import export_generator
+    from stylegan_fast.generate import check_truncation_cutoff
 
-    meta = export_generator(args.network, args.out, truncation_psi=args.trunc, noise_mode=args.noise_mode,
+    meta = export_generator(args.network, args.out, truncation_psi=args.trunc,
+                            truncation_cutoff=check_truncation_cutoff(args.trunc_cutoff), noise_mode=args.noise_mode,
                             uint8=args.uint8, force_fp32=args.fp32, device=args.device or "cpu", force=args.force)  # fmt: skip
     print(f"wrote {args.out}: (z [N, {meta['z_dim']}], c [N, {meta['c_dim']}]) -> {meta['output']}, "
           f"{meta['img_resolution']}x{meta['img_resolution']}, on {meta['device']}")  # fmt: skip
@@ -116,8 +119,8 @@ def _mix(args: argparse.Namespace) -> int:
     from stylegan_fast.mixing import write_style_mix
 
     paths = write_style_mix(args.network, args.rows, args.cols, args.styles, args.outdir, truncation_psi=args.trunc,
-                            noise_mode=args.noise_mode, class_idx=args.class_idx, device=args.device, impl=args.impl,
-                            batch_size=args.batch)  # fmt: skip
+                            truncation_cutoff=args.trunc_cutoff, noise_mode=args.noise_mode, class_idx=args.class_idx,
+                            device=args.device, impl=args.impl, batch_size=args.batch)  # fmt: skip
     print(f"wrote grid.png and {len(paths) - 1} images to {args.outdir}")
     return 0
 
@@ -126,7 +129,8 @@ def _interpolate(args: argparse.Namespace) -> int:
     from stylegan_fast.interpolate import write_interpolation
 
     paths = write_interpolation(args.network, args.seeds, args.outdir, frames=args.frames, space=args.space, loop=args.loop,
-                                truncation_psi=args.trunc, noise_mode=args.noise_mode, class_idx=args.class_idx,
+                                truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff,
+                                noise_mode=args.noise_mode, class_idx=args.class_idx,
                                 gif=args.gif, fps=args.fps, device=args.device, impl=args.impl,
                                 batch_size=args.batch)  # fmt: skip
     print(f"wrote {len(paths)} frames{' and interpolation.gif' if args.gif else ''} to {args.outdir}")
@@ -184,6 +188,9 @@ def _styles(text: str) -> list[int]:
 _GENERATOR_OPTIONS = {  # the options the generator tools share: name -> (flag, add_argument keywords)
     "network": ("--network", dict(required=True, help="a snapshot or networks checkpoint (.safetensors)")),
     "trunc": ("--trunc", dict(type=float, default=1.0, help="truncation psi (default: 1)")),
+    "trunc_cutoff": ("--trunc-cutoff", dict(dest="trunc_cutoff", type=int, default=None, metavar="N",
+                                            help="truncate only the first N ws (default: all; the original StyleGAN "
+                                                 "used 8)")),  # fmt: skip
     "noise_mode": ("--noise-mode", dict(dest="noise_mode", default="const", choices=["const", "random", "none"])),
     "class_idx": ("--class", dict(dest="class_idx", type=int, help="class index for a conditional network")),
     "device": ("--device", dict(choices=["cuda", "cpu"], help="default: cuda when available")),
@@ -258,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_train)
 
     gen = commands.add_parser("generate", help="write images from a trained network, one PNG per seed")
-    _generator_options(gen, "network", "trunc", "noise_mode", "class_idx", "device", "impl")
+    _generator_options(gen, "network", "trunc", "trunc_cutoff", "noise_mode", "class_idx", "device", "impl")
     gen.add_argument("--seeds", type=_seeds, help="e.g. 0-7,10 (default: 0-7)")
     gen.add_argument("--outdir", required=True, help="where to write seedNNNN.png")
     gen.add_argument("--batch", type=int, default=1,
@@ -292,9 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = commands.add_parser(
         "convert",
-        help="import an official StyleGAN2-ADA / StyleGAN3 (stylegan2 config) pickle into a checkpoint",
+        help="import an official StyleGAN2-ADA / StyleGAN3 (stylegan2 config) pickle, or a TensorFlow StyleGAN2 "
+        "or StyleGAN one, into a checkpoint",
         description="Read a network pickle without executing any code from it, and write G, D and G_ema as a "
-        "stylegan_fast checkpoint (safetensors + JSON).",
+        "stylegan_fast checkpoint (safetensors + JSON). TensorFlow StyleGAN pickles give G and G_ema only "
+        "(their progressive-growing D has no counterpart here).",
     )
     conv.add_argument("source", help="network-snapshot-*.pkl")
     conv.add_argument("dest", help="output .safetensors")
@@ -307,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plain PyTorch: torch.export.load(FILE).module()(z, c). Batch size dynamic; truncation, noise mode, "
         "precision, device and output format fixed here.",
     )
-    _generator_options(exp, "network", "trunc", "noise_mode")
+    _generator_options(exp, "network", "trunc", "trunc_cutoff", "noise_mode")
     exp.add_argument("--out", required=True, help="the .pt2 file to write")
     exp.add_argument("--uint8", action="store_true", help="output uint8 [N, H, W, C] images instead of float32 [N, C, H, W]")
     exp.add_argument("--fp32", action="store_true", help="run every layer in float32 (default: the network's precision)")
@@ -352,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--styles indices (0 = the coarsest layer). Writes grid.png (first row: the column seeds' images, first "
         "column: the row seeds'), ROW-COL.png for every cell and SEED-SEED.png for every seed's own image.",
     )
-    _generator_options(mix, "network", "trunc", "noise_mode", "class_idx", "device", "impl")
+    _generator_options(mix, "network", "trunc", "trunc_cutoff", "noise_mode", "class_idx", "device", "impl")
     mix.add_argument("--rows", required=True, type=_seeds, help="row seeds, e.g. 85,100,75")
     mix.add_argument("--cols", required=True, type=_seeds, help="column seeds, e.g. 55,821,1789")
     mix.add_argument("--styles", required=True, type=_styles, help="ws indices taken from the column seed, e.g. 0-6")
@@ -368,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--loop the last frame is the last seed ((seeds - 1) * frames + 1 frames), with --loop the walk returns "
         "towards the first seed (seeds * frames frames).",
     )
-    _generator_options(interp, "network", "trunc", "noise_mode", "class_idx", "device", "impl")
+    _generator_options(interp, "network", "trunc", "trunc_cutoff", "noise_mode", "class_idx", "device", "impl")
     interp.add_argument("--seeds", required=True, type=_seeds, help="at least 2 seeds, in walking order, e.g. 0,5,9")
     interp.add_argument("--frames", type=int, default=60, help="frames per transition between two seeds (default: 60)")
     interp.add_argument("--space", default="w", choices=["w", "z"], help="interpolate w (linear) or z (spherical) (default: w)")

@@ -66,6 +66,18 @@ def check_seeds(name: str, seeds, minimum: int = 1) -> list[int]:
     return [int(seed) for seed in seeds]
 
 
+def check_truncation_cutoff(cutoff) -> int | None:
+    """Check that `cutoff` (truncation_cutoff: truncate only the first that many ws) is None or an int >= 0."""
+    if cutoff is None:
+        return None
+    if isinstance(cutoff, bool) or not isinstance(cutoff, (int, np.integer)) or cutoff < 0:
+        raise ValueError(
+            f"truncation_cutoff (--trunc-cutoff) must be None (truncate every ws) or an int >= 0 "
+            f"(truncate only the first N ws), got {cutoff!r}"
+        )
+    return int(cutoff)
+
+
 def network_device(G: torch.nn.Module) -> torch.device:
     """The device of G's parameters."""
     return next(G.parameters()).device
@@ -77,17 +89,21 @@ def map_latents(
     z: torch.Tensor,
     *,
     truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
     class_idx: int | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> torch.Tensor:
     """z [N, z_dim] -> ws [N, num_ws, w_dim] through G.mapping, `batch_size` rows at a time.
 
+    truncation_cutoff: truncate only the first that many ws (None: all of them).
     One row at a time (batch_size=1) gives the ws that `stylegan-fast generate` uses bit for
     bit; larger batches can differ from it by float rounding only.
     """
     batch_size = check_batch_size(batch_size)
+    truncation_cutoff = check_truncation_cutoff(truncation_cutoff)
     chunks = [
-        G.mapping(chunk, label_vector(G, class_idx, len(chunk), chunk.device), truncation_psi=truncation_psi)
+        G.mapping(chunk, label_vector(G, class_idx, len(chunk), chunk.device), truncation_psi=truncation_psi,
+                  truncation_cutoff=truncation_cutoff)  # fmt: skip
         for chunk in z.split(batch_size)
     ]
     return torch.cat(chunks)
@@ -119,15 +135,19 @@ def generate_images(
     device: str | None = None,
     impl: str = "auto",
     batch: int = 1,
+    truncation_cutoff: int | None = None,
 ) -> list[Path]:
     """Write `outdir/seedNNNN.png` for each seed; returns the paths.
 
+    truncation_cutoff: truncate only the first that many ws (None, the default: all of them;
+    the original StyleGAN's networks were sampled with truncation_psi=0.7 and a cutoff of 8).
     batch: images per forward pass. 1 (the default) makes each image exactly as the other
     tools do; larger batches are faster on a GPU, and the same images up to the rounding of
     the batched convolutions (at most a level of 255 in a few pixels; with noise_mode
     'random', other noise)."""
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+    truncation_cutoff = check_truncation_cutoff(truncation_cutoff)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device, impl)
     outdir = Path(outdir)
@@ -138,7 +158,8 @@ def generate_images(
         chunk = seeds[start : start + batch]
         z = torch.cat([z_from_seed(seed, G.z_dim) for seed in chunk]).to(device)
         c = label.expand(len(chunk), -1)
-        images = G(z, c, truncation_psi=truncation_psi, noise_mode=noise_mode).float()
+        images = G(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                   noise_mode=noise_mode).float()
         for seed, image in zip(chunk, images):
             paths.append(outdir / f"seed{seed:04d}.png")
             save_png(image, paths[-1])

@@ -23,7 +23,8 @@ from PIL import Image
 
 from stylegan_fast.data import to_uint8
 from stylegan_fast.generate import (
-    DEFAULT_BATCH, check_seeds, load_generator, map_latents, save_png, seed_latents, synthesize_batches,
+    DEFAULT_BATCH, check_seeds, check_truncation_cutoff, load_generator, map_latents, save_png, seed_latents,
+    synthesize_batches,
 )  # fmt: skip
 
 SPACES = ("z", "w")
@@ -120,18 +121,21 @@ def walk_ws(
     space: str = "w",
     loop: bool = False,
     truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
     class_idx: int | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> torch.Tensor:
     """ws [frame_count(len(seeds), frames, loop), num_ws, w_dim] of a walk through `seeds`.
 
     Seeds give the z of `stylegan-fast generate`; with batch_size=1 a seed's frame has the
-    same ws as `generate` uses, bit for bit.
+    same ws as `generate` uses (with the same truncation_psi and truncation_cutoff), bit for bit.
+    truncation_cutoff: truncate only the first that many ws (None: all of them).
     """
     seeds = check_seeds("seeds", seeds, minimum=2)
     frames, space = check_walk(frames, space)
     z = seed_latents(G, seeds)
-    mapping = dict(truncation_psi=truncation_psi, class_idx=class_idx, batch_size=batch_size)
+    mapping = dict(truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
+                   batch_size=batch_size)  # fmt: skip
     if space == "z":
         return map_latents(G, latent_path(z, frames, space="z", loop=loop), **mapping)
     return latent_path(map_latents(G, z, **mapping), frames, space="w", loop=loop)
@@ -174,6 +178,7 @@ def write_interpolation(
     space: str = "w",
     loop: bool = False,
     truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
     noise_mode: str = "const",
     class_idx: int | None = None,
     gif: bool = False,
@@ -188,10 +193,11 @@ def write_interpolation(
     """
     if gif:
         check_fps(fps)
+    check_truncation_cutoff(truncation_cutoff)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device, impl)
-    ws = walk_ws(G, seeds, frames, space=space, loop=loop, truncation_psi=truncation_psi, class_idx=class_idx,
-                 batch_size=batch_size)  # fmt: skip
+    ws = walk_ws(G, seeds, frames, space=space, loop=loop, truncation_psi=truncation_psi,
+                 truncation_cutoff=truncation_cutoff, class_idx=class_idx, batch_size=batch_size)  # fmt: skip
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -17,7 +17,8 @@ import torch
 
 from stylegan_fast.data import to_uint8
 from stylegan_fast.generate import (
-    DEFAULT_BATCH, check_seeds, load_generator, map_latents, save_png, seed_latents, synthesize_batches,
+    DEFAULT_BATCH, check_seeds, check_truncation_cutoff, load_generator, map_latents, save_png, seed_latents,
+    synthesize_batches,
 )  # fmt: skip
 
 
@@ -59,13 +60,15 @@ def style_mix(
     styles: list[int],
     *,
     truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
     noise_mode: str = "const",
     class_idx: int | None = None,
     batch_size: int = DEFAULT_BATCH,
 ) -> StyleMix:
     """A style-mixing grid: cell (i, j) is row_seeds[i]'s ws with col_seeds[j]'s at `styles`.
 
-    Every distinct seed is mapped once (with truncation); its own image and all cells are
+    Every distinct seed is mapped once (with truncation: `truncation_psi` on the first
+    `truncation_cutoff` ws, all of them when it is None); its own image and all cells are
     then synthesised `batch_size` at a time. With noise_mode='const' (or 'none') and styles
     covering every ws index, a cell is its column seed's image. With batch_size=1 images
     equal `stylegan-fast generate`'s bit for bit; larger batches can change the float
@@ -78,7 +81,8 @@ def style_mix(
     styles = check_styles(styles, G.num_ws)
     seeds = list(dict.fromkeys([*row_seeds, *col_seeds]))
     z = seed_latents(G, seeds)
-    ws = map_latents(G, z, truncation_psi=truncation_psi, class_idx=class_idx, batch_size=batch_size)
+    ws = map_latents(G, z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, class_idx=class_idx,
+                     batch_size=batch_size)  # fmt: skip
     position = {seed: i for i, seed in enumerate(seeds)}
     row_ws = ws[[position[seed] for seed in row_seeds]]
     col_ws = ws[[position[seed] for seed in col_seeds]]
@@ -110,6 +114,7 @@ def write_style_mix(
     outdir: str | Path,
     *,
     truncation_psi: float = 1.0,
+    truncation_cutoff: int | None = None,
     noise_mode: str = "const",
     class_idx: int | None = None,
     device: str | None = None,
@@ -121,10 +126,12 @@ def write_style_mix(
     Files in `outdir`: grid.png, `{row}-{col}.png` for each cell and `{seed}-{seed}.png`
     for each seed's own image.
     """
+    check_truncation_cutoff(truncation_cutoff)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device, impl)
-    result = style_mix(G, row_seeds, col_seeds, styles, truncation_psi=truncation_psi, noise_mode=noise_mode,
-                       class_idx=class_idx, batch_size=batch_size)  # fmt: skip
+    result = style_mix(G, row_seeds, col_seeds, styles, truncation_psi=truncation_psi,
+                       truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, class_idx=class_idx,
+                       batch_size=batch_size)  # fmt: skip
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     paths = [outdir / "grid.png"]

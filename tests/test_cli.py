@@ -67,6 +67,42 @@ def test_train_compile_option(monkeypatch):
     assert [opts.compile for opts in seen] == [None, "inductor", "aot_eager"]
 
 
+# The generator tools and the library function each calls (module, name, argv after the command).
+TRUNC_CUTOFF_TOOLS = {
+    "generate": ("stylegan_fast.generate", "generate_images", ["--outdir", "out"]),
+    "export": ("stylegan_fast.export", "export_generator", ["--out", "G.pt2"]),
+    "mix": ("stylegan_fast.mixing", "write_style_mix", ["--rows", "1", "--cols", "2", "--styles", "0", "--outdir", "out"]),
+    "interpolate": ("stylegan_fast.interpolate", "write_interpolation", ["--seeds", "0,1", "--outdir", "out"]),
+}
+
+
+@pytest.mark.parametrize("command", TRUNC_CUTOFF_TOOLS)
+def test_trunc_cutoff_reaches_the_library(command, monkeypatch, capsys):
+    module, name, rest = TRUNC_CUTOFF_TOOLS[command]
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append(kwargs)
+        if command == "export":
+            return {"z_dim": 8, "c_dim": 0, "output": "images", "img_resolution": 16, "device": "cpu"}
+        return []
+
+    monkeypatch.setattr(f"{module}.{name}", record)
+    argv = [command, "--network", "net.safetensors", "--trunc", "0.7", *rest]
+    assert cli.main([*argv, "--trunc-cutoff", "2"]) == 0
+    assert cli.main(argv) == 0
+    assert [(kwargs["truncation_psi"], kwargs["truncation_cutoff"]) for kwargs in seen] == [(0.7, 2), (0.7, None)]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("command", [*TRUNC_CUTOFF_TOOLS, "metrics"])
+def test_trunc_cutoff_is_listed_by_the_generator_tools_but_metrics(command, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main([command, "--help"])
+    assert raised.value.code == 0
+    assert ("--trunc-cutoff N" in capsys.readouterr().out) == (command != "metrics")
+
+
 # User errors: (argv, the exception the tool raises, what the one-line message says).
 
 
@@ -95,13 +131,24 @@ def _generate_projected_w_with_seeds(tmp_path, checkpoint):
     return argv, ValueError, "--projected-w renders the saved latents; it takes no --seeds or --class"
 
 
+def _generate_negative_trunc_cutoff(tmp_path, checkpoint):
+    argv = ["generate", "--network", str(checkpoint), "--trunc", "0.7", "--trunc-cutoff", "-1",
+            "--outdir", str(tmp_path / "out"), "--device", "cpu", "--impl", "ref"]  # fmt: skip
+    return argv, ValueError, "truncation_cutoff (--trunc-cutoff) must be None (truncate every ws) or an int >= 0"
+
+
+def _export_negative_trunc_cutoff(tmp_path, checkpoint):
+    argv = ["export", "--network", str(checkpoint), "--trunc-cutoff", "-3", "--out", str(tmp_path / "out" / "G.pt2")]
+    return argv, ValueError, "truncation_cutoff (--trunc-cutoff) must be None (truncate every ws) or an int >= 0"
+
+
 def _train_bad_set(tmp_path, checkpoint):
     argv = ["train", "--data", "demo:faces", "--outdir", str(tmp_path / "runs"), "--set", "channels_last"]
     return argv, ValueError, "--set: a config override must be KEY=VALUE, got 'channels_last'"
 
 
 USER_ERRORS = [_dataset_dest_exists, _generate_missing_network, _interpolate_one_seed, _generate_projected_w_with_seeds,
-               _train_bad_set]  # fmt: skip
+               _generate_negative_trunc_cutoff, _export_negative_trunc_cutoff, _train_bad_set]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", USER_ERRORS, ids=lambda case: case.__name__.lstrip("_"))

@@ -91,6 +91,23 @@ def test_walk_ws_key_frames_are_the_seeds_ws(G):
         assert not torch.equal(ws[1], ws[0]) and not torch.equal(ws[1], ws[4])
 
 
+def test_walk_ws_truncation_cutoff_reaches_the_mapping(G):
+    # Key frames with truncation_psi=0.5 on the first 2 ws: G.mapping's ws with that cutoff, not all truncated.
+    seeds = [4, 9]
+    c = torch.zeros([1, 0])
+    for space in ("w", "z"):
+        ws = walk_ws(G, seeds, 3, space=space, truncation_psi=0.5, truncation_cutoff=2, batch_size=1)
+        full = walk_ws(G, seeds, 3, space=space, truncation_psi=0.5, batch_size=1)
+        for k, seed in enumerate(seeds):
+            z = z_from_seed(seed, G.z_dim)
+            assert torch.equal(ws[3 * k], G.mapping(z, c, truncation_psi=0.5, truncation_cutoff=2)[0])
+            assert torch.equal(full[3 * k], G.mapping(z, c, truncation_psi=0.5)[0])
+        assert torch.equal(ws[:, 2:], walk_ws(G, seeds, 3, space=space, batch_size=1)[:, 2:])
+        assert (ws[:, :2] - full[:, :2]).abs().max() == 0 and (ws[:, 2:] - full[:, 2:]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"--trunc-cutoff"):
+        walk_ws(G, seeds, 3, truncation_cutoff=-1)
+
+
 def test_z_and_w_walks_differ_between_the_keys(G):
     w_walk = walk_ws(G, [0, 1], 4, space="w")
     z_walk = walk_ws(G, [0, 1], 4, space="z")
@@ -119,6 +136,18 @@ def test_written_key_frames_equal_generate(checkpoint, tmp_path, space):
         generated = np.asarray(Image.open(tmp_path / "gen" / f"seed{seed:04d}.png"))
         assert np.array_equal(np.asarray(Image.open(paths[3 * k])), generated)
     assert not np.array_equal(np.asarray(Image.open(paths[1])), np.asarray(Image.open(paths[0])))
+
+
+def test_written_key_frames_with_a_cutoff_equal_generate(checkpoint, tmp_path):
+    seeds = [4, 9]
+    paths = write_interpolation(checkpoint, seeds, tmp_path / "walk", frames=2, truncation_psi=0.5, truncation_cutoff=2,
+                                device="cpu", impl="ref", batch_size=1)  # fmt: skip
+    generate_images(checkpoint, seeds, tmp_path / "gen", truncation_psi=0.5, truncation_cutoff=2, device="cpu", impl="ref")
+    generate_images(checkpoint, seeds[:1], tmp_path / "full", truncation_psi=0.5, device="cpu", impl="ref")
+    for k, seed in enumerate(seeds):
+        generated = np.asarray(Image.open(tmp_path / "gen" / f"seed{seed:04d}.png"))
+        assert np.array_equal(np.asarray(Image.open(paths[2 * k])), generated)
+    assert not np.array_equal(np.asarray(Image.open(paths[0])), np.asarray(Image.open(tmp_path / "full" / "seed0004.png")))
 
 
 def test_cli_writes_frames_and_a_gif(checkpoint, tmp_path, capsys):

@@ -8,17 +8,17 @@ from PIL import Image
 from stylegan_fast import cli
 from stylegan_fast.data import to_uint8
 from stylegan_fast.generate import generate_images, map_latents, seed_latents, synthesize_batches, z_from_seed
-from stylegan_fast.mixing import mix_ws, style_mix
+from stylegan_fast.mixing import mix_ws, style_mix, write_style_mix
 from stylegan_fast.models import make_networks
 
 ROWS, COLS = [3, 11], [5, 7, 2]  # 2 x 3: a transposed grid would not fit
 
 
-def direct_image(G, row_seed, col_seed, styles):
+def direct_image(G, row_seed, col_seed, styles, **truncation):
     """The mixed image computed here from G's parts, one seed at a time."""
     c = torch.zeros([1, 0])
-    row_ws = G.mapping(z_from_seed(row_seed, G.z_dim), c)
-    col_ws = G.mapping(z_from_seed(col_seed, G.z_dim), c)
+    row_ws = G.mapping(z_from_seed(row_seed, G.z_dim), c, **truncation)
+    col_ws = G.mapping(z_from_seed(col_seed, G.z_dim), c, **truncation)
     row_ws[:, styles] = col_ws[:, styles]
     return to_uint8(G.synthesis(row_ws, noise_mode="const"))[0]
 
@@ -32,6 +32,36 @@ def test_cells_equal_synthesis_of_the_mixed_ws(G):
             assert torch.equal(cell, direct_image(G, row, col, styles))
             assert not torch.equal(cell, result.images[(row, row)])
             assert not torch.equal(cell, result.images[(col, col)])
+
+
+def test_truncation_cutoff_reaches_the_mapping(G):
+    # Cells and own images with truncation_psi=0.5 on the first 2 of the 6 ws: those of G.mapping
+    # with the same cutoff, and not those of truncating every ws.
+    styles = [0, 3]
+    truncation = dict(truncation_psi=0.5, truncation_cutoff=2)
+    cut = style_mix(G, ROWS, COLS, styles, batch_size=1, **truncation)
+    full = style_mix(G, ROWS, COLS, styles, truncation_psi=0.5, batch_size=1)
+    for row in ROWS:
+        for col in COLS:
+            assert torch.equal(cut.images[(row, col)], direct_image(G, row, col, styles, **truncation))
+            assert torch.equal(full.images[(row, col)], direct_image(G, row, col, styles, truncation_psi=0.5))
+    for seed in ROWS + COLS:
+        assert torch.equal(cut.images[(seed, seed)], direct_image(G, seed, seed, styles, **truncation))
+    assert (cut.grid.int() - full.grid.int()).abs().max() > 10
+
+
+def test_map_latents_truncation_cutoff(G):
+    z = seed_latents(G, [4, 8])
+    c = torch.zeros([2, 0])
+    plain = map_latents(G, z, truncation_psi=1.0)
+    cut = map_latents(G, z, truncation_psi=0.5, truncation_cutoff=2, batch_size=2)
+    assert torch.equal(cut, G.mapping(z, c, truncation_psi=0.5, truncation_cutoff=2))
+    assert torch.equal(cut[:, 2:], plain[:, 2:]) and not torch.equal(cut[:, :2], plain[:, :2])
+    every = map_latents(G, z, truncation_psi=0.5, batch_size=2)
+    assert torch.equal(map_latents(G, z, truncation_psi=0.5, truncation_cutoff=G.num_ws, batch_size=2), every)
+    assert torch.equal(map_latents(G, z, truncation_psi=0.5, truncation_cutoff=0, batch_size=2), plain)
+    with pytest.raises(ValueError, match=r"truncation_cutoff \(--trunc-cutoff\) must be .* an int >= 0.*got -1"):
+        map_latents(G, z, truncation_psi=0.5, truncation_cutoff=-1)
 
 
 def test_all_styles_give_the_column_image(G):
@@ -127,6 +157,19 @@ def test_cli_writes_grid_and_images_like_generate(checkpoint, tmp_path, capsys):
     for seed in (3, 5):
         generated = np.asarray(Image.open(tmp_path / "gen" / f"seed{seed:04d}.png"))
         assert np.array_equal(np.asarray(Image.open(outdir / f"{seed}-{seed}.png")), generated)
+
+
+def test_written_images_with_a_cutoff_equal_generate(checkpoint, tmp_path):
+    outdir = tmp_path / "mix"
+    write_style_mix(checkpoint, [3], [5], [0, 1], outdir, truncation_psi=0.5, truncation_cutoff=2, device="cpu",
+                    impl="ref", batch_size=1)  # fmt: skip
+    generate_images(checkpoint, [3, 5], tmp_path / "gen", truncation_psi=0.5, truncation_cutoff=2, device="cpu", impl="ref")
+    generate_images(checkpoint, [3], tmp_path / "full", truncation_psi=0.5, device="cpu", impl="ref")
+    for seed in (3, 5):
+        generated = np.asarray(Image.open(tmp_path / "gen" / f"seed{seed:04d}.png"))
+        assert np.array_equal(np.asarray(Image.open(outdir / f"{seed}-{seed}.png")), generated)
+    uncut = np.asarray(Image.open(tmp_path / "full" / "seed0003.png"))
+    assert not np.array_equal(np.asarray(Image.open(outdir / "3-3.png")), uncut)
 
 
 def test_cli_rejects_styles_beyond_the_network(checkpoint, tmp_path, capsys):

@@ -6,6 +6,8 @@ Two producers are understood:
     'training_set_kwargs', which are read as data and ignored).
   * The StyleGAN3 repository's `stylegan2` config (`training.networks_stylegan2`), whose
     Generator takes the synthesis arguments as **kwargs instead of a synthesis_kwargs dict.
+  * The TensorFlow StyleGAN2 and StyleGAN releases (a tuple (G, D, Gs) of dnnlib.tflib
+    networks), handed to nvlabs_tf.
 
 The pickle is read by safe_pickle (nothing in it runs); each network is then built from its
 saved init arguments and loaded, strictly, with its saved parameters and buffers.
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from stylegan_fast.compat.nvlabs_tf import is_tf_pickle, load_tf_networks
 from stylegan_fast.compat.safe_pickle import NVlabsPickleError, PersistentRecord, load
 from stylegan_fast.models import Discriminator, Generator, save_networks
 
@@ -50,8 +53,7 @@ def read_nvlabs_pickle(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises UnsafePickleError or NVlabsPickleError (see safe_pickle.load).
     """
-    with open(path, "rb") as file:
-        data = load(file, what=os.fspath(path))
+    data = _read(path)
     if not isinstance(data, dict):
         raise NVlabsPickleError(f"{os.fspath(path)} holds a {type(data).__name__}, expected a dict with 'G', 'D', 'G_ema'")
     return data
@@ -63,8 +65,9 @@ def load_nvlabs(
     """Load the networks of an NVlabs StyleGAN2 pickle as stylegan_fast modules, without executing it.
 
     Args:
-        path: a StyleGAN2-ADA-PyTorch pickle, or a StyleGAN3-repository pickle of the
-            `stylegan2` config.
+        path: a StyleGAN2-ADA-PyTorch pickle, a StyleGAN3-repository pickle of the
+            `stylegan2` config, or a TensorFlow StyleGAN2 or StyleGAN pickle (nvlabs_tf; the
+            latter gives no 'D').
         device: where the returned modules live.
         impl: implementation of the ops in the returned networks: 'auto', 'ref', 'triton' or 'cuda'.
 
@@ -78,7 +81,11 @@ def load_nvlabs(
             (StyleGAN3 alias-free networks included), init arguments stylegan_fast does not
             accept, or parameters, buffers or layer settings that differ from the rebuilt network.
     """
-    data = read_nvlabs_pickle(path)
+    data = _read(path)
+    if is_tf_pickle(data):
+        return {key: net.to(device) for key, net in load_tf_networks(data, os.fspath(path), impl).items()}
+    if not isinstance(data, dict):
+        raise NVlabsPickleError(f"{os.fspath(path)} holds a {type(data).__name__}, expected a dict with 'G', 'D', 'G_ema'")
     records = {key: _network_record(key, data[key]) for key in NETWORKS if key in data}
     if not records:
         raise NVlabsPickleError(f"{os.fspath(path)} has none of 'G', 'D', 'G_ema'; its keys are {sorted(map(str, data))}")
@@ -103,6 +110,11 @@ def convert(in_path: str | os.PathLike, out_path: str | os.PathLike) -> dict[str
     nets = load_nvlabs(in_path)
     save_networks(out_path, nets, {"imported_from": os.path.basename(os.fspath(in_path))})
     return nets
+
+
+def _read(path: str | os.PathLike):
+    with open(path, "rb") as file:
+        return load(file, what=os.fspath(path))
 
 
 def _network_record(key: str, record) -> PersistentRecord:

@@ -11,6 +11,13 @@ looked up, imported or called.
 
 Note that the pickle names no module for a persistent class: only its source text and its
 class name are stored, so a record carries the class name alone.
+
+The TensorFlow releases (StyleGAN, StyleGAN2) pickle `dnnlib.tflib.network.Network` objects
+instead: NEWOBJ of that class, then BUILD with a state dict holding the network's build
+function name, static kwargs, sub-networks, the Python source of its module (which the
+original loader execs) and its variables as numpy arrays. Here the class is TFNetworkRecord,
+which keeps the data and drops the source unread, and numpy arrays are rebuilt from their
+bytes as torch tensors (numeric dtypes only).
 """
 
 from __future__ import annotations
@@ -174,6 +181,113 @@ def _numpy_scalar(dtype, data) -> bool | int | float:
     return np.frombuffer(data, dtype=dtype.dtype)[0].item()
 
 
+class _NumpyArrayClass:
+    """Stands in for numpy.ndarray, the class argument of numpy's array reconstructor."""
+
+
+def _numpy_reconstruct(cls, shape, typecode) -> _NumpyArray:
+    # Stands in for numpy.core.multiarray._reconstruct(ndarray, (0,), b'b'); BUILD fills it in.
+    if cls is not _NumpyArrayClass:
+        raise UnsafePickleError("numpy's array reconstructor is asked for a class other than numpy.ndarray")
+    return _NumpyArray()
+
+
+class _NumpyArray:
+    """A numeric numpy array as pickled; BUILD's state gives its shape, dtype, order and bytes."""
+
+    tensor: torch.Tensor
+
+    def __setstate__(self, state) -> None:
+        # (version, shape, dtype, is_fortran, data); numpy's oldest format has no version.
+        if isinstance(state, tuple) and len(state) == 4:
+            state = (0, *state)
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise NVlabsPickleError("a numpy array has a malformed state")
+        _, shape, dtype, is_fortran, data = state
+        if not isinstance(dtype, _NumpyDType):
+            raise NVlabsPickleError(f"a numpy array has the dtype {type(dtype).__name__}, expected a numeric numpy dtype")
+        if not _is_int_tuple(shape) or not isinstance(is_fortran, bool) or not isinstance(data, (bytes, bytearray)):
+            raise NVlabsPickleError(f"a numpy array has a malformed shape {shape!r}, order or data")
+        if len(data) != dtype.dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+            raise NVlabsPickleError(
+                f"a numpy array of shape {shape} and dtype {dtype.dtype} holds {len(data)} bytes, "
+                f"expected {dtype.dtype.itemsize * int(np.prod(shape, dtype=np.int64))}"
+            )
+        array = np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order="F" if is_fortran else "C")
+        self.tensor = torch.from_numpy(np.array(array, dtype=dtype.dtype.newbyteorder("="), order="C", copy=True))
+
+
+def _numpy_frombuffer(buffer, dtype, shape, order) -> _NumpyArray:
+    # Stands in for numpy.core.numeric._frombuffer, numpy's array reduction at pickle protocol 5.
+    if order not in ("C", "F") or not isinstance(buffer, (bytes, bytearray)):
+        raise NVlabsPickleError(f"a numpy array (protocol 5) has a malformed buffer or order {order!r}")
+    array = _NumpyArray()
+    array.__setstate__((1, shape, dtype, order == "F", bytes(buffer)))
+    return array
+
+
+def _empty_bytes(*args) -> bytes:
+    # Stands in for bytes(): pickle protocol 2 writes b'' as a call of bytes without arguments.
+    if args:
+        raise UnsafePickleError("refusing a call of bytes with arguments")
+    return b""
+
+
+def _latin1_encode(text, encoding) -> bytes:
+    # Stands in for _codecs.encode: pickle protocol 2 writes bytes as encode(str, 'latin1').
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"refusing _codecs.encode with {type(text).__name__} and {encoding!r}")
+    return text.encode("latin1")
+
+
+class TFNetworkRecord:
+    """One `dnnlib.tflib.network.Network` (TensorFlow StyleGAN and StyleGAN2 pickles) as data.
+
+    Attributes:
+        name: the network's scope name ('G', 'D', 'Gs', 'G_mapping', 'G_synthesis').
+        build_func_name: the name of the function that built its graph ('G_main', 'G_style',
+            'G_mapping', 'G_synthesis_stylegan2', 'D_stylegan2', ...).
+        static_kwargs: the keyword arguments it was built with (plain data).
+        components: its sub-networks by name ('mapping', 'synthesis'), each a TFNetworkRecord.
+        variables: its own variables by local name ('4x4/Conv/weight'), as float32 CPU
+            tensors in TensorFlow's layouts (0-d for scalars).
+    """
+
+    name: str
+    build_func_name: str
+    static_kwargs: dict
+    components: dict
+    variables: dict[str, torch.Tensor]
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, dict) or state.get("version") not in (2, 3, 4):
+            version = state.get("version") if isinstance(state, dict) else None
+            raise NVlabsPickleError(f"a dnnlib.tflib Network has state version {version!r}; 2, 3 and 4 are known")
+        name, func, kwargs = state.get("name"), state.get("build_func_name"), state.get("static_kwargs")
+        components, variables = state.get("components", {}), state.get("variables")
+        if not (isinstance(name, str) and isinstance(func, str) and isinstance(kwargs, dict)):
+            raise NVlabsPickleError("a dnnlib.tflib Network lacks a str name, a str build_func_name or a static_kwargs dict")
+        if not isinstance(components, dict) or not all(isinstance(c, TFNetworkRecord) for c in components.values()):
+            raise NVlabsPickleError(f"network {name!r} has components that are not dnnlib.tflib Networks")
+        if not isinstance(variables, (list, tuple)) or not all(
+            isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str) for item in variables
+        ):
+            raise NVlabsPickleError(f"network {name!r} has no list of (name, value) variables")
+        self.name, self.build_func_name, self.static_kwargs, self.components = name, func, dict(kwargs), dict(components)
+        self.variables = {}
+        for var_name, value in variables:
+            if isinstance(value, _NumpyArray):
+                value = value.tensor
+            elif isinstance(value, (bool, int, float)):  # 0-d variables come back from TF as numpy scalars
+                value = torch.tensor(value)
+            else:
+                raise NVlabsPickleError(f"variable {name}/{var_name} holds a {type(value).__name__}, expected an array")
+            self.variables[var_name] = value.to(torch.float32)
+
+    def __repr__(self) -> str:
+        return f"TFNetworkRecord({self.name!r}, {self.build_func_name!r}, {len(self.variables)} variables)"
+
+
 ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_record,
     ("dnnlib.util", "EasyDict"): dict,
@@ -188,6 +302,15 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,  # numpy < 2
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # numpy >= 2
+    ("numpy", "ndarray"): _NumpyArrayClass,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,  # protocol 2 names Python 2's module
+    ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
 }
 
 
@@ -205,7 +328,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load(file: BinaryIO, what: str = "the file") -> Any:
-    """Unpickle `file` with the allow-list; persistence objects come back as PersistentRecord.
+    """Unpickle `file` with the allow-list; persistence objects come back as PersistentRecord,
+    dnnlib.tflib Networks as TFNetworkRecord.
 
     Raises:
         UnsafePickleError: a global outside ALLOWED_GLOBALS, or an embedded payload that
