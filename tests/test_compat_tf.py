@@ -107,9 +107,13 @@ from stylegan_fast.models.checkpoint import load_networks  # noqa: E402
 from tests.tf_graphs import (  # noqa: E402
     TFNet,
     stylegan1_generator,
+    stylegan2_ada_discriminator,
+    stylegan2_ada_generator,
     stylegan2_discriminator,
     stylegan2_generator,
     tf_stylegan1_generate,
+    tf_stylegan2_ada_discriminate,
+    tf_stylegan2_ada_generate,
     tf_stylegan2_discriminate,
     tf_stylegan2_generate,
     write_tf_pickle,
@@ -170,6 +174,41 @@ def test_stylegan2_networks_compute_what_the_tensorflow_graphs_compute(tmp_path,
     images = torch.randn(4, 3, 16, 16)
     for batch in (4, 2):  # A group of 4, then of the whole batch of 2.
         _assert_matches(nets["D"](images[:batch], None), tf_stylegan2_discriminate(tf_nets[1], images[:batch].double()))
+
+
+@pytest.mark.parametrize(
+    "g_kwargs, d_kwargs",
+    [
+        (dict(), dict()),
+        (dict(architecture="resnet", label_size=3, conv_clamp=0.5, use_noise=False),
+         dict(architecture="skip", label_size=3, mapping_layers=2, conv_clamp=0.5, mbstd_group_size=2,
+              mbstd_num_features=2)),
+        (dict(architecture="orig", label_size=3, label_fmaps=8, mapping_fmaps=12, num_fp16_res=1),
+         dict(architecture="orig", label_size=3, mapping_fmaps=8, mbstd_num_features=0, num_fp16_res=1)),
+    ],
+    ids=["defaults", "labels-clamp-no-noise", "widths-fp16"],
+)
+def test_stylegan2_ada_networks_compute_what_the_tensorflow_graphs_compute(tmp_path, marker, g_kwargs, d_kwargs):
+    rng = np.random.default_rng(6)
+    sizes = dict(fmap_base=128, fmap_max=16, latent_size=16, dlatent_size=16, mapping_layers=2)
+    G, Gs = (stylegan2_ada_generator(rng, 16, **sizes, **g_kwargs) for _ in range(2))
+    D = stylegan2_ada_discriminator(rng, 16, fmap_base=128, fmap_max=16, **d_kwargs)
+    write_tf_pickle(tmp_path / "net.pkl", (G, D, Gs), marker=marker)
+    nets = load_nvlabs(tmp_path / "net.pkl", impl="ref")
+    synthesis_kwargs = nets["G_ema"].init_kwargs["synthesis_kwargs"]
+    assert synthesis_kwargs["num_fp16_res"] == g_kwargs.get("num_fp16_res", 0)
+    assert synthesis_kwargs["conv_clamp"] == g_kwargs.get("conv_clamp")
+    torch.manual_seed(0)
+    z, images = torch.randn(4, 16), torch.randn(4, 3, 16, 16)
+    labels = g_kwargs.get("label_size", 0)
+    c = torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 2]), 3).float() if labels else None
+    for key, tf_net in (("G", G), ("G_ema", Gs)):
+        for psi, cutoff in ((1, None), (0.5, 3)):
+            # The float16 layers run in float32 on the CPU, as they do in the port.
+            ours = nets[key](z, c, truncation_psi=psi, truncation_cutoff=cutoff, noise_mode="const", force_fp32=True)
+            _assert_matches(ours, tf_stylegan2_ada_generate(tf_net, z.double(), c, psi, cutoff))
+    D_ours = nets["D"](images, c, force_fp32=True) if "num_fp16_res" in d_kwargs else nets["D"](images, c)
+    _assert_matches(D_ours, tf_stylegan2_ada_discriminate(D, images.double(), c))
 
 
 @pytest.mark.parametrize("fused_scale", [True, False])
@@ -251,10 +290,10 @@ def test_other_architectures_are_named(tmp_path, marker):
     G, D, Gs = _stylegan2_pickle(tmp_path / "net.pkl", marker)
     Gs.components["synthesis"].build_func_name = "G_synthesis_stylegan_revised"
     _refusal(tmp_path, marker, (G, D, Gs), "its synthesis network was built by 'G_synthesis_stylegan_revised'; "
-                                           "stylegan_fast imports 'G_synthesis_stylegan2'")
+                                           "stylegan_fast imports 'G_synthesis_stylegan2' or 'G_synthesis'")
     D.build_func_name = "D_custom"
-    _refusal(tmp_path, marker, (G, D, G), "network 'D' was built by 'D_custom'; stylegan_fast imports D_stylegan2, "
-                                          "G_main, G_style")
+    _refusal(tmp_path, marker, (G, D, G), "network 'D' was built by 'D_custom'; stylegan_fast imports D_main, "
+                                          "D_stylegan2, G_main, G_style")
     _refusal(tmp_path, marker, (G, G), "holds 2 objects; TensorFlow StyleGAN pickles hold \\(G, D, Gs\\)")
     G.components["synthesis"].static_kwargs["fmap_decay"] = 0.5
     _refusal(tmp_path, marker, (G, _d_basic(), G), "was built with fmap_decay=0.5; stylegan_fast imports only 1.0")

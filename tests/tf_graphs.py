@@ -1,4 +1,4 @@
-"""Official TensorFlow StyleGAN / StyleGAN2 networks for the importer tests, without TensorFlow.
+"""Official TensorFlow StyleGAN / StyleGAN2 / StyleGAN2-ADA networks for the importer tests, without TensorFlow.
 
 Two halves:
 - TF-format pickles: `TFNet` trees of random variables under the official names and shapes,
@@ -29,6 +29,7 @@ TFValue = np.ndarray | np.float32
 
 MAPPING_LRMUL = 0.01  # lrmul of the mapping networks' dense layers in both StyleGANs
 RESAMPLE_KERNEL = (1, 3, 3, 1)  # StyleGAN2's default resample_kernel
+ADA_D_MAPPING_LRMUL = 0.1  # lrmul of StyleGAN2-ADA's discriminator label mapping layers
 
 
 # ------------------------------------------------------------------------------------------
@@ -158,16 +159,51 @@ def _mapping_variables(rng, latent_size: int, dlatent_size: int, mapping_layers:
 
 
 def _generator(name: str, build: str, synthesis_build: str, kwargs: dict, num_layers: int, dlatent_size: int,
-               mapping: dict, synthesis: dict, rng) -> TFNet:
-    """G_main / G_style with its mapping and synthesis components."""
+               mapping: dict, synthesis: dict, rng, lod: bool = True) -> TFNet:
+    """G_main / G_style with its mapping and synthesis components (StyleGAN2-ADA's G_main has no 'lod')."""
+    main = {"lod": np.float32(0)} if lod else {}
+    main["dlatent_avg"] = _normal(rng, (dlatent_size,))
     return TFNet(
-        name, build, dict(kwargs),
-        {"lod": np.float32(0), "dlatent_avg": _normal(rng, (dlatent_size,))},
+        name, build, dict(kwargs), main,
         {
             "mapping": TFNet("G_mapping", "G_mapping", {**kwargs, "dlatent_broadcast": num_layers}, mapping),
             "synthesis": TFNet("G_synthesis", synthesis_build, dict(kwargs), synthesis),
         },
     )
+
+
+def _sg2_synthesis_variables(rng, res_log2: int, nf: Callable[[int], int], architecture: str, num_channels: int,
+                             dlatent_size: int, use_noise: bool = True) -> dict[str, TFValue]:
+    """G_synthesis_stylegan2's (and StyleGAN2-ADA G_synthesis's) variables, in the order the TF graph
+    creates them. Without use_noise (ADA only) there are no noise inputs and no noise strengths."""
+    num_layers = 2 * res_log2 - 2
+    syn: dict[str, TFValue] = {}
+    if use_noise:
+        for i in range(num_layers - 1):
+            r = (i + 5) // 2
+            syn[f"noise{i}"] = _normal(rng, (1, 1, 2**r, 2**r))
+
+    def modconv(scope: str, kernel: int, fmaps_in: int, fmaps_out: int, noise: bool = True) -> None:
+        syn[f"{scope}/weight"] = _normal(rng, (kernel, kernel, fmaps_in, fmaps_out))
+        syn[f"{scope}/mod_weight"] = _normal(rng, (dlatent_size, fmaps_in))
+        syn[f"{scope}/mod_bias"] = _normal(rng, (fmaps_in,))
+        if noise and use_noise:
+            syn[f"{scope}/noise_strength"] = _normal(rng, ())
+        syn[f"{scope}/bias"] = _normal(rng, (fmaps_out,))
+
+    syn["4x4/Const/const"] = _normal(rng, (1, nf(1), 4, 4))
+    modconv("4x4/Conv", 3, nf(1), nf(1))
+    if architecture == "skip":
+        modconv("4x4/ToRGB", 1, nf(1), num_channels, noise=False)
+    for res in range(3, res_log2 + 1):
+        scope = f"{2**res}x{2**res}"
+        modconv(f"{scope}/Conv0_up", 3, nf(res - 2), nf(res - 1))
+        modconv(f"{scope}/Conv1", 3, nf(res - 1), nf(res - 1))
+        if architecture == "resnet":
+            syn[f"{scope}/Skip/weight"] = _normal(rng, (1, 1, nf(res - 2), nf(res - 1)))
+        if architecture == "skip" or res == res_log2:
+            modconv(f"{scope}/ToRGB", 1, nf(res - 1), num_channels, noise=False)
+    return syn
 
 
 def stylegan2_generator(
@@ -190,35 +226,32 @@ def stylegan2_generator(
         extra_kwargs,
     )
 
-    # Synthesis variables, in the order the TF graph creates them.
-    syn: dict[str, TFValue] = {}
-    for i in range(num_layers - 1):
-        r = (i + 5) // 2
-        syn[f"noise{i}"] = _normal(rng, (1, 1, 2**r, 2**r))
-
-    def modconv(scope: str, kernel: int, fmaps_in: int, fmaps_out: int, noise: bool = True) -> None:
-        syn[f"{scope}/weight"] = _normal(rng, (kernel, kernel, fmaps_in, fmaps_out))
-        syn[f"{scope}/mod_weight"] = _normal(rng, (dlatent_size, fmaps_in))
-        syn[f"{scope}/mod_bias"] = _normal(rng, (fmaps_in,))
-        if noise:
-            syn[f"{scope}/noise_strength"] = _normal(rng, ())
-        syn[f"{scope}/bias"] = _normal(rng, (fmaps_out,))
-
-    syn["4x4/Const/const"] = _normal(rng, (1, nf(1), 4, 4))
-    modconv("4x4/Conv", 3, nf(1), nf(1))
-    if architecture == "skip":
-        modconv("4x4/ToRGB", 1, nf(1), num_channels, noise=False)
-    for res in range(3, res_log2 + 1):
-        scope = f"{2**res}x{2**res}"
-        modconv(f"{scope}/Conv0_up", 3, nf(res - 2), nf(res - 1))
-        modconv(f"{scope}/Conv1", 3, nf(res - 1), nf(res - 1))
-        if architecture == "resnet":
-            syn[f"{scope}/Skip/weight"] = _normal(rng, (1, 1, nf(res - 2), nf(res - 1)))
-        if architecture == "skip" or res == res_log2:
-            modconv(f"{scope}/ToRGB", 1, nf(res - 1), num_channels, noise=False)
-
+    syn = _sg2_synthesis_variables(rng, res_log2, nf, architecture, num_channels, dlatent_size)
     mapping = _mapping_variables(rng, latent_size, dlatent_size, mapping_layers, mapping_fmaps)
     return _generator("G", "G_main", "G_synthesis_stylegan2", kwargs, num_layers, dlatent_size, mapping, syn, rng)
+
+
+def _sg2_discriminator_variables(rng, variables: dict[str, TFValue], res_log2: int, nf: Callable[[int], int],
+                                 architecture: str, num_channels: int, mbstd_features: int) -> None:
+    """D_stylegan2's (and StyleGAN2-ADA D_main's) block, 4x4 conv and Dense0 variables, in TF's order."""
+
+    def layer(scope: str, shape: tuple[int, ...], bias: bool = True) -> None:
+        variables[f"{scope}/weight"] = _normal(rng, shape)
+        if bias:
+            variables[f"{scope}/bias"] = _normal(rng, (shape[-1],))
+
+    for res in range(res_log2, 2, -1):
+        scope = f"{2**res}x{2**res}"
+        if architecture == "skip" or res == res_log2:
+            layer(f"{scope}/FromRGB", (1, 1, num_channels, nf(res - 1)))
+        layer(f"{scope}/Conv0", (3, 3, nf(res - 1), nf(res - 1)))
+        layer(f"{scope}/Conv1_down", (3, 3, nf(res - 1), nf(res - 2)))
+        if architecture == "resnet":
+            layer(f"{scope}/Skip", (1, 1, nf(res - 1), nf(res - 2)), bias=False)
+    if architecture == "skip":
+        layer("4x4/FromRGB", (1, 1, num_channels, nf(1)))
+    layer("4x4/Conv", (3, 3, nf(1) + mbstd_features, nf(1)))
+    layer("4x4/Dense0", (nf(1) * 16, nf(0)))
 
 
 def stylegan2_discriminator(
@@ -238,27 +271,86 @@ def stylegan2_discriminator(
     )
 
     variables: dict[str, TFValue] = {}
-
-    def layer(scope: str, shape: tuple[int, ...], bias: bool = True) -> None:
-        variables[f"{scope}/weight"] = _normal(rng, shape)
-        if bias:
-            variables[f"{scope}/bias"] = _normal(rng, (shape[-1],))
-
-    for res in range(res_log2, 2, -1):
-        scope = f"{2**res}x{2**res}"
-        if architecture == "skip" or res == res_log2:
-            layer(f"{scope}/FromRGB", (1, 1, num_channels, nf(res - 1)))
-        layer(f"{scope}/Conv0", (3, 3, nf(res - 1), nf(res - 1)))
-        layer(f"{scope}/Conv1_down", (3, 3, nf(res - 1), nf(res - 2)))
-        if architecture == "resnet":
-            layer(f"{scope}/Skip", (1, 1, nf(res - 1), nf(res - 2)), bias=False)
-    if architecture == "skip":
-        layer("4x4/FromRGB", (1, 1, num_channels, nf(1)))
-    mbstd_features = 1 if mbstd_group_size > 1 else 0
-    layer("4x4/Conv", (3, 3, nf(1) + mbstd_features, nf(1)))
-    layer("4x4/Dense0", (nf(1) * 16, nf(0)))
-    layer("Output", (nf(0), 1))
+    _sg2_discriminator_variables(rng, variables, res_log2, nf, architecture, num_channels,
+                                 1 if mbstd_group_size > 1 else 0)
+    variables["Output/weight"] = _normal(rng, (nf(0), 1))
+    variables["Output/bias"] = _normal(rng, (1,))
     return TFNet("D", "D_stylegan2", kwargs, variables)
+
+
+def stylegan2_ada_generator(
+    rng: np.random.Generator, resolution: int, num_channels: int = 3, fmap_base: int = 16 << 10,
+    fmap_max: int = 512, architecture: str = "skip", latent_size: int = 512, dlatent_size: int = 512,
+    label_size: int = 0, label_fmaps: int | None = None, mapping_layers: int = 8, mapping_fmaps: int | None = None,
+    conv_clamp: float | None = None, num_fp16_res: int = 0, use_noise: bool = True,
+    extra_kwargs: dict | None = None,
+) -> TFNet:
+    """A random StyleGAN2-ADA G_main ('G', no 'lod') with its G_mapping and G_synthesis components."""
+    assert architecture in ("orig", "skip", "resnet")
+    assert architecture == "skip" or resolution >= 8, "orig and resnet have no ToRGB at 4x4"
+    res_log2 = _resolution_log2(resolution)
+    num_layers = 2 * res_log2 - 2
+    nf = _nf_stylegan2(fmap_base, fmap_max)
+    kwargs = _static_kwargs(
+        {"num_channels": num_channels, "resolution": resolution, "label_size": label_size, "fmap_base": fmap_base},
+        dict(fmap_max=fmap_max, architecture=architecture, latent_size=latent_size, dlatent_size=dlatent_size,
+             label_fmaps=label_fmaps, mapping_layers=mapping_layers, mapping_fmaps=mapping_fmaps,
+             conv_clamp=conv_clamp, num_fp16_res=num_fp16_res, use_noise=use_noise),
+        dict(fmap_max=512, architecture="skip", latent_size=512, dlatent_size=512, label_fmaps=None,
+             mapping_layers=8, mapping_fmaps=None, conv_clamp=None, num_fp16_res=0, use_noise=True),
+        extra_kwargs,
+    )
+
+    syn = _sg2_synthesis_variables(rng, res_log2, nf, architecture, num_channels, dlatent_size, use_noise)
+    # Mapping: the label embedding (lrmul 1), then the dense layers on [normalized z, embedded labels].
+    mapping: dict[str, TFValue] = {}
+    embed = 0
+    if label_size > 0:
+        embed = label_fmaps if label_fmaps is not None else latent_size
+        mapping["LabelEmbed/weight"] = _normal(rng, (label_size, embed))
+        mapping["LabelEmbed/bias"] = _normal(rng, (embed,))
+    fmaps = mapping_fmaps if mapping_fmaps is not None else dlatent_size
+    mapping.update(_mapping_variables(rng, latent_size + embed, dlatent_size, mapping_layers, fmaps))
+    return _generator("G", "G_main", "G_synthesis", kwargs, num_layers, dlatent_size, mapping, syn, rng, lod=False)
+
+
+def stylegan2_ada_discriminator(
+    rng: np.random.Generator, resolution: int, num_channels: int = 3, fmap_base: int = 16 << 10,
+    fmap_max: int = 512, architecture: str = "resnet", label_size: int = 0, mapping_layers: int = 0,
+    mapping_fmaps: int | None = None, mbstd_group_size: int | None = None, mbstd_num_features: int = 1,
+    conv_clamp: float | None = None, num_fp16_res: int = 0, extra_kwargs: dict | None = None,
+) -> TFNet:
+    """A random StyleGAN2-ADA D_main ('D')."""
+    assert architecture in ("orig", "skip", "resnet")
+    assert architecture == "skip" or resolution >= 8, "orig and resnet have no FromRGB at 4x4"
+    res_log2 = _resolution_log2(resolution)
+    nf = _nf_stylegan2(fmap_base, fmap_max)
+    assert mbstd_num_features == 0 or nf(1) % mbstd_num_features == 0, "mbstd features must divide nf(1)"
+    kwargs = _static_kwargs(
+        {"num_channels": num_channels, "resolution": resolution, "label_size": label_size, "fmap_base": fmap_base,
+         "mbstd_group_size": mbstd_group_size},
+        dict(fmap_max=fmap_max, architecture=architecture, mapping_layers=mapping_layers,
+             mapping_fmaps=mapping_fmaps, mbstd_num_features=mbstd_num_features, conv_clamp=conv_clamp,
+             num_fp16_res=num_fp16_res),
+        dict(fmap_max=512, architecture="resnet", mapping_layers=0, mapping_fmaps=None, mbstd_num_features=1,
+             conv_clamp=None, num_fp16_res=0),
+        extra_kwargs,
+    )
+
+    variables: dict[str, TFValue] = {}
+    cmap_fmaps = mapping_fmaps if mapping_fmaps is not None else nf(0)
+    if label_size > 0:
+        # Label embedding (lrmul 1) and its mapping layers (lrmul 0.1, so std 1/lrmul as TF initializes them).
+        variables["LabelEmbed/weight"] = _normal(rng, (label_size, cmap_fmaps))
+        variables["LabelEmbed/bias"] = _normal(rng, (cmap_fmaps,))
+        for idx in range(mapping_layers):
+            variables[f"Mapping{idx}/weight"] = _normal(rng, (cmap_fmaps, cmap_fmaps), 1 / ADA_D_MAPPING_LRMUL)
+            variables[f"Mapping{idx}/bias"] = _normal(rng, (cmap_fmaps,), 1 / ADA_D_MAPPING_LRMUL)
+    _sg2_discriminator_variables(rng, variables, res_log2, nf, architecture, num_channels, mbstd_num_features)
+    out_fmaps = cmap_fmaps if label_size > 0 else 1
+    variables["Output/weight"] = _normal(rng, (nf(0), out_fmaps))
+    variables["Output/bias"] = _normal(rng, (out_fmaps,))
+    return TFNet("D", "D_main", kwargs, variables)
 
 
 def stylegan1_generator(
@@ -447,25 +539,44 @@ def _normalize_latents(z: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------
 
 
-def tf_stylegan2_mapping(G: TFNet, z: torch.Tensor, truncation_psi: float = 1.0,
-                         truncation_cutoff: int | None = None) -> torch.Tensor:
-    """G_mapping, then G_main's truncation: the dlatents [N, num_layers, dlatent_size]."""
-    mapping = G.components["mapping"]
-    var = _reader(mapping, z.device)
-    num_layers = mapping.static_kwargs["dlatent_broadcast"]
-    x = _normalize_latents(z.to(torch.float64))
-    for i in range(mapping.static_kwargs.get("mapping_layers", 8)):
-        # Dense + fused_bias_act('lrelu'), whose default gain is sqrt(2).
-        x = x @ _get_weight(var(f"Dense{i}/weight"), lrmul=MAPPING_LRMUL) + var(f"Dense{i}/bias") * MAPPING_LRMUL
+def _fused_bias_act(x: torch.Tensor, b: torch.Tensor, lrelu: bool = False, clamp: float | None = None) -> torch.Tensor:
+    """fused_bias_act: bias, then lrelu times its default gain sqrt(2) (or linear, gain 1), then
+    (StyleGAN2-ADA) the clamp to [-clamp, clamp]."""
+    x = _bias(x, b)
+    if lrelu:
         x = _lrelu(x) * math.sqrt(2)
-    w = x[:, None].repeat(1, num_layers, 1)
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
 
+
+def _sg2_mapping_layers(mapping: TFNet, var, x: torch.Tensor) -> torch.Tensor:
+    """G_mapping's dense layers: dense (lrmul 0.01) + fused_bias_act('lrelu', lrmul 0.01)."""
+    for i in range(mapping.static_kwargs.get("mapping_layers", 8)):
+        x = x @ _get_weight(var(f"Dense{i}/weight"), lrmul=MAPPING_LRMUL)
+        x = _fused_bias_act(x, var(f"Dense{i}/bias") * MAPPING_LRMUL, lrelu=True)
+    return x
+
+
+def _sg2_broadcast_truncate(G: TFNet, x: torch.Tensor, truncation_psi: float,
+                            truncation_cutoff: int | None) -> torch.Tensor:
+    """G_mapping's broadcast, then G_main's truncation (psi for the layers before the cutoff, all if None)."""
+    num_layers = G.components["mapping"].static_kwargs["dlatent_broadcast"]
+    w = x[:, None].repeat(1, num_layers, 1)
     if truncation_psi != 1:
         layer_psi = torch.ones(1, num_layers, 1, dtype=w.dtype, device=w.device)
         cutoff = num_layers if truncation_cutoff is None else truncation_cutoff
         layer_psi[:, :cutoff] = truncation_psi
-        w = _lerp(_reader(G, z.device)("dlatent_avg"), w, layer_psi)
+        w = _lerp(_reader(G, x.device)("dlatent_avg"), w, layer_psi)
     return w
+
+
+def tf_stylegan2_mapping(G: TFNet, z: torch.Tensor, truncation_psi: float = 1.0,
+                         truncation_cutoff: int | None = None) -> torch.Tensor:
+    """G_mapping, then G_main's truncation: the dlatents [N, num_layers, dlatent_size]."""
+    mapping = G.components["mapping"]
+    x = _sg2_mapping_layers(mapping, _reader(mapping, z.device), _normalize_latents(z.to(torch.float64)))
+    return _sg2_broadcast_truncate(G, x, truncation_psi, truncation_cutoff)
 
 
 def _sg2_modulated_conv(x: torch.Tensor, y: torch.Tensor, var, scope: str, up: bool = False,
@@ -482,40 +593,45 @@ def _sg2_modulated_conv(x: torch.Tensor, y: torch.Tensor, var, scope: str, up: b
     return torch.cat([conv(x[n:n + 1], ww[n]) for n in range(x.shape[0])])
 
 
-def _sg2_layer(x: torch.Tensor, y: torch.Tensor, var, scope: str, noise: torch.Tensor,
-               up: bool = False) -> torch.Tensor:
-    """layer(): modulated conv, plus the noise variable times noise_strength, then bias and lrelu."""
+def _sg2_layer(x: torch.Tensor, y: torch.Tensor, var, scope: str, noise: torch.Tensor | None,
+               up: bool = False, clamp: float | None = None) -> torch.Tensor:
+    """layer(): modulated conv, plus the noise variable times noise_strength (none without noise
+    inputs), then bias, lrelu and the clamp."""
     x = _sg2_modulated_conv(x, y, var, scope, up=up)
-    x = x + noise * var(f"{scope}/noise_strength")
-    return _lrelu(_bias(x, var(f"{scope}/bias"))) * math.sqrt(2)
+    if noise is not None:
+        x = x + noise * var(f"{scope}/noise_strength")
+    return _fused_bias_act(x, var(f"{scope}/bias"), lrelu=True, clamp=clamp)
 
 
-def _sg2_torgb(x: torch.Tensor, y: torch.Tensor, var, scope: str) -> torch.Tensor:
-    """torgb(): 1x1 modulated conv without demodulation, plus bias (linear)."""
-    return _bias(_sg2_modulated_conv(x, y, var, scope, demodulate=False), var(f"{scope}/bias"))
+def _sg2_torgb(x: torch.Tensor, y: torch.Tensor, var, scope: str, clamp: float | None = None) -> torch.Tensor:
+    """torgb(): 1x1 modulated conv without demodulation, plus bias (linear), then the clamp."""
+    return _fused_bias_act(_sg2_modulated_conv(x, y, var, scope, demodulate=False), var(f"{scope}/bias"), clamp=clamp)
 
 
-def tf_stylegan2_synthesis(G: TFNet, w: torch.Tensor) -> torch.Tensor:
-    """G_synthesis_stylegan2 from dlatents w [N, num_layers, dlatent_size]: images [N, C, H, W]."""
-    synthesis = G.components["synthesis"]
+def _sg2_synthesis(synthesis: TFNet, w: torch.Tensor, clamp: float | None = None,
+                   use_noise: bool = True) -> torch.Tensor:
+    """G_synthesis_stylegan2 (clamp None, use_noise True) or StyleGAN2-ADA's G_synthesis."""
     kwargs = synthesis.static_kwargs
     architecture = kwargs.get("architecture", "skip")
     res_log2 = _resolution_log2(kwargs["resolution"])
     var = _reader(synthesis, w.device)
     w = w.to(torch.float64)
 
+    def noise(i: int) -> torch.Tensor | None:
+        return var(f"noise{i}") if use_noise else None
+
     # 4x4: the constant, its conv, and (skip) the first ToRGB.
     x = var("4x4/Const/const").repeat(w.shape[0], 1, 1, 1)
-    x = _sg2_layer(x, w[:, 0], var, "4x4/Conv", var("noise0"))
-    images = _sg2_torgb(x, w[:, 1], var, "4x4/ToRGB") if architecture == "skip" else None
+    x = _sg2_layer(x, w[:, 0], var, "4x4/Conv", noise(0), clamp=clamp)
+    images = _sg2_torgb(x, w[:, 1], var, "4x4/ToRGB", clamp) if architecture == "skip" else None
 
     for res in range(3, res_log2 + 1):
         scope = f"{2**res}x{2**res}"
         # Block: upsampling conv and conv; resnet adds the upsampled 1x1 skip.
         t = x
         i = 2 * res - 5
-        x = _sg2_layer(x, w[:, i], var, f"{scope}/Conv0_up", var(f"noise{i}"), up=True)
-        x = _sg2_layer(x, w[:, i + 1], var, f"{scope}/Conv1", var(f"noise{i + 1}"))
+        x = _sg2_layer(x, w[:, i], var, f"{scope}/Conv0_up", noise(i), up=True, clamp=clamp)
+        x = _sg2_layer(x, w[:, i + 1], var, f"{scope}/Conv1", noise(i + 1), clamp=clamp)
         if architecture == "resnet":
             t = tf_upsample_conv_2d(t, _get_weight(var(f"{scope}/Skip/weight")))
             x = (x + t) * (1 / math.sqrt(2))
@@ -523,9 +639,14 @@ def tf_stylegan2_synthesis(G: TFNet, w: torch.Tensor) -> torch.Tensor:
         if architecture == "skip":
             images = tf_upsample_2d(images)
         if architecture == "skip" or res == res_log2:
-            t = _sg2_torgb(x, w[:, i + 2], var, f"{scope}/ToRGB")
+            t = _sg2_torgb(x, w[:, i + 2], var, f"{scope}/ToRGB", clamp)
             images = t if images is None else images + t
     return images
+
+
+def tf_stylegan2_synthesis(G: TFNet, w: torch.Tensor) -> torch.Tensor:
+    """G_synthesis_stylegan2 from dlatents w [N, num_layers, dlatent_size]: images [N, C, H, W]."""
+    return _sg2_synthesis(G.components["synthesis"], w)
 
 
 def tf_stylegan2_generate(G: TFNet, z: torch.Tensor, truncation_psi: float = 1.0,
@@ -534,35 +655,36 @@ def tf_stylegan2_generate(G: TFNet, z: torch.Tensor, truncation_psi: float = 1.0
     return tf_stylegan2_synthesis(G, tf_stylegan2_mapping(G, z, truncation_psi, truncation_cutoff))
 
 
-def _minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
-    """minibatch_stddev_layer with one new feature map."""
+def _minibatch_stddev(x: torch.Tensor, group_size: int | None, num_features: int = 1) -> torch.Tensor:
+    """minibatch_stddev_layer: num_features new feature maps; group size None = the whole minibatch."""
     n, c, h, w = x.shape
-    g = min(group_size, n)
+    g = n if group_size is None else min(group_size, n)
+    f = num_features
     assert n % g == 0, f"minibatch {n} is not divisible by the group size {g}"
-    y = x.reshape(g, -1, 1, c, h, w)  # [G, M, 1, C, H, W]
+    assert c % f == 0, f"{c} channels are not divisible into {f} groups"
+    y = x.reshape(g, -1, f, c // f, h, w)  # [G, M, F, C/F, H, W]
     y = y - y.mean(dim=0, keepdim=True)
-    y = y.square().mean(dim=0)  # [M, 1, C, H, W] variance over each group
+    y = y.square().mean(dim=0)  # [M, F, C/F, H, W] variance over each group
     y = torch.sqrt(y + 1e-8)
-    y = y.mean(dim=(2, 3, 4), keepdim=True).mean(dim=2)  # [M, 1, 1, 1]
-    y = y.repeat(g, 1, h, w)  # [N, 1, H, W]: sample n gets group row n % M
+    y = y.mean(dim=(2, 3, 4))  # [M, F]
+    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)  # [N, F, H, W]: sample n gets group row n % M
     return torch.cat([x, y], dim=1)
 
 
-def tf_stylegan2_discriminate(D: TFNet, images: torch.Tensor) -> torch.Tensor:
-    """D_stylegan2: scores [N, 1] of images [N, C, H, W]."""
+def _sg2_discriminator_features(D: TFNet, images: torch.Tensor, var, mbstd_group_size: int | None,
+                                mbstd_num_features: int, clamp: float | None = None) -> torch.Tensor:
+    """D_stylegan2 / StyleGAN2-ADA D_main up to Dense0: features [N, nf(0)]. The convs' bias_act
+    clamps (ADA's conv_clamp); Dense0's does not."""
     kwargs = D.static_kwargs
     architecture = kwargs.get("architecture", "resnet")
-    mbstd_group_size = kwargs.get("mbstd_group_size", 4)
     res_log2 = _resolution_log2(kwargs["resolution"])
-    var = _reader(D, images.device)
-    images = images.to(torch.float64)
 
-    def act(x: torch.Tensor, scope: str) -> torch.Tensor:
-        """apply_bias_act('lrelu'): bias, lrelu, gain sqrt(2)."""
-        return _lrelu(_bias(x, var(f"{scope}/bias"))) * math.sqrt(2)
+    def conv_act(x: torch.Tensor, scope: str) -> torch.Tensor:
+        """apply_bias_act('lrelu', clamp): bias, lrelu, gain sqrt(2), clamp."""
+        return _fused_bias_act(x, var(f"{scope}/bias"), lrelu=True, clamp=clamp)
 
     def fromrgb(x: torch.Tensor | None, y: torch.Tensor, scope: str) -> torch.Tensor:
-        t = act(tf_conv2d(y, _get_weight(var(f"{scope}/weight"))), scope)
+        t = conv_act(tf_conv2d(y, _get_weight(var(f"{scope}/weight"))), scope)
         return t if x is None else x + t
 
     x, y = None, images
@@ -572,22 +694,100 @@ def tf_stylegan2_discriminate(D: TFNet, images: torch.Tensor) -> torch.Tensor:
             x = fromrgb(x, y, f"{scope}/FromRGB")
         # Block: conv and downsampling conv; resnet adds the downsampled 1x1 skip.
         t = x
-        x = act(tf_conv2d(x, _get_weight(var(f"{scope}/Conv0/weight"))), f"{scope}/Conv0")
-        x = act(tf_conv_downsample_2d(x, _get_weight(var(f"{scope}/Conv1_down/weight"))), f"{scope}/Conv1_down")
+        x = conv_act(tf_conv2d(x, _get_weight(var(f"{scope}/Conv0/weight"))), f"{scope}/Conv0")
+        x = conv_act(tf_conv_downsample_2d(x, _get_weight(var(f"{scope}/Conv1_down/weight"))), f"{scope}/Conv1_down")
         if architecture == "resnet":
             t = tf_conv_downsample_2d(t, _get_weight(var(f"{scope}/Skip/weight")))
             x = (x + t) * (1 / math.sqrt(2))
         if architecture == "skip":
             y = tf_downsample_2d(y)
 
-    # 4x4: minibatch stddev, conv, dense, and the output dense.
+    # 4x4: minibatch stddev, conv, dense.
     if architecture == "skip":
         x = fromrgb(x, y, "4x4/FromRGB")
-    if mbstd_group_size > 1:
-        x = _minibatch_stddev(x, mbstd_group_size)
-    x = act(tf_conv2d(x, _get_weight(var("4x4/Conv/weight"))), "4x4/Conv")
-    x = act(x.flatten(1) @ _get_weight(var("4x4/Dense0/weight")), "4x4/Dense0")
+    if mbstd_num_features > 0:
+        x = _minibatch_stddev(x, mbstd_group_size, mbstd_num_features)
+    x = conv_act(tf_conv2d(x, _get_weight(var("4x4/Conv/weight"))), "4x4/Conv")
+    return _fused_bias_act(x.flatten(1) @ _get_weight(var("4x4/Dense0/weight")), var("4x4/Dense0/bias"), lrelu=True)
+
+
+def tf_stylegan2_discriminate(D: TFNet, images: torch.Tensor) -> torch.Tensor:
+    """D_stylegan2: scores [N, 1] of images [N, C, H, W]."""
+    mbstd_group_size = D.static_kwargs.get("mbstd_group_size", 4)
+    var = _reader(D, images.device)
+    # D_stylegan2 adds its (one) stddev feature only for groups larger than 1.
+    x = _sg2_discriminator_features(D, images.to(torch.float64), var, mbstd_group_size,
+                                    1 if mbstd_group_size > 1 else 0)
     return x @ _get_weight(var("Output/weight")) + var("Output/bias")
+
+
+# ------------------------------------------------------------------------------------------
+# StyleGAN2-ADA (stylegan2-ada training/networks.py)
+# ------------------------------------------------------------------------------------------
+
+
+def _labels(net: TFNet, c: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """The labels [N, label_size] as float64, or None for an unconditional network."""
+    label_size = net.static_kwargs.get("label_size", 0)
+    if label_size == 0:
+        assert c is None or c.numel() == 0, "an unconditional network takes no labels"
+        return None
+    assert c is not None and tuple(c.shape) == (n, label_size), f"expected labels [{n}, {label_size}]"
+    return c.to(torch.float64)
+
+
+def tf_stylegan2_ada_mapping(G: TFNet, z: torch.Tensor, c: torch.Tensor | None = None, truncation_psi: float = 1.0,
+                             truncation_cutoff: int | None = None) -> torch.Tensor:
+    """G_mapping, then G_main's truncation: the dlatents [N, num_layers, dlatent_size] of latents
+    z [N, latent_size] and (conditional networks) labels c [N, label_size]."""
+    mapping = G.components["mapping"]
+    var = _reader(mapping, z.device)
+    x = _normalize_latents(z.to(torch.float64))  # normalize_2nd_moment
+    labels = _labels(mapping, c, z.shape[0])
+    if labels is not None:
+        # LabelEmbed: dense + linear bias (lrmul 1), normalize_2nd_moment, concatenated after z.
+        y = _fused_bias_act(labels @ _get_weight(var("LabelEmbed/weight")), var("LabelEmbed/bias"))
+        x = torch.cat([x, _normalize_latents(y)], dim=1)
+    x = _sg2_mapping_layers(mapping, var, x)
+    return _sg2_broadcast_truncate(G, x, truncation_psi, truncation_cutoff)
+
+
+def tf_stylegan2_ada_synthesis(G: TFNet, w: torch.Tensor) -> torch.Tensor:
+    """G_synthesis (randomize_noise=False, all in float64 whatever num_fp16_res) from dlatents
+    w [N, num_layers, dlatent_size]: images [N, C, H, W]."""
+    synthesis = G.components["synthesis"]
+    kwargs = synthesis.static_kwargs
+    return _sg2_synthesis(synthesis, w, clamp=kwargs.get("conv_clamp"), use_noise=kwargs.get("use_noise", True))
+
+
+def tf_stylegan2_ada_generate(G: TFNet, z: torch.Tensor, c: torch.Tensor | None = None,
+                              truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
+    """G_main with randomize_noise=False: images [N, C, H, W] from latents z and labels c."""
+    return tf_stylegan2_ada_synthesis(G, tf_stylegan2_ada_mapping(G, z, c, truncation_psi, truncation_cutoff))
+
+
+def tf_stylegan2_ada_discriminate(D: TFNet, images: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+    """D_main (all in float64 whatever num_fp16_res): scores [N, 1] of images [N, C, H, W] and
+    (conditional networks) labels c [N, label_size]."""
+    kwargs = D.static_kwargs
+    var = _reader(D, images.device)
+    labels = _labels(D, c, images.shape[0])
+    cmap = None
+    if labels is not None:
+        # LabelEmbed (linear, lrmul 1) and normalize_2nd_moment, then the lrelu mapping layers (lrmul 0.1).
+        cmap = _fused_bias_act(labels @ _get_weight(var("LabelEmbed/weight")), var("LabelEmbed/bias"))
+        cmap = _normalize_latents(cmap)
+        for idx in range(kwargs.get("mapping_layers", 0)):
+            cmap = cmap @ _get_weight(var(f"Mapping{idx}/weight"), lrmul=ADA_D_MAPPING_LRMUL)
+            cmap = _fused_bias_act(cmap, var(f"Mapping{idx}/bias") * ADA_D_MAPPING_LRMUL, lrelu=True)
+
+    x = _sg2_discriminator_features(D, images.to(torch.float64), var, kwargs.get("mbstd_group_size"),
+                                    kwargs.get("mbstd_num_features", 1), clamp=kwargs.get("conv_clamp"))
+    # Output: dense + linear bias; conditional networks project onto the label mapping.
+    x = _fused_bias_act(x @ _get_weight(var("Output/weight")), var("Output/bias"))
+    if cmap is not None:
+        x = (x * cmap).sum(dim=1, keepdim=True) / math.sqrt(cmap.shape[1])
+    return x
 
 
 # ------------------------------------------------------------------------------------------

@@ -8,12 +8,17 @@ renamed and re-laid-out into that module's parameters. What is understood:
   * StyleGAN2 (`G_main` with `G_mapping` and `G_synthesis_stylegan2`, configs E and F;
     `D_stylegan2`): G, D and Gs become Generator, Discriminator and Generator ('G', 'D',
     'G_ema'), the StyleGAN2-ADA port of the same architecture.
+  * StyleGAN2-ADA's TensorFlow release (`G_main` with `G_mapping` and `G_synthesis`;
+    `D_main`): the same, with what that release adds: labels (embedded as the port embeds
+    them, and the discriminator's projection onto a label mapping), conv_clamp, float16
+    resolutions, networks without noise. (That release also clamps the 4x4 FromRGB of a skip
+    discriminator, which the PyTorch port does not; the import asks for it: clamp_fromrgb.)
   * StyleGAN (`G_style` with `G_mapping` and `G_synthesis`): G and Gs become
     StyleGAN1Generator ('G', 'G_ema') with the original upsampling. Its progressive-growing
     discriminator (`D_basic`) has no stylegan_fast counterpart and is left out.
 
-Conditional TensorFlow networks are refused: they concatenate the label embedding to z before
-normalising it, which the StyleGAN2-ADA mapping network does not.
+Conditional networks of the StyleGAN and StyleGAN2 releases are refused: they concatenate the
+label embedding to z before normalising it, which the StyleGAN2-ADA mapping network does not.
 
 The re-layouts, from what the TensorFlow graphs compute:
   * Weights: TF's [kh, kw, in, out] convolutions become [out, in, kh, kw]; TF's [in, out]
@@ -135,24 +140,34 @@ def _channels(kwargs: dict, what: str) -> dict:
     return dict(channel_base=2 * int(fmap_base), channel_max=int(fmap_max))
 
 
-def _mapping_kwargs(mapping: TFNetworkRecord, top: TFNetworkRecord, what: str) -> tuple[dict, dict]:
-    """(Generator dims, mapping_kwargs) from the G_mapping and G_main/G_style static kwargs."""
+def _mapping_kwargs(mapping: TFNetworkRecord, top: TFNetworkRecord, what: str, labels: bool) -> tuple[dict, dict]:
+    """(Generator dims, mapping_kwargs) from the G_mapping and G_main/G_style static kwargs.
+
+    `labels`: the mapping network embeds labels as StyleGAN2-ADA does (LabelEmbed: a dense
+    layer, normalised, concatenated to the normalised z); the older releases' LabelConcat
+    (concatenated before normalisation) is refused."""
     kwargs = mapping.static_kwargs
-    if kwargs.get("label_size", 0):
+    label_size = int(kwargs.get("label_size", 0))
+    if label_size and not labels:
         raise NVlabsPickleError(
-            f"{what} is conditional (label_size={kwargs['label_size']}); TensorFlow's label embedding "
+            f"{what} is conditional (label_size={label_size}); TensorFlow's label embedding "
             f"(concatenated to z before normalisation) has no stylegan_fast counterpart"
         )
     for name, default in (("normalize_latents", True), ("mapping_nonlinearity", "lrelu"), ("use_wscale", True)):
         _require(kwargs, name, default, what)
-    dims = dict(z_dim=int(kwargs.get("latent_size", 512)), c_dim=0, w_dim=int(kwargs.get("dlatent_size", 512)))
+    z_dim, w_dim = int(kwargs.get("latent_size", 512)), int(kwargs.get("dlatent_size", 512))
+    # The StyleGAN2-ADA release makes the hidden layers as wide as w when mapping_fmaps is None.
+    layer_features = kwargs.get("mapping_fmaps", None if labels else 512)
     mapping_kwargs = dict(
         num_layers=int(kwargs.get("mapping_layers", 8)),
-        layer_features=int(kwargs.get("mapping_fmaps", 512)),
+        layer_features=int(layer_features if layer_features is not None else w_dim),
         lr_multiplier=float(kwargs.get("mapping_lrmul", 0.01)),
         w_avg_beta=top.static_kwargs.get("dlatent_avg_beta", 0.995),
     )
-    return dims, mapping_kwargs
+    if label_size:
+        label_fmaps = kwargs.get("label_fmaps")
+        mapping_kwargs["embed_features"] = int(label_fmaps if label_fmaps is not None else z_dim)
+    return dict(z_dim=z_dim, c_dim=label_size, w_dim=w_dim), mapping_kwargs
 
 
 def _dense(
@@ -213,17 +228,27 @@ def _check_lod(variables: _Variables, name: str) -> None:
 
 def _stylegan2_generator(record: TFNetworkRecord, what: str, impl: str) -> Generator:
     mapping = _component(record, "mapping", ("G_mapping",), what)
-    synthesis = _component(record, "synthesis", ("G_synthesis_stylegan2",), what)
+    synthesis = _component(record, "synthesis", ("G_synthesis_stylegan2", "G_synthesis"), what)
+    ada = synthesis.build_func_name == "G_synthesis"  # The StyleGAN2-ADA release.
     kwargs = synthesis.static_kwargs
-    dims, mapping_kwargs = _mapping_kwargs(mapping, record, what)
+    dims, mapping_kwargs = _mapping_kwargs(mapping, record, what, labels=ada)
     resolution = _resolution(kwargs, what)
     architecture = kwargs.get("architecture", "skip")
     _require(kwargs, "nonlinearity", "lrelu", what)
     _require(kwargs, "resample_kernel", [1, 3, 3, 1], what)
+    channels = _channels(kwargs, what)
+    const_channels = min(channels["channel_base"] // 4, channels["channel_max"])
+    if kwargs.get("fmap_const") not in (None, const_channels):
+        raise NVlabsPickleError(f"{what} was built with fmap_const={kwargs['fmap_const']}; stylegan_fast's constant "
+                                f"has the 4x4 layers' {const_channels} channels")  # fmt: skip
+    use_noise = bool(kwargs.get("use_noise", True)) if ada else True
     G = Generator(
         **dims, img_resolution=resolution, img_channels=int(kwargs.get("num_channels", 3)),
         mapping_kwargs=mapping_kwargs,
-        synthesis_kwargs=dict(architecture=architecture, num_fp16_res=0, conv_clamp=None, **_channels(kwargs, what)),
+        synthesis_kwargs=dict(
+            architecture=architecture, num_fp16_res=int(kwargs.get("num_fp16_res", 0)) if ada else 0,
+            conv_clamp=kwargs.get("conv_clamp") if ada else None, use_noise=use_noise, **channels,
+        ),
         impl=impl,
     )  # fmt: skip
 
@@ -231,14 +256,19 @@ def _stylegan2_generator(record: TFNetworkRecord, what: str, impl: str) -> Gener
     variables.add(mapping, "mapping/")
     variables.add(synthesis, "synthesis/")
     tensors = _mapping_tensors(variables, mapping_kwargs["num_layers"], bias_scale=1)
-    variables.ignore("lod")
+    if dims["c_dim"]:
+        tensors["mapping.embed.weight"], tensors["mapping.embed.bias"] = _dense(
+            variables, "mapping/LabelEmbed/weight", "mapping/LabelEmbed/bias"
+        )
+    if not ada:
+        variables.ignore("lod")
 
     def modulated(prefix: str, scope: str, noise: int | None, flip: bool = False) -> None:
         tensors[f"{prefix}.weight"] = _conv(variables.take(f"synthesis/{scope}/weight"), flip)
         affine_weight, affine_bias = _dense(variables, f"synthesis/{scope}/mod_weight", f"synthesis/{scope}/mod_bias")
         tensors[f"{prefix}.affine.weight"], tensors[f"{prefix}.affine.bias"] = affine_weight, affine_bias + 1
         tensors[f"{prefix}.bias"] = variables.take(f"synthesis/{scope}/bias")
-        if noise is not None:
+        if noise is not None and use_noise:
             tensors[f"{prefix}.noise_strength"] = variables.take(f"synthesis/{scope}/noise_strength")
             tensors[f"{prefix}.noise_const"] = variables.take(f"synthesis/noise{noise}")[0, 0]
 
@@ -270,20 +300,35 @@ def _mapping_tensors(variables: _Variables, num_layers: int, bias_scale: float) 
 
 def _stylegan2_discriminator(record: TFNetworkRecord, what: str, impl: str) -> Discriminator:
     kwargs = record.static_kwargs
-    if kwargs.get("label_size", 0):
+    ada = record.build_func_name == "D_main"  # The StyleGAN2-ADA release.
+    label_size = int(kwargs.get("label_size", 0))
+    if label_size and not ada:
         raise NVlabsPickleError(
-            f"{what} is conditional (label_size={kwargs['label_size']}); TensorFlow's label-selected outputs "
+            f"{what} is conditional (label_size={label_size}); TensorFlow's label-selected outputs "
             f"have no stylegan_fast counterpart"
         )
     resolution = _resolution(kwargs, what)
     architecture = kwargs.get("architecture", "resnet")
     _require(kwargs, "nonlinearity", "lrelu", what)
     _require(kwargs, "resample_kernel", [1, 3, 3, 1], what)
-    group_size, mbstd_features = kwargs.get("mbstd_group_size", 4), kwargs.get("mbstd_num_features", 1)
+    for name, default in (("use_spectral_norm", False), ("use_pagan", False), ("score_max", 1)):
+        _require(kwargs, name, default, what)
+    channels = _channels(kwargs, what)
+    if ada:  # Group of the whole batch by default; the layer is off with 0 features.
+        group_size, mbstd_channels = kwargs.get("mbstd_group_size"), int(kwargs.get("mbstd_num_features", 1))
+    else:  # Groups of 4 by default; the layer is off with a group size of 0 or 1.
+        group_size = kwargs.get("mbstd_group_size", 4)
+        mbstd_channels = int(kwargs.get("mbstd_num_features", 1)) if group_size > 1 else 0
+    cmap_dim = kwargs.get("mapping_fmaps") or min(channels["channel_base"] // 2, channels["channel_max"])  # nf(0)
     D = Discriminator(
-        c_dim=0, img_resolution=resolution, img_channels=int(kwargs.get("num_channels", 3)),
-        architecture=architecture, num_fp16_res=0, conv_clamp=None, **_channels(kwargs, what),
-        epilogue_kwargs=dict(mbstd_group_size=group_size, mbstd_num_channels=mbstd_features if group_size > 1 else 0),
+        c_dim=label_size, img_resolution=resolution, img_channels=int(kwargs.get("num_channels", 3)),
+        architecture=architecture, num_fp16_res=int(kwargs.get("num_fp16_res", 0)) if ada else 0,
+        conv_clamp=kwargs.get("conv_clamp") if ada else None, **channels,
+        cmap_dim=int(cmap_dim) if label_size else None,
+        mapping_kwargs=dict(num_layers=int(kwargs.get("mapping_layers", 0)), embed_features=int(cmap_dim),
+                            layer_features=int(cmap_dim), lr_multiplier=float(kwargs.get("mapping_lrmul", 0.1))),
+        epilogue_kwargs=dict(mbstd_group_size=group_size, mbstd_num_channels=mbstd_channels,
+                             clamp_fromrgb=ada and kwargs.get("conv_clamp") is not None),
         impl=impl,
     )  # fmt: skip
 
@@ -295,6 +340,14 @@ def _stylegan2_discriminator(record: TFNetworkRecord, what: str, impl: str) -> D
         if bias:
             tensors[f"{prefix}.bias"] = variables.take(f"{scope}/bias")
 
+    if label_size:
+        tensors["mapping.embed.weight"], tensors["mapping.embed.bias"] = _dense(
+            variables, "LabelEmbed/weight", "LabelEmbed/bias"
+        )
+        for idx in range(D.mapping.num_layers):
+            tensors[f"mapping.fc{idx}.weight"], tensors[f"mapping.fc{idx}.bias"] = _dense(
+                variables, f"Mapping{idx}/weight", f"Mapping{idx}/bias"
+            )
     log2 = int(math.log2(resolution))
     for res in range(log2, 2, -1):
         block, scope = f"b{2**res}", f"{2**res}x{2**res}"
@@ -321,7 +374,7 @@ def _stylegan1_generator(record: TFNetworkRecord, what: str, impl: str) -> Style
     mapping = _component(record, "mapping", ("G_mapping",), what)
     synthesis = _component(record, "synthesis", ("G_synthesis",), what)
     kwargs = synthesis.static_kwargs
-    dims, mapping_kwargs = _mapping_kwargs(mapping, record, what)
+    dims, mapping_kwargs = _mapping_kwargs(mapping, record, what, labels=False)
     resolution = _resolution(kwargs, what)
     for name, default in (("use_styles", True), ("const_input_layer", True), ("use_noise", True),
                           ("use_pixel_norm", False), ("use_instance_norm", True), ("use_wscale", True),
@@ -376,6 +429,7 @@ def _stylegan1_generator(record: TFNetworkRecord, what: str, impl: str) -> Style
 _BUILDERS: dict[str, Callable[[TFNetworkRecord, str, str], nn.Module]] = {
     "G_main": _stylegan2_generator,
     "D_stylegan2": _stylegan2_discriminator,
+    "D_main": _stylegan2_discriminator,
     "G_style": _stylegan1_generator,
 }
 

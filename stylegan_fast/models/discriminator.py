@@ -172,6 +172,7 @@ class DiscriminatorEpilogue(nn.Module):
         mbstd_num_channels: int = 1,  # Feature maps of the minibatch-stddev layer; 0 = no such layer.
         activation: str = "lrelu",  # Activation of the layers.
         conv_clamp: float | None = None,  # Clamp the convolution outputs to +-X; None disables clamping.
+        clamp_fromrgb: bool = False,  # Clamp the skip architecture's fromrgb too (TF StyleGAN2-ADA does, its port not).
         impl: str = "auto",  # Implementation of the ops: 'auto', 'ref', 'triton' or 'cuda'.
     ):
         super().__init__()
@@ -183,7 +184,8 @@ class DiscriminatorEpilogue(nn.Module):
         self.architecture = architecture
 
         if architecture == "skip":
-            self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation, impl=impl)
+            self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation,
+                                       conv_clamp=conv_clamp if clamp_fromrgb else None, impl=impl)  # fmt: skip
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
         self.conv = Conv2dLayer(
             in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp, impl=impl

@@ -300,7 +300,7 @@ class Trainer:
     def _init_networks(self, path: str) -> None:
         """Transfer learning: G, D and G_ema take the parameters and buffers (w_avg included)
         of the networks in `path`, a checkpoint or snapshot of ours (or a run directory: its
-        newest snapshot) or an NVlabs StyleGAN2 pickle, which must fit the networks of this config and resolution. Optimisers,
+        newest snapshot) or an NVlabs pickle (compat.load_nvlabs), which must fit the networks of this config and resolution. Optimisers,
         progress and augmentation start fresh. A network the file lacks keeps its fresh
         initialisation, except that G and G_ema stand in for each other (a G_ema-only file
         fine-tunes from the averaged weights)."""
