@@ -186,7 +186,8 @@ def _styles(text: str) -> list[int]:
 
 
 _GENERATOR_OPTIONS = {  # the options the generator tools share: name -> (flag, add_argument keywords)
-    "network": ("--network", dict(required=True, help="a snapshot or networks checkpoint (.safetensors)")),
+    "network": ("--network", dict(required=True, help="a snapshot or networks checkpoint (.safetensors), or an "
+                                  "official pickle (.pkl, imported as `convert` does, without running it)")),
     "trunc": ("--trunc", dict(type=float, default=1.0, help="truncation psi (default: 1)")),
     "trunc_cutoff": ("--trunc-cutoff", dict(dest="trunc_cutoff", type=int, default=None, metavar="N",
                                             help="truncate only the first N ws (default: all; the original StyleGAN "

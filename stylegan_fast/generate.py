@@ -15,14 +15,15 @@ import torch
 from PIL import Image
 
 from stylegan_fast.data import to_uint8
-from stylegan_fast.models.checkpoint import load_networks
+from stylegan_fast.compat import load_network_file
 
 DEFAULT_BATCH = 8  # images per network call; a smaller batch needs less memory for large networks
 
 
 def load_generator(path: str | Path, device: torch.device, impl: str = "auto") -> torch.nn.Module:
-    """G_ema from a snapshot or networks checkpoint (G when there is no G_ema)."""
-    nets, _ = load_networks(path, device=device, impl=impl)
+    """G_ema from a snapshot or networks checkpoint, or from an official '.pkl' (imported each
+    time, read as data: compat.load_nvlabs); G when there is no G_ema."""
+    nets = load_network_file(path, device=device, impl=impl)
     for name in ("G_ema", "G"):
         if name in nets:
             return nets[name].eval().requires_grad_(False)

@@ -331,3 +331,15 @@ def test_malformed_network_states_are_named(state, match):
 
     with pytest.raises(NVlabsPickleError, match=match):
         TFNetworkRecord().__setstate__(state)
+
+
+def test_the_tools_take_an_official_pickle_directly(tmp_path, marker):
+    # --network file.pkl: imported on the fly, the same images as from its converted checkpoint.
+    from stylegan_fast.generate import generate_images
+
+    _stylegan2_pickle(tmp_path / "net.pkl", marker)
+    convert(tmp_path / "net.pkl", tmp_path / "net.safetensors")
+    direct = generate_images(tmp_path / "net.pkl", [0, 5], tmp_path / "a", truncation_psi=0.7, device="cpu")
+    converted = generate_images(tmp_path / "net.safetensors", [0, 5], tmp_path / "b", truncation_psi=0.7, device="cpu")
+    for a, b in zip(direct, converted):
+        assert a.read_bytes() == b.read_bytes()

@@ -22,7 +22,7 @@ import torch
 
 from stylegan_fast.compat.nvlabs_tf import is_tf_pickle, load_tf_networks
 from stylegan_fast.compat.safe_pickle import NVlabsPickleError, PersistentRecord, load
-from stylegan_fast.models import Discriminator, Generator, save_networks
+from stylegan_fast.models import Discriminator, Generator, load_networks, save_networks
 
 # torch_utils.persistence writes this format version in every StyleGAN2-ADA and StyleGAN3 release.
 PERSISTENCE_VERSION = 6
@@ -99,6 +99,16 @@ def load_nvlabs(
     if any(NETWORKS[key] is Generator and "synthesis_kwargs" not in kw for key, kw in kwargs.items()):
         kwargs = {key: _from_stylegan3_repo(NETWORKS[key], kw) for key, kw in kwargs.items()}
     return {key: _build_network(key, record, kwargs[key], impl).to(device) for key, record in records.items()}
+
+
+def load_network_file(
+    path: str | os.PathLike, device: torch.device | str = "cpu", impl: str = "auto"
+) -> dict[str, torch.nn.Module]:
+    """The networks of a stylegan_fast checkpoint or snapshot, or of an NVlabs pickle (a '.pkl'
+    name; see load_nvlabs), on `device`."""
+    if os.fspath(path).endswith(".pkl"):
+        return load_nvlabs(path, device=device, impl=impl)
+    return load_networks(path, device=device, impl=impl)[0]
 
 
 def convert(in_path: str | os.PathLike, out_path: str | os.PathLike) -> dict[str, torch.nn.Module]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from stylegan_fast.data import make_loader, open_dataset, to_float
-from stylegan_fast.models.checkpoint import load_networks
+from stylegan_fast.compat import load_network_file
 from stylegan_fast.models.configs import get_config, make_networks
 from stylegan_fast.train import distributed, samples
 from stylegan_fast.train.augment import ADA, AdaptiveAugmentation
@@ -305,12 +305,7 @@ class Trainer:
         initialisation, except that G and G_ema stand in for each other (a G_ema-only file
         fine-tunes from the averaged weights)."""
         path = latest_snapshot(path) if Path(path).is_dir() else path
-        if str(path).endswith(".pkl"):
-            from stylegan_fast.compat.nvlabs import load_nvlabs
-
-            nets = load_nvlabs(path)
-        else:
-            nets, _ = load_networks(path)
+        nets = load_network_file(path)
         found = [name for name in ("G", "D", "G_ema") if name in nets]
         if not found:
             raise ValueError(f"init: {path} holds none of the networks G, D, G_ema")

@@ -170,7 +170,7 @@ def test_init_reads_nvlabs_pickles(data, tmp_path, monkeypatch):
 
     source = Trainer(options(data, tmp_path / "a"))
     read = []
-    monkeypatch.setattr(nvlabs, "load_nvlabs", lambda path: read.append(path) or {"G": source.G, "D": source.D})
+    monkeypatch.setattr(nvlabs, "load_nvlabs", lambda path, **kwargs: read.append(path) or {"G": source.G, "D": source.D})
     tuned = Trainer(options(data, tmp_path / "b", seed=7, init="ffhq.pkl"))
     assert read == ["ffhq.pkl"]
     assert all(torch.equal(v, params(tuned.D)[k]) for k, v in params(source.D).items())
