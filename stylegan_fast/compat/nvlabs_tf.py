@@ -87,9 +87,9 @@ def load_tf_networks(data, what: str, impl: str = "auto") -> dict[str, nn.Module
 class _Variables:
     """A network's variables by name; every one must be taken exactly once (`check_all_taken`)."""
 
-    def __init__(self, record: TFNetworkRecord, what: str, prefix: str = ""):
+    def __init__(self, record: TFNetworkRecord, what: str):
         self.what = what
-        self.tensors = {prefix + name: value for name, value in record.variables.items()}
+        self.tensors = dict(record.variables)
         self.taken: set[str] = set()
 
     def add(self, record: TFNetworkRecord, prefix: str) -> None:

@@ -163,6 +163,21 @@ def load_networks(
     return nets, meta.get("config")
 
 
+def saved_network_kwargs(meta: dict) -> dict[str, tuple[str, dict]]:
+    """{name: (class name, constructor arguments)} of the networks in a checkpoint's meta, with
+    the defaults of the time they were written filled in (what `load_networks` builds)."""
+    specs = meta.get("networks") if isinstance(meta, dict) else None
+    if not isinstance(specs, dict):
+        raise CheckpointError("the checkpoint's meta has no 'networks'")
+    saved = {}
+    for name, spec in specs.items():
+        cls = NETWORK_CLASSES.get(spec.get("class")) if isinstance(spec, dict) else None
+        if cls is None or not isinstance(spec.get("kwargs"), dict):
+            raise CheckpointError(f"network {name!r} names no known class (one of {', '.join(NETWORK_CLASSES)})")
+        saved[name] = (spec["class"], _written_kwargs(cls, spec["kwargs"]))
+    return saved
+
+
 def _written_kwargs(cls: type[nn.Module], kwargs: dict) -> dict:
     """The constructor arguments a checkpoint's network was written with, defaults of the time filled in.
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from stylegan_fast.models.discriminator import ARCHITECTURES, Discriminator
 from stylegan_fast.models.layers import MP_DTYPES
-from stylegan_fast.models.stylegan1 import StyleGAN1Generator
+from stylegan_fast.models.stylegan1 import UPSAMPLING, StyleGAN1Generator
 from stylegan_fast.models.stylegan2 import Generator
 from stylegan_fast.train.augment import parse_policy
 
@@ -72,6 +72,7 @@ class Config:
     mp_dtype: str = "float16"  # Reduced precision of those resolutions: 'float16' or 'bfloat16'.
     channels_last: bool = False  # Run those resolutions in channels_last memory format (fp16_channels_last)?
     g_architecture: str = "skip"  # StyleGAN2 G: 'orig', 'skip' or 'resnet'.
+    upsampling: str = "nearest_blur"  # StyleGAN1 G: 'nearest_blur' (the original's) or 'fir' (models/stylegan1.py).
     d_architecture: str = "resnet"  # D: 'orig', 'skip' or 'resnet'.
     mbstd_group: int = 4  # Group size of D's minibatch-stddev layer.
     batch: int = 32  # Total batch size (mb).
@@ -98,6 +99,7 @@ class Config:
             raise TypeError(f"channels_last must be True or False, got {self.channels_last!r}")
         _check_choice("g_architecture", self.g_architecture, ARCHITECTURES)
         _check_choice("d_architecture", self.d_architecture, ARCHITECTURES)
+        _check_choice("upsampling", self.upsampling, UPSAMPLING)
         _check_number("conv_clamp", self.conv_clamp, positive=True, optional=True)
         _check_number("lrate", self.lrate, positive=True)
         _check_number("gamma", self.gamma)
@@ -200,7 +202,8 @@ def make_networks(
     channels = dict(channel_base=config.channel_base, channel_max=config.channel_max)
     dims = dict(z_dim=config.z_dim, c_dim=c_dim, w_dim=config.w_dim, img_resolution=resolution, img_channels=img_channels)
     if config.generator == "stylegan1":
-        G = StyleGAN1Generator(**dims, mapping_kwargs=mapping_kwargs, synthesis_kwargs=channels, impl=impl)
+        G = StyleGAN1Generator(**dims, mapping_kwargs=mapping_kwargs,
+                               synthesis_kwargs=dict(**channels, upsampling=config.upsampling), impl=impl)  # fmt: skip
     else:
         synthesis_kwargs = dict(
             **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp, architecture=config.g_architecture,

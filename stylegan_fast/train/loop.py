@@ -325,9 +325,10 @@ class Trainer:
 
     def _resume(self, path: str) -> None:
         path = latest_snapshot(path) if Path(path).is_dir() else path
-        tensors, training = load_training_state(path)
+        tensors, training, saved = load_training_state(path)
         for name in ("G", "D", "G_ema"):
             net = getattr(self, name)
+            _check_same_networks(path, name, saved.get(name), net, self.opts.cfg)
             prefix = name + "."
             net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         for name, opt in self.optimizers.items():
@@ -342,6 +343,40 @@ class Trainer:
         elif self.ada is not None:
             self.log(f"resume: {path} has no adaptive augmentation state; p starts at {self.ada.p}")
         self.log(f"resumed from {path} at {self.cur_nimg / 1000:.1f} kimg (step {self.step})")
+
+
+# Constructor arguments that choose how a network runs, not what it computes: a run may resume
+# with others (channels_last turned on, bfloat16 for float16).
+_EXECUTION_KWARGS = ("fp16_channels_last", "mp_dtype")
+
+
+def _check_same_networks(path, name: str, saved: tuple[str, dict] | None, net: torch.nn.Module, cfg: str) -> None:
+    """A resumed network must be the one the snapshot holds: same class and constructor
+    arguments (bar _EXECUTION_KWARGS); a config that builds another one would load the same
+    tensors into a different function."""
+    if saved is None:
+        raise ValueError(f"resume: {path} holds no network {name}")
+    (saved_class, saved_kwargs), built_kwargs = saved, json.loads(json.dumps(net.init_kwargs))
+    differences = [f"class: {saved_class} in the snapshot, {type(net).__name__} now"] * (saved_class != type(net).__name__)
+    differences += [f"{key}: {a!r} in the snapshot, {b!r} now" for key, a, b in _differences(saved_kwargs, built_kwargs)]
+    if differences:
+        raise ValueError(
+            f"resume: {path} holds a {name} unlike the one --cfg {cfg} with these --set options builds "
+            f"({'; '.join(differences)}); resume with the config it was trained with"
+        )
+
+
+def _differences(a, b, key: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, a's value, b's value) wherever two JSON values differ, bar _EXECUTION_KWARGS."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{key}[{i}]")]
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [(key, a, b)]
+    found = []
+    for k in sorted(a.keys() | b.keys()):
+        if k not in _EXECUTION_KWARGS:
+            found += _differences(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+    return found
 
 
 def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:

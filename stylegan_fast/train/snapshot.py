@@ -19,7 +19,9 @@ import os
 
 import torch
 
-from stylegan_fast.models.checkpoint import CheckpointError, load_tensors, network_state, save_tensors
+from stylegan_fast.models.checkpoint import (
+    CheckpointError, load_tensors, network_state, save_tensors, saved_network_kwargs,
+)
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -64,9 +66,10 @@ def save_snapshot(
     save_tensors(path, tensors, {"kind": "networks", "networks": specs, "config": config, "training": training})
 
 
-def load_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta["training"]) of a snapshot; raises CheckpointError if it holds no training state."""
+def load_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict[str, tuple[str, dict]]]:
+    """(tensors, meta["training"], {network: (class name, kwargs)}) of a snapshot; raises
+    CheckpointError if it holds no training state."""
     tensors, meta = load_tensors(path)
     if "training" not in meta:
         raise CheckpointError(f"{path} holds networks but no training state: it cannot be resumed (use it with generate)")
-    return tensors, meta["training"]
+    return tensors, meta["training"], saved_network_kwargs(meta)

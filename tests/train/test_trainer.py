@@ -406,3 +406,40 @@ def test_metrics_request_is_checked_before_training(data, tmp_path):
     with pytest.raises(ValueError, match="has no VGG16 classifier"):
         Trainer(options(data, tmp_path, metrics=["pr50k3_full"], vgg16=str(trunk)))
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_a_config_that_builds_other_networks(data, tmp_path):
+    # The same tensors loaded into differently configured networks would compute something else.
+    trainer = Trainer(options(data, tmp_path / "a"))
+    trainer.snapshot(tmp_path / "snap.safetensors")
+    other = {**TINY, "conv_clamp": 64}
+    with pytest.raises(ValueError, match=r"resume: .*snap.safetensors holds a G unlike the one --cfg small with these "
+                                         r"--set options builds \(synthesis_kwargs.conv_clamp: None in the snapshot, "
+                                         r"64 now\); resume with the config it was trained with"):
+        Trainer(options(data, tmp_path / "b", resume=str(tmp_path / "snap.safetensors"), overrides=other))
+    # FreezeD changes which tensors the optimiser holds: named here, not by the optimiser's restore.
+    with pytest.raises(ValueError, match=r"block_kwargs.freeze_layers: 0 in the snapshot, 1 now"):
+        Trainer(options(data, tmp_path / "b", resume=str(tmp_path / "snap.safetensors"), overrides={**TINY, "freeze_d": 1}))
+    # How the networks run may change: channels_last, the reduced-precision dtype.
+    Trainer(options(data, tmp_path / "c", resume=str(tmp_path / "snap.safetensors"),
+                    overrides={**TINY, "channels_last": True, "mp_dtype": "bfloat16"}))  # fmt: skip
+
+
+def test_an_old_stylegan1_run_resumes_only_with_the_upsampling_it_was_trained_with(data, tmp_path):
+    # Snapshots written before `upsampling` existed trained with FIR upsampling ('fir').
+    import json as _json
+
+    from stylegan_fast.models.checkpoint import load_tensors, save_tensors
+
+    stylegan1 = {**TINY, "upsampling": "fir"}
+    trainer = Trainer(options(data, tmp_path / "a", cfg="stylegan1", overrides=stylegan1))
+    trainer.snapshot(tmp_path / "snap.safetensors")
+    tensors, meta = load_tensors(tmp_path / "snap.safetensors")
+    for name in ("G", "G_ema"):
+        del meta["networks"][name]["kwargs"]["synthesis_kwargs"]["upsampling"]
+    save_tensors(tmp_path / "old.safetensors", tensors, _json.loads(_json.dumps(meta)))
+    with pytest.raises(ValueError, match=r"synthesis_kwargs.upsampling: 'fir' in the snapshot, 'nearest_blur' now"):
+        Trainer(options(data, tmp_path / "b", cfg="stylegan1", resume=str(tmp_path / "old.safetensors"), overrides=TINY))
+    resumed = Trainer(options(data, tmp_path / "c", cfg="stylegan1", resume=str(tmp_path / "old.safetensors"),
+                              overrides=stylegan1))  # fmt: skip
+    assert resumed.G.synthesis.b8.layer0.upsampling == "fir"
