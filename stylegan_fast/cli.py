@@ -303,8 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="import an official StyleGAN2-ADA / StyleGAN3 (stylegan2 config) pickle, or a TensorFlow StyleGAN2 "
         "or StyleGAN one, into a checkpoint",
         description="Read a network pickle without executing any code from it, and write G, D and G_ema as a "
-        "stylegan_fast checkpoint (safetensors + JSON). TensorFlow StyleGAN pickles give G and G_ema only "
-        "(their progressive-growing D has no counterpart here).",
+        "stylegan_fast checkpoint (safetensors + JSON).",
     )
     conv.add_argument("source", help="network-snapshot-*.pkl")
     conv.add_argument("dest", help="output .safetensors")

@@ -105,12 +105,13 @@ from stylegan_fast.compat import convert, load_nvlabs  # noqa: E402
 from stylegan_fast.models import Discriminator, Generator, StyleGAN1Generator  # noqa: E402
 from stylegan_fast.models.checkpoint import load_networks  # noqa: E402
 from tests.tf_graphs import (  # noqa: E402
-    TFNet,
+    stylegan1_discriminator,
     stylegan1_generator,
     stylegan2_ada_discriminator,
     stylegan2_ada_generator,
     stylegan2_discriminator,
     stylegan2_generator,
+    tf_stylegan1_discriminate,
     tf_stylegan1_generate,
     tf_stylegan2_ada_discriminate,
     tf_stylegan2_ada_generate,
@@ -139,13 +140,6 @@ def _assert_matches(ours: torch.Tensor, graph: torch.Tensor) -> None:
     scale = graph.abs().max().item()
     assert scale > 0.1
     torch.testing.assert_close(ours.double(), graph, rtol=0, atol=2e-5 * scale)
-
-
-def _d_basic() -> TFNet:
-    """StyleGAN's progressive-growing discriminator (left out by the importer), a few variables of it."""
-    rng = np.random.default_rng(5)
-    variables = {"lod": np.float32(0), "4x4/Conv/weight": rng.standard_normal((3, 3, 17, 16)).astype(np.float32)}
-    return TFNet("D", "D_basic", {"resolution": 16, "num_channels": 3, "label_size": 0}, variables)
 
 
 def _stylegan2_pickle(path, marker, g_architecture="skip", d_architecture="resnet", resolution=16, seed=0):
@@ -216,9 +210,13 @@ def test_stylegan_generator_computes_what_the_tensorflow_graph_computes(tmp_path
     rng = np.random.default_rng(1)
     G = stylegan1_generator(rng, 16, fmap_base=128, fused_scale=fused_scale, **SG1)
     Gs = stylegan1_generator(rng, 16, fmap_base=128, fused_scale=fused_scale, **SG1)
-    write_tf_pickle(tmp_path / "net.pkl", (G, _d_basic(), Gs), marker=marker)
+    D = stylegan1_discriminator(rng, 16, fmap_base=128, fmap_max=16, fused_scale=fused_scale)
+    write_tf_pickle(tmp_path / "net.pkl", (G, D, Gs), marker=marker)
     nets = load_nvlabs(tmp_path / "net.pkl", impl="ref")
-    assert {key: type(net) for key, net in nets.items()} == {"G": StyleGAN1Generator, "G_ema": StyleGAN1Generator}
+    assert {key: type(net) for key, net in nets.items()} == {
+        "G": StyleGAN1Generator, "D": Discriminator, "G_ema": StyleGAN1Generator}
+    images = torch.randn(4, 3, 16, 16)
+    _assert_matches(nets["D"](images, None), tf_stylegan1_discriminate(D, images.double()))
     torch.manual_seed(0)
     z = torch.randn(3, 16)
     for key, tf_net in (("G", G), ("G_ema", Gs)):
@@ -227,25 +225,31 @@ def test_stylegan_generator_computes_what_the_tensorflow_graph_computes(tmp_path
             _assert_matches(ours, tf_stylegan1_generate(tf_net, z.double(), psi, cutoff))
 
 
-def test_stylegan_upsampling_switches_to_the_transposed_convolution_at_128(tmp_path, marker):
+def test_stylegan_resampling_switches_to_the_fused_convolutions_at_128(tmp_path, marker):
     # fused_scale='auto': the 8..64 layers upsample then correlate, the 128 layer is TF's
     # transposed convolution (the kernel mirrored); both must come out right.
     rng = np.random.default_rng(2)
     G = stylegan1_generator(rng, 128, fmap_base=64, **SG1)
-    write_tf_pickle(tmp_path / "net.pkl", (G, _d_basic(), G), marker=marker)
-    G_ema = load_nvlabs(tmp_path / "net.pkl", impl="ref")["G_ema"]
+    D = stylegan1_discriminator(rng, 128, fmap_base=64, fmap_max=16)
+    write_tf_pickle(tmp_path / "net.pkl", (G, D, G), marker=marker)
+    nets = load_nvlabs(tmp_path / "net.pkl", impl="ref")
     torch.manual_seed(0)
     z = torch.randn(2, 16)
-    _assert_matches(G_ema(z, None, noise_mode="const"), tf_stylegan1_generate(G, z.double()))
+    _assert_matches(nets["G_ema"](z, None, noise_mode="const"), tf_stylegan1_generate(G, z.double()))
+    # Its downsampling from 128x128 is TF's fused stride-2 convolution: the same kernel, unflipped.
+    images = torch.randn(2, 3, 128, 128)
+    _assert_matches(nets["D"](images, None), tf_stylegan1_discriminate(D, images.double()))
 
 
 def test_convert_writes_a_checkpoint_that_generates_the_same_images(tmp_path, marker):
     rng = np.random.default_rng(3)
     G = stylegan1_generator(rng, 8, fmap_base=64, **SG1)
-    write_tf_pickle(tmp_path / "karras2019stylegan-tiny.pkl", (G, _d_basic(), G), marker=marker, protocol=2)
+    D = stylegan1_discriminator(rng, 8, fmap_base=64, fmap_max=16)
+    write_tf_pickle(tmp_path / "karras2019stylegan-tiny.pkl", (G, D, G), marker=marker, protocol=2)
     nets = convert(tmp_path / "karras2019stylegan-tiny.pkl", tmp_path / "tiny.safetensors")
     loaded, config = load_networks(tmp_path / "tiny.safetensors", impl="ref")
-    assert config == {"imported_from": "karras2019stylegan-tiny.pkl"} and loaded.keys() == {"G", "G_ema"}
+    assert config == {"imported_from": "karras2019stylegan-tiny.pkl"} and loaded.keys() == {"G", "D", "G_ema"}
+    assert loaded["D"].init_kwargs["block_kwargs"]["downsampling"] == "blur_avgpool"
     assert loaded["G_ema"].init_kwargs["synthesis_kwargs"]["upsampling"] == "nearest_blur"
     z = torch.randn(2, 16)
     expected = tf_stylegan1_generate(G, z.double(), 0.7, 8)
@@ -292,11 +296,11 @@ def test_other_architectures_are_named(tmp_path, marker):
     _refusal(tmp_path, marker, (G, D, Gs), "its synthesis network was built by 'G_synthesis_stylegan_revised'; "
                                            "stylegan_fast imports 'G_synthesis_stylegan2' or 'G_synthesis'")
     D.build_func_name = "D_custom"
-    _refusal(tmp_path, marker, (G, D, G), "network 'D' was built by 'D_custom'; stylegan_fast imports D_main, "
-                                          "D_stylegan2, G_main, G_style")
+    _refusal(tmp_path, marker, (G, D, G), "network 'D' was built by 'D_custom'; stylegan_fast imports D_basic, "
+                                          "D_main, D_stylegan2, G_main, G_style")
     _refusal(tmp_path, marker, (G, G), "holds 2 objects; TensorFlow StyleGAN pickles hold \\(G, D, Gs\\)")
     G.components["synthesis"].static_kwargs["fmap_decay"] = 0.5
-    _refusal(tmp_path, marker, (G, _d_basic(), G), "was built with fmap_decay=0.5; stylegan_fast imports only 1.0")
+    _refusal(tmp_path, marker, (G, D, G), "was built with fmap_decay=0.5; stylegan_fast imports only 1.0")
 
 
 def test_variables_without_a_place_and_missing_variables_are_named(tmp_path, marker):
@@ -311,8 +315,11 @@ def test_variables_without_a_place_and_missing_variables_are_named(tmp_path, mar
 
 def test_progressive_growing_snapshots_are_refused(tmp_path, marker):
     G = stylegan1_generator(np.random.default_rng(4), 8, fmap_base=64, **SG1)
+    D = stylegan1_discriminator(np.random.default_rng(4), 8, fmap_base=64, fmap_max=16)
     G.components["synthesis"].variables["lod"] = np.float32(0.5)
-    _refusal(tmp_path, marker, (G, _d_basic(), G), "progressive-growing snapshot at lod 0.5")
+    _refusal(tmp_path, marker, (G, D, G), "progressive-growing snapshot at lod 0.5")
+    D.variables["lod"] = np.float32(1)
+    _refusal(tmp_path, marker, (D, D, D), "progressive-growing snapshot at lod 1.0")
 
 
 @pytest.mark.parametrize(

@@ -406,6 +406,47 @@ def stylegan1_generator(
     return _generator("G", "G_style", "G_synthesis", kwargs, num_layers, dlatent_size, mapping, syn, rng)
 
 
+def stylegan1_discriminator(
+    rng: np.random.Generator, resolution: int, num_channels: int = 3, fmap_base: int = 8192, fmap_max: int = 512,
+    mbstd_group_size: int = 4, fused_scale: str | bool = "auto", extra_kwargs: dict | None = None,
+) -> TFNet:
+    """A random StyleGAN D_basic ('D'), with a FromRGB for every resolution as progressive growing
+    leaves it (only FromRGB_lod0 is used at lod 0). An 'mbstd_num_features' in extra_kwargs sizes
+    the 4x4 conv's input."""
+    assert fused_scale in ("auto", True, False)
+    res_log2 = _resolution_log2(resolution)
+    nf = _nf_stylegan1(fmap_base, fmap_max)
+    kwargs = _static_kwargs(
+        {"num_channels": num_channels, "resolution": resolution, "label_size": 0, "fmap_base": fmap_base},
+        dict(fmap_max=fmap_max, mbstd_group_size=mbstd_group_size, fused_scale=fused_scale),
+        dict(fmap_max=512, mbstd_group_size=4, fused_scale="auto"),
+        extra_kwargs,
+    )
+    mbstd_features = kwargs.get("mbstd_num_features", 1) if mbstd_group_size > 1 else 0
+
+    # Variables in the order the template graph (linear structure) creates them: each block
+    # follows the FromRGB of its resolution, and is followed by the FromRGB of the next.
+    variables: dict[str, TFValue] = {"lod": np.float32(0)}
+
+    def layer(scope: str, shape: tuple[int, ...]) -> None:
+        variables[f"{scope}/weight"] = _normal(rng, shape)
+        variables[f"{scope}/bias"] = _normal(rng, (shape[-1],))
+
+    def fromrgb(res: int) -> None:
+        layer(f"FromRGB_lod{res_log2 - res}", (1, 1, num_channels, nf(res - 1)))
+
+    fromrgb(res_log2)
+    for res in range(res_log2, 2, -1):
+        scope = f"{2**res}x{2**res}"
+        layer(f"{scope}/Conv0", (3, 3, nf(res - 1), nf(res - 1)))
+        layer(f"{scope}/Conv1_down", (3, 3, nf(res - 1), nf(res - 2)))
+        fromrgb(res - 1)
+    layer("4x4/Conv", (3, 3, nf(1) + mbstd_features, nf(1)))
+    layer("4x4/Dense0", (nf(1) * 16, nf(0)))
+    layer("4x4/Dense1", (nf(0), 1))
+    return TFNet("D", "D_basic", kwargs, variables)
+
+
 # ------------------------------------------------------------------------------------------
 # TensorFlow ops in PyTorch (NCHW, TF weight layouts)
 # ------------------------------------------------------------------------------------------
@@ -884,3 +925,50 @@ def tf_stylegan1_generate(G: TFNet, z: torch.Tensor, truncation_psi: float = 1.0
                           truncation_cutoff: int | None = None) -> torch.Tensor:
     """G_style with randomize_noise=False: images [N, C, H, W] from latents z [N, latent_size]."""
     return tf_stylegan1_synthesis(G, tf_stylegan1_mapping(G, z, truncation_psi, truncation_cutoff))
+
+
+def _downscale2d(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """downscale2d: the average of each factor x factor block (depthwise, stride factor)."""
+    return F.avg_pool2d(x, factor)
+
+
+def _conv2d_downscale2d(x: torch.Tensor, weight: torch.Tensor, fused: bool) -> torch.Tensor:
+    """conv2d_downscale2d with a [3, 3, in, out] weight already scaled by get_weight."""
+    if not fused:
+        return _downscale2d(tf_conv2d(x, weight))
+    # Fused: one stride-2 conv with the 4x4 kernel that averages the 3x3 weight at four shifts
+    # (unflipped: a strided correlation, unlike the upsampling path's transposed conv).
+    w = F.pad(weight.permute(2, 3, 0, 1), [1, 1, 1, 1]).permute(2, 3, 0, 1)  # [5, 5, in, out]
+    w = (w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]) * 0.25  # [4, 4, in, out]
+    return tf_conv2d(x, w, stride=2, padding="SAME")
+
+
+def tf_stylegan1_discriminate(D: TFNet, images: torch.Tensor) -> torch.Tensor:
+    """D_basic at lod 0: scores [N, 1] of images [N, C, H, W]."""
+    kwargs = D.static_kwargs
+    fused_scale = kwargs.get("fused_scale", "auto")
+    mbstd_group_size = kwargs.get("mbstd_group_size", 4)
+    res_log2 = _resolution_log2(kwargs["resolution"])
+    var = _reader(D, images.device)
+    gain = math.sqrt(2)
+
+    def conv_act(x: torch.Tensor, scope: str, conv=tf_conv2d) -> torch.Tensor:
+        """conv (gain sqrt(2) in the weight), apply_bias, leaky_relu (no further gain)."""
+        return _lrelu(_bias(conv(x, _get_weight(var(f"{scope}/weight"), gain=gain)), var(f"{scope}/bias")))
+
+    # At lod 0 only the full resolution's FromRGB is used.
+    x = conv_act(images.to(torch.float64), "FromRGB_lod0")
+    for res in range(res_log2, 2, -1):
+        scope = f"{2**res}x{2**res}"
+        # Conv, then blur and the downsampling conv (fused from 128x128 inputs on when 'auto').
+        x = conv_act(x, f"{scope}/Conv0")
+        x = _blur2d(x)
+        fused = min(x.shape[2:]) >= 128 if fused_scale == "auto" else fused_scale
+        x = conv_act(x, f"{scope}/Conv1_down", lambda t, w: _conv2d_downscale2d(t, w, fused))
+
+    # 4x4: minibatch stddev (for groups larger than 1), conv, dense, and the linear output dense.
+    if mbstd_group_size > 1:
+        x = _minibatch_stddev(x, mbstd_group_size, kwargs.get("mbstd_num_features", 1))
+    x = conv_act(x, "4x4/Conv")
+    x = _lrelu(x.flatten(1) @ _get_weight(var("4x4/Dense0/weight"), gain=gain) + var("4x4/Dense0/bias"))
+    return x @ _get_weight(var("4x4/Dense1/weight")) + var("4x4/Dense1/bias")

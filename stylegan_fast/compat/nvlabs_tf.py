@@ -13,9 +13,10 @@ renamed and re-laid-out into that module's parameters. What is understood:
     them, and the discriminator's projection onto a label mapping), conv_clamp, float16
     resolutions, networks without noise. (That release also clamps the 4x4 FromRGB of a skip
     discriminator, which the PyTorch port does not; the import asks for it: clamp_fromrgb.)
-  * StyleGAN (`G_style` with `G_mapping` and `G_synthesis`): G and Gs become
-    StyleGAN1Generator ('G', 'G_ema') with the original upsampling. Its progressive-growing
-    discriminator (`D_basic`) has no stylegan_fast counterpart and is left out.
+  * StyleGAN (`G_style` with `G_mapping` and `G_synthesis`; `D_basic`): G and Gs become
+    StyleGAN1Generator with the original upsampling, D a Discriminator with the 'orig'
+    architecture and the original downsampling (blur, convolution, average pooling:
+    'blur_avgpool'), fully grown (lod 0; the FromRGB layers of lower resolutions are unused).
 
 Conditional networks of the StyleGAN and StyleGAN2 releases are refused: they concatenate the
 label embedding to z before normalising it, which the StyleGAN2-ADA mapping network does not.
@@ -37,6 +38,8 @@ The re-layouts, from what the TensorFlow graphs compute:
     convolution with the 4x4 kernel made of the four shifted copies of the 3x3 kernel. That
     equals nearest-neighbour upsampling then a correlation with the kernel mirrored, so those
     kernels are flipped; below 128x128 TF upsamples and correlates as stylegan_fast does.
+    Its fused downsampling (a stride-2 correlation with the averaged shifts) equals the
+    correlation then average pooling with the same kernel: no flip there.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ def is_tf_pickle(data) -> bool:
 def load_tf_networks(data, what: str, impl: str = "auto") -> dict[str, nn.Module]:
     """The networks of an unpickled TensorFlow pickle (see is_tf_pickle) as stylegan_fast modules.
 
-    Returns {'G', 'D', 'G_ema'} (StyleGAN2) or {'G', 'G_ema'} (StyleGAN), in eval mode.
+    Returns {'G', 'D', 'G_ema'}, in eval mode.
     Raises NVlabsPickleError naming what does not fit.
     """
     if len(data) != 3 or not all(isinstance(item, TFNetworkRecord) for item in data):
@@ -70,11 +73,9 @@ def load_tf_networks(data, what: str, impl: str = "auto") -> dict[str, nn.Module
     for key, record in zip(("G", "D", "G_ema"), data):
         builder = _BUILDERS.get(record.build_func_name)
         if builder is None:
-            if record.build_func_name == "D_basic":  # StyleGAN's progressive-growing discriminator.
-                continue
             raise NVlabsPickleError(
                 f"{what}: network {record.name!r} was built by {record.build_func_name!r}; stylegan_fast imports "
-                f"{', '.join(sorted(_BUILDERS))} (and leaves D_basic out)"
+                f"{', '.join(sorted(_BUILDERS))}"
             )
         nets[key] = builder(record, f"{what}: {record.name!r}", impl).eval()
     return nets
@@ -426,10 +427,56 @@ def _stylegan1_generator(record: TFNetworkRecord, what: str, impl: str) -> Style
     return _load(G, tensors, what)
 
 
+def _stylegan1_discriminator(record: TFNetworkRecord, what: str, impl: str) -> Discriminator:
+    kwargs = record.static_kwargs
+    if kwargs.get("label_size", 0):
+        raise NVlabsPickleError(
+            f"{what} is conditional (label_size={kwargs['label_size']}); TensorFlow's label-selected outputs "
+            f"have no stylegan_fast counterpart"
+        )
+    resolution = _resolution(kwargs, what)
+    if resolution < 8:
+        raise NVlabsPickleError(f"{what} has resolution {resolution}; stylegan_fast's discriminator starts at 8")
+    for name, default in (("nonlinearity", "lrelu"), ("use_wscale", True), ("blur_filter", [1, 2, 1])):
+        _require(kwargs, name, default, what)
+    group_size = kwargs.get("mbstd_group_size", 4)
+    D = Discriminator(
+        c_dim=0, img_resolution=resolution, img_channels=int(kwargs.get("num_channels", 3)), architecture="orig",
+        num_fp16_res=0, conv_clamp=None, **_channels({"fmap_base": 8192, **kwargs}, what),
+        block_kwargs=dict(downsampling="blur_avgpool"),
+        epilogue_kwargs=dict(mbstd_group_size=group_size,
+                             mbstd_num_channels=int(kwargs.get("mbstd_num_features", 1)) if group_size > 1 else 0),
+        impl=impl,
+    )  # fmt: skip
+
+    variables = _Variables(record, what)
+    _check_lod(variables, "lod")
+    tensors: dict[str, torch.Tensor] = {}
+
+    def conv(prefix: str, scope: str) -> None:  # The gain sqrt(2) is in TF's weights (module doc).
+        tensors[f"{prefix}.weight"] = _conv(variables.take(f"{scope}/weight"))
+        tensors[f"{prefix}.bias"] = variables.take(f"{scope}/bias") / _SQRT2
+
+    log2 = int(math.log2(resolution))
+    conv(f"b{resolution}.fromrgb", "FromRGB_lod0")
+    for lod in range(1, log2 - 1):  # The lower resolutions' inputs of progressive growing.
+        variables.ignore(f"FromRGB_lod{lod}/weight")
+        variables.ignore(f"FromRGB_lod{lod}/bias")
+    for res in range(log2, 2, -1):
+        conv(f"b{2**res}.conv0", f"{2**res}x{2**res}/Conv0")
+        conv(f"b{2**res}.conv1", f"{2**res}x{2**res}/Conv1_down")
+    conv("b4.conv", "4x4/Conv")
+    tensors["b4.fc.weight"], tensors["b4.fc.bias"] = _dense(variables, "4x4/Dense0/weight", "4x4/Dense0/bias", 1 / _SQRT2)
+    tensors["b4.out.weight"], tensors["b4.out.bias"] = _dense(variables, "4x4/Dense1/weight", "4x4/Dense1/bias")
+    variables.check_all_taken()
+    return _load(D, tensors, what)
+
+
 _BUILDERS: dict[str, Callable[[TFNetworkRecord, str, str], nn.Module]] = {
     "G_main": _stylegan2_generator,
     "D_stylegan2": _stylegan2_discriminator,
     "D_main": _stylegan2_discriminator,
     "G_style": _stylegan1_generator,
+    "D_basic": _stylegan1_discriminator,
 }
 

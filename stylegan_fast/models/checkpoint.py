@@ -183,9 +183,12 @@ def _written_kwargs(cls: type[nn.Module], kwargs: dict) -> dict:
 
     StyleGAN1Generator checkpoints that name no `upsampling` predate the option and were
     trained with FIR upsampling ('fir'); the default is now the original's ('nearest_blur').
+    Discriminators that name no block `downsampling` use the default, FIR ('fir').
     """
     if cls is StyleGAN1Generator and "upsampling" not in (kwargs.get("synthesis_kwargs") or {}):
         kwargs = {**kwargs, "synthesis_kwargs": {**(kwargs.get("synthesis_kwargs") or {}), "upsampling": "fir"}}
+    if cls is Discriminator and "downsampling" not in (kwargs.get("block_kwargs") or {}):
+        kwargs = {**kwargs, "block_kwargs": {**(kwargs.get("block_kwargs") or {}), "downsampling": "fir"}}
     return kwargs
 
 

@@ -2,8 +2,9 @@
 
 The StyleGAN2 rows are those of StyleGAN2-ADA's train.py (`--cfg`); there, fmaps x 32768 is
 the channel_base, and every config has z_dim = w_dim = 512, num_fp16_res = 4, conv_clamp = 256
-and a resnet discriminator (orig for cifar). 'stylegan1' is the original StyleGAN generator with
-a plain ('orig') discriminator, in float32. 'small' is ours: G and D of about a million
+and a resnet discriminator (orig for cifar). 'stylegan1' is the original StyleGAN: its generator,
+and a plain ('orig') discriminator that blurs, convolves and average-pools as the original's
+does, in float32. 'small' is ours: G and D of about a million
 parameters each, in float32, for CPU demos and tests at 32x32 (one G+D forward and backward
 pass at batch 16 took 1.2 s on one core of a busy 2-core machine).
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from stylegan_fast.models.discriminator import ARCHITECTURES, Discriminator
-from stylegan_fast.models.layers import MP_DTYPES
+from stylegan_fast.models.layers import DOWNSAMPLING, MP_DTYPES
 from stylegan_fast.models.stylegan1 import UPSAMPLING, StyleGAN1Generator
 from stylegan_fast.models.stylegan2 import Generator
 from stylegan_fast.train.augment import parse_policy
@@ -74,6 +75,7 @@ class Config:
     g_architecture: str = "skip"  # StyleGAN2 G: 'orig', 'skip' or 'resnet'.
     upsampling: str = "nearest_blur"  # StyleGAN1 G: 'nearest_blur' (the original's) or 'fir' (models/stylegan1.py).
     d_architecture: str = "resnet"  # D: 'orig', 'skip' or 'resnet'.
+    d_downsampling: str = "fir"  # D: 'fir' (StyleGAN2) or 'blur_avgpool' (the original StyleGAN's; layers.DOWNSAMPLING).
     mbstd_group: int = 4  # Group size of D's minibatch-stddev layer.
     batch: int = 32  # Total batch size (mb).
     lrate: float = 0.002  # Adam learning rate of G and D.
@@ -100,6 +102,7 @@ class Config:
         _check_choice("g_architecture", self.g_architecture, ARCHITECTURES)
         _check_choice("d_architecture", self.d_architecture, ARCHITECTURES)
         _check_choice("upsampling", self.upsampling, UPSAMPLING)
+        _check_choice("d_downsampling", self.d_downsampling, DOWNSAMPLING)
         _check_number("conv_clamp", self.conv_clamp, positive=True, optional=True)
         _check_number("lrate", self.lrate, positive=True)
         _check_number("gamma", self.gamma)
@@ -150,7 +153,7 @@ CONFIGS: dict[str, Config] = {
                            d_architecture="orig", pl_weight=0, style_mixing_prob=0),  # As train.py does for cifar.
     # StyleGAN1's channel counts (fmap_base 8192 there; channel_base = 2 x fmap_base here), float32.
     "stylegan1": Config(generator="stylegan1", channel_base=16384, num_fp16_res=0, conv_clamp=None,
-                        d_architecture="orig", pl_weight=0),
+                        d_architecture="orig", d_downsampling="blur_avgpool", pl_weight=0),
     # Tiny and float32, for CPUs: 64 channels everywhere up to 32x32 (measured at 32x32: 1.9x the
     # training images/s of 128 channels on one core); path-length
     # regularisation off, to keep CPU steps short; gamma 1 because with a few hundred images
@@ -216,6 +219,7 @@ def make_networks(
         c_dim=c_dim, img_resolution=resolution, img_channels=img_channels, architecture=config.d_architecture,
         **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp,
         epilogue_kwargs=dict(mbstd_group_size=config.mbstd_group), mp_dtype=config.mp_dtype, impl=impl,
-        block_kwargs=dict(fp16_channels_last=config.channels_last, freeze_layers=config.freeze_d),
+        block_kwargs=dict(fp16_channels_last=config.channels_last, freeze_layers=config.freeze_d,
+                          downsampling=config.d_downsampling),
     )
     return G, D

@@ -25,6 +25,7 @@ from stylegan_fast.models.stylegan2 import MappingNetwork
 from stylegan_fast.ops.upfirdn2d import downsample2d, setup_filter
 
 ARCHITECTURES = ("orig", "skip", "resnet")
+STYLEGAN_BLUR = (1, 2, 1)  # The original StyleGAN's low-pass filter.
 
 
 def _check_architecture(architecture: str) -> None:
@@ -46,6 +47,7 @@ class DiscriminatorBlock(nn.Module):
         architecture: str = "resnet",  # 'orig', 'skip' or 'resnet'.
         activation: str = "lrelu",  # Activation of the layers.
         resample_filter: list | None = (1, 3, 3, 1),  # Low-pass filter applied when downsampling.
+        downsampling: str = "fir",  # conv1's: 'fir' (StyleGAN2) or 'blur_avgpool' (StyleGAN; layers.DOWNSAMPLING).
         conv_clamp: float | None = None,  # Clamp the convolution outputs to +-X; None disables clamping.
         use_fp16: bool = False,  # Run this block in reduced precision (mp_dtype)?
         fp16_channels_last: bool = False,  # Use channels_last memory format with reduced precision?
@@ -78,9 +80,11 @@ class DiscriminatorBlock(nn.Module):
         if in_channels == 0 or architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, trainable=trainable(), **common)
         self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, trainable=trainable(), **common)
+        # The original StyleGAN blurs with [1, 2, 1] before its convolution and average pooling.
         self.conv1 = Conv2dLayer(
-            tmp_channels, out_channels, kernel_size=3, down=2, resample_filter=resample_filter, trainable=trainable(), **common
-        )
+            tmp_channels, out_channels, kernel_size=3, down=2, downsampling=downsampling,
+            resample_filter=resample_filter if downsampling == "fir" else STYLEGAN_BLUR, trainable=trainable(), **common,
+        )  # fmt: skip
         if architecture == "resnet":
             self.skip = Conv2dLayer(
                 tmp_channels, out_channels, kernel_size=1, bias=False, down=2, resample_filter=resample_filter,

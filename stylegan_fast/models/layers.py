@@ -15,7 +15,7 @@ from torch import nn
 
 from stylegan_fast.ops.bias_act import ACTIVATIONS, bias_act
 from stylegan_fast.ops.conv2d_resample import conv2d_resample
-from stylegan_fast.ops.upfirdn2d import setup_filter
+from stylegan_fast.ops.upfirdn2d import filter2d, setup_filter
 
 # The reduced-precision dtypes that the `num_fp16_res` highest resolutions may run in.
 MP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -91,6 +91,13 @@ class FullyConnectedLayer(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
 
 
+# How a Conv2dLayer with down > 1 downsamples:
+#   'fir':          the FIR filter, then a strided convolution (StyleGAN2);
+#   'blur_avgpool': the filter as a blur, the convolution, then 2x2 average pooling (the
+#                   original StyleGAN, whose blur is [1, 2, 1]); down=2 only.
+DOWNSAMPLING = ("fir", "blur_avgpool")
+
+
 class Conv2dLayer(nn.Module):
     """Convolution with optional FIR up/downsampling, bias, activation and clamping."""
 
@@ -107,15 +114,21 @@ class Conv2dLayer(nn.Module):
         conv_clamp: float | None = None,  # Clamp the output to +-X; None disables clamping.
         channels_last: bool = False,  # Store the weight in channels_last memory format?
         trainable: bool = True,  # False stores weight and bias as buffers (frozen layers).
+        downsampling: str = "fir",  # With down > 1: 'fir' or 'blur_avgpool' (see DOWNSAMPLING).
         impl: str = "auto",  # Implementation of the ops: 'auto', 'ref', 'triton' or 'cuda'.
     ):
         super().__init__()
+        if downsampling not in DOWNSAMPLING:
+            raise ValueError(f"downsampling must be one of {', '.join(map(repr, DOWNSAMPLING))}, got {downsampling!r}")
         self.activation = activation
         self.up = up
         self.down = down
+        self.downsampling = downsampling
         self.conv_clamp = conv_clamp
         self.impl = impl
         self.register_buffer("resample_filter", setup_filter(resample_filter))
+        if down > 1 and downsampling == "blur_avgpool" and (down != 2 or up != 1):
+            raise ValueError(f"downsampling='blur_avgpool' takes down=2 and up=1, got down={down}, up={up}")
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.act_gain = ACTIVATIONS[activation].def_gain
@@ -135,10 +148,19 @@ class Conv2dLayer(nn.Module):
         b = self.bias.to(x.dtype) if self.bias is not None else None
         # Official weights were trained with the kernel flipped when upsampling (where the
         # convolution is a transposed one); keep that convention so that they load unchanged.
-        x = conv2d_resample(
-            x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
-            flip_weight=(self.up == 1), impl=self.impl,
-        )
+        if self.down > 1 and self.downsampling == "blur_avgpool":
+            x = filter2d(x, self.resample_filter, impl=self.impl)
+            # The convolution then 2x2 average pooling, as one stride-2 convolution with the kernel
+            # averaged over its four 2x2 shifts: the same sums, with zero padding alike, for a
+            # quarter of the multiplications.
+            w = torch.nn.functional.pad(w, [1, 1, 1, 1])
+            w = (w[:, :, 1:, 1:] + w[:, :, :-1, 1:] + w[:, :, 1:, :-1] + w[:, :, :-1, :-1]) * 0.25
+            x = torch.nn.functional.conv2d(x, w, stride=2, padding=self.padding)
+        else:
+            x = conv2d_resample(
+                x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
+                flip_weight=(self.up == 1), impl=self.impl,
+            )
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp, impl=self.impl)
 

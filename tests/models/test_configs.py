@@ -62,6 +62,13 @@ def test_stylegan1_config_is_the_original_generator_with_a_plain_discriminator_i
     G, D = make_networks("stylegan1", 16, **tiny | dict(num_fp16_res=CONFIGS["stylegan1"].num_fp16_res))
     assert isinstance(G, StyleGAN1Generator) and G.num_ws == 6
     assert D.b16.architecture == "orig" and not any(block.use_fp16 for block in (D.b16, D.b8))
+    # The original's resampling: nearest neighbour + blur up, blur + average pooling down.
+    assert G.synthesis.b8.layer0.upsampling == "nearest_blur"
+    assert D.b16.conv1.downsampling == "blur_avgpool" and D.b16.conv1.resample_filter.shape == (3, 3)
+    G, D = make_networks("stylegan1", 16, **tiny | dict(upsampling="fir", d_downsampling="fir"))
+    assert G.synthesis.b8.layer0.upsampling == "fir" and D.b16.conv1.downsampling == "fir"
+    with pytest.raises(ValueError, match="d_downsampling"):
+        get_config("stylegan1", d_downsampling="max")
 
 
 def test_overrides_apply_and_unknown_ones_are_named():

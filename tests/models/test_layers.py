@@ -91,3 +91,26 @@ def test_mp_dtype_of_names_the_choices():
 def test_check_shape_message_names_the_tensor_and_the_shape():
     with pytest.raises(ValueError, match=r"z must have shape \[\*, 16\], got \[2, 8\]"):
         check_shape("z", torch.zeros(2, 8), [None, 16])
+
+
+def test_blur_avgpool_downsampling_is_blur_then_convolution_then_average_pooling():
+    # The original StyleGAN's: [1,2,1] blur, 3x3 convolution, 2x2 average, then bias and lrelu.
+    # The layer computes it as one stride-2 convolution; the sums must be the same, borders included.
+    torch.manual_seed(0)
+    layer = Conv2dLayer(5, 7, kernel_size=3, activation="lrelu", down=2, resample_filter=[1, 2, 1],
+                        downsampling="blur_avgpool", impl="ref")  # fmt: skip
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(3, 5, 10, 14, dtype=torch.float64)
+    layer = layer.double()
+    blur = torch.outer(torch.tensor([1.0, 2, 1]), torch.tensor([1.0, 2, 1])).double() / 16
+    y = torch.nn.functional.conv2d(x, blur.expand(5, 1, 3, 3), padding=1, groups=5)
+    y = torch.nn.functional.conv2d(y, layer.weight * layer.weight_gain, padding=1)
+    y = torch.nn.functional.avg_pool2d(y, 2)
+    expected = torch.nn.functional.leaky_relu(y + layer.bias[None, :, None, None], 0.2) * 2**0.5
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+    torch.autograd.gradcheck(lambda x: layer(x).square().sum(), x[:1, :, :4, :6].clone().requires_grad_())
+    with pytest.raises(ValueError, match="downsampling must be one of 'fir', 'blur_avgpool', got 'max'"):
+        Conv2dLayer(5, 7, kernel_size=3, down=2, downsampling="max")
+    with pytest.raises(ValueError, match="downsampling='blur_avgpool' takes down=2 and up=1, got down=4"):
+        Conv2dLayer(5, 7, kernel_size=3, down=4, downsampling="blur_avgpool")
