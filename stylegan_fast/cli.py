@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshots (networks + optimiser state, resumable) to a new numbered directory under --outdir. "
         "Multi-GPU: launch the same command with torchrun --nproc_per_node=N.",
     )
-    train.add_argument("--data", required=True, help="'demo:faces', 'demo:textures', an image folder, a .zip, or a .npy/.npz array")
+    train.add_argument("--data", required=True, help="'demo:faces', 'demo:textures', an image folder, a .zip, a .npy/.npz array, "
+                       "cifar-10-python.tar.gz, an MNIST folder or an LMDB folder (LSUN)")
     train.add_argument("--outdir", required=True, help="parent directory of the run directory")
     train.add_argument("--cfg", default="small", help="config: small, stylegan2, paper256, paper512, paper1024, cifar, stylegan1 (default: small)")
     train.add_argument("--resolution", type=int, default=32, help="training resolution, a power of two (default: 32)")
@@ -336,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out appends one JSON line per metric. Runs with other counts are marked non-standard.",
     )
     _generator_options(met, "network", "trunc", "device", "impl")
-    met.add_argument("--data", help="the real images: a folder, .zip, .npy/.npz or demo:NAME (needed for FID/KID)")
+    met.add_argument("--data", help="the real images, as train --data reads them (needed for FID/KID)")
     met.add_argument("--metrics", default="fid50k_full", help="comma-separated metric names (default: fid50k_full)")
     met.add_argument("--detector", help="Inception-v3 for FID/KID/IS: pytorch-fid's pt_inception-2015-12-05-6726825d.pth "
                                         "or NVIDIA's inception-2015-12-05.pt TorchScript")  # fmt: skip
@@ -391,11 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser(
         "dataset",
         help="prepare a dataset: a zip of PNGs already cropped and resized for training",
-        description="Read a folder, .zip, .npy/.npz or demo dataset as training does, prepare every image at "
+        description="Read anything train --data reads, as training does, prepare every image at "
         "--resolution (centre crop, Lanczos resize, channel conversion) and write img/NNNNNNNN.png into --dest, "
         "with the labels in dataset.json. Unreadable images are reported and skipped.",
     )
-    data.add_argument("--source", required=True, help="an image folder, a .zip, a .npy/.npz array, or demo:faces / demo:textures")
+    data.add_argument("--source", required=True, help="an image folder, a .zip, a .npy/.npz array, cifar-10-python.tar.gz, "
+                      "an MNIST folder, an LMDB folder (LSUN), or demo:faces / demo:textures")
     data.add_argument("--dest", required=True, help="output .zip (an existing file is replaced only with --force)")
     data.add_argument("--resolution", required=True, type=int, help="image side, a power of two >= 4")
     data.add_argument("--channels", type=int, default=3, choices=[1, 3], help="3 (RGB) or 1 (grayscale) (default: 3)")

@@ -159,9 +159,11 @@ class _NumpyDType:
         self.dtype = np.dtype(spec)
 
     def __setstate__(self, state) -> None:
-        if not (isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=")):
+        order = state[1] if isinstance(state, tuple) and len(state) > 1 else None
+        order = order.decode("latin1") if isinstance(order, bytes) else order  # Python 2 pickles read as bytes
+        if order not in ("<", ">", "|", "="):
             raise NVlabsPickleError(f"a numpy dtype has a malformed state {state!r}")
-        self.dtype = self.dtype.newbyteorder(state[1])
+        self.dtype = self.dtype.newbyteorder(order)
 
 
 _NUMERIC_DTYPE_SPEC = re.compile(r"[biuf][1248]")
@@ -169,6 +171,7 @@ _NUMERIC_DTYPE_SPEC = re.compile(r"[biuf][1248]")
 
 def _numpy_dtype(spec, align=False, copy=False) -> _NumpyDType:
     # Stands in for numpy.dtype; only booleans, integers and floats (scalars such as weight gains).
+    spec = spec.decode("latin1") if isinstance(spec, bytes) else spec  # Python 2 pickles read as bytes
     if not isinstance(spec, str) or not _NUMERIC_DTYPE_SPEC.fullmatch(spec):
         raise UnsafePickleError(f"numpy dtype {spec!r} is not a plain numeric dtype")
     return _NumpyDType(spec)
@@ -327,9 +330,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError("refusing a persistent id: network pickles have none")
 
 
-def load(file: BinaryIO, what: str = "the file") -> Any:
+def load(file: BinaryIO, what: str = "the file", encoding: str = "ASCII") -> Any:
     """Unpickle `file` with the allow-list; persistence objects come back as PersistentRecord,
-    dnnlib.tflib Networks as TFNetworkRecord.
+    dnnlib.tflib Networks as TFNetworkRecord, numpy arrays as objects whose `tensor` is theirs.
+    `encoding` is pickle's, for Python 2 strings ('bytes' keeps them as bytes).
 
     Raises:
         UnsafePickleError: a global outside ALLOWED_GLOBALS, or an embedded payload that
@@ -337,7 +341,7 @@ def load(file: BinaryIO, what: str = "the file") -> Any:
         NVlabsPickleError: the data is truncated, corrupt, or not shaped as expected.
     """
     try:
-        return _RestrictedUnpickler(file).load()
+        return _RestrictedUnpickler(file, encoding=encoding).load()
     except (UnsafePickleError, NVlabsPickleError):
         raise
     except EOFError:

@@ -7,7 +7,8 @@
     state = loader.state_dict()       # save with the checkpoint; loader.load_state_dict(state)
 
 Inputs (`spec`): 'demo:faces', 'demo:textures' (demo.py), a folder or .zip of images, a
-.npy / .npz uint8 array (sources.py). Labels: labels.py.
+.npy / .npz uint8 array, an LMDB folder (sources.py), CIFAR-10 and MNIST as published
+(standard.py). Labels: labels.py.
 """
 
 from stylegan_fast.data.dataset import DEFAULT_CACHE_BYTES, ImageDataset, open_dataset

@@ -10,12 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from stylegan_fast.data import demo, transforms
+from stylegan_fast.data import demo, standard, transforms
 from stylegan_fast.data import labels as _labels
-from stylegan_fast.data.sources import IMAGE_EXTENSIONS, ArraySource, FolderSource, ZipSource
+from stylegan_fast.data.sources import IMAGE_EXTENSIONS, ArraySource, FolderSource, LmdbSource, ZipSource
 
 DEFAULT_CACHE_BYTES = 1 << 30  # keep prepared images in memory up to 1 GiB (FFHQ at 64 px: 0.86 GB)
 _SCAN_THREADS = min(8, os.cpu_count() or 1)  # PIL releases the GIL while decoding and resizing
+_SUPPORTED = (
+    "a folder of images, a .zip, a .npy / .npz array, CIFAR-10 (cifar-10-python.tar.gz or cifar-10-batches-py/), "
+    "MNIST (train-images-idx3-ubyte[.gz] or its folder), an LMDB folder (data.mdb, as LSUN ships), "
+    "or demo:faces / demo:textures"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +64,8 @@ class ImageDataset(torch.utils.data.Dataset):
         self._source = source
         total = len(source)
         if total == 0:
-            raise ValueError(f"spec {self.name!r}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            looked_for = f" (looked for {', '.join(IMAGE_EXTENSIONS)})" if isinstance(source, (FolderSource, ZipSource)) else ""
+            raise ValueError(f"spec {self.name!r}: no images found{looked_for}")
         self.cached = total * self.image_nbytes <= cache_bytes
         self._good, self._cache, self.skipped = self._scan()
         self.num_images = len(self._good)
@@ -162,14 +168,18 @@ def open_dataset(
 
     Args:
         spec: 'demo:faces', 'demo:textures', a folder of images (searched recursively for
-            .png, .jpg, .jpeg, .webp, .bmp), a .zip of such images, or a .npy / .npz uint8
-            array (layouts in sources.py).
+            .png, .jpg, .jpeg, .webp, .bmp), a .zip of such images, a .npy / .npz uint8
+            array (layouts in sources.py), or a benchmark as its publisher ships it
+            (standard.py): CIFAR-10's cifar-10-python.tar.gz or its extracted folder,
+            MNIST's idx files (their folder, or an images file), or an LMDB folder of
+            encoded images such as an LSUN category (needs `pip install lmdb`).
         resolution: output side, a power of two >= 4; images are centre-cropped to a square
             and resized.
         channels: 3 (gray images are repeated) or 1 (colour images are converted to luma).
         mirror: add a left-right mirrored copy of every image (length doubles).
         labels: None uses the labels that come with the data if any (dataset.json at the
-            folder / zip root, `labels` inside a .npz, texture ids for demo:textures);
+            folder / zip root, `labels` inside a .npz, the classes of CIFAR-10 and MNIST,
+            texture ids for demo:textures);
             a path uses that labels file instead (format in labels.py); False ignores labels.
         cache_bytes: keep prepared images in memory when they fit in this many bytes.
     """
@@ -201,18 +211,39 @@ def source_labels(source, labels: str | os.PathLike | bool | None) -> _labels.La
 
 
 def open_source(spec: str | os.PathLike):
-    """The raw source `spec` names (see `open_dataset`): its entries, unprepared (sources.py)."""
+    """The raw source `spec` names (see `open_dataset`): its entries, unprepared (sources.py).
+
+    A folder is an LMDB database when it holds data.mdb, CIFAR-10 when it holds
+    data_batch_1 and batches.meta, MNIST when it holds train-images-idx3-ubyte[.gz], and
+    otherwise a folder of images. A file named *-images-idx3-ubyte[.gz] is MNIST; a .tar.gz
+    or .tgz must be CIFAR-10's (members cifar-10-batches-py/data_batch_1..5).
+    """
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(f"spec must be a str or a path, got {type(spec).__name__}")
     spec = os.fspath(spec)
     if spec.startswith("demo:"):
         return demo.open_demo(spec[len("demo:") :])
     if not os.path.exists(spec):
-        raise FileNotFoundError(
-            f"spec {spec!r}: no such file or folder (expected a folder, .zip, .npy, .npz or demo:faces / demo:textures)"
-        )
+        raise FileNotFoundError(f"spec {spec!r}: no such file or folder (expected {_SUPPORTED})")
     if os.path.isdir(spec):
+        if os.path.isfile(os.path.join(spec, "data.mdb")):
+            return LmdbSource(spec)
+        if standard.is_cifar10_folder(spec):
+            return standard.open_cifar10_folder(spec)
+        if standard.mnist_images_in(spec) is not None:
+            return standard.open_mnist(spec)
         return FolderSource(spec)
+    if standard.is_mnist_images_file(spec):
+        return standard.open_mnist(spec)
+    if standard.is_tarball(spec):
+        source = standard.open_cifar10_tarball(spec)
+        if source is None:
+            raise ValueError(
+                f"spec {spec!r}: a .tar.gz is read only as CIFAR-10 (cifar-10-python.tar.gz, members "
+                f"{standard.CIFAR10_FOLDER}/data_batch_1..5), and this one is not; expected {_SUPPORTED} "
+                "(extract other archives and give the folder)"
+            )
+        return source
     extension = os.path.splitext(spec)[1].lower()
     if extension == ".zip":
         try:
@@ -221,9 +252,7 @@ def open_source(spec: str | os.PathLike):
             raise ValueError(f"spec {spec!r}: cannot read the zip file: {error}") from None
     if extension in (".npy", ".npz"):
         return ArraySource.from_file(spec)
-    raise ValueError(
-        f"spec {spec!r}: unsupported file type {extension or '(none)'}; expected a folder, .zip, .npy or .npz"
-    )
+    raise ValueError(f"spec {spec!r}: unsupported file type {extension or '(none)'}; expected {_SUPPORTED}")
 
 
 def _read_labels_file(path, source) -> dict[str, int] | list[int] | None:

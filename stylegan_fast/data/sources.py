@@ -1,4 +1,4 @@
-"""Where raw images come from: a folder, a zip, or a numpy array file.
+"""Where raw images come from: a folder, a zip, a numpy array file, or an LMDB database.
 
 A source lists its entries and loads one at a time; it does no resizing and no error
 handling beyond raising (the dataset reports and skips what fails). Each source has:
@@ -20,6 +20,10 @@ Array layouts accepted in .npy / .npz files (uint8 only):
 A 4-D shape is NHWC when only its last dimension is 1, 3 or 4, NCHW when only its
 second is; a shape where both are (e.g. [N, 3, 4, 4]) is rejected as ambiguous. A .npz
 holds the images as `images` (or as its only array) and optionally class ids as `labels`.
+CIFAR-10 and MNIST, in their publishers' files, are read into an ArraySource (standard.py).
+
+An LMDB database (LSUN's format: a folder holding data.mdb) is read by LmdbSource: its
+values, in key order, are encoded images. It needs the optional `lmdb` package.
 """
 
 from __future__ import annotations
@@ -135,6 +139,97 @@ class ZipSource:
             self._archive = zipfile.ZipFile(self.location)
             self._owner_pid = os.getpid()
         return self._archive
+
+
+class LmdbSource:
+    """Every value of an LMDB database (e.g. an LSUN category), in key order, each an encoded image.
+
+    `path` is the folder holding data.mdb. Only the keys are listed when the source opens;
+    `names` are the keys read as latin-1 (one character per byte, so each name gives its key
+    back) and an entry is read by its key. The database is opened read-only without locking,
+    once per process and database (see `_lmdb_environment`), so the source can be sent to
+    DataLoader workers and used from threads: each read is a transaction of its own.
+    """
+
+    labels_by_row = False  # labelled by key
+
+    def __init__(self, path: str):
+        self.location = path
+        with _lmdb_environment(path).begin() as transaction:
+            keys = transaction.cursor().iternext(keys=True, values=False)
+            self.names = [key.decode("latin-1") for key in keys]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def describe(self, index: int) -> str:
+        return f"{self.location}[{self.names[index]}]"
+
+    def load(self, index: int) -> Image.Image:
+        with _lmdb_environment(self.location).begin() as transaction:
+            data = transaction.get(self.names[index].encode("latin-1"))
+        if data is None:
+            raise KeyError(f"the key {self.names[index]!r} is no longer in the database")
+        return decode(data)
+
+    def builtin_labels(self):
+        return None, None
+
+
+_LMDB_MAX_READERS = 1024  # reader slots; they only count when locking is on
+_lmdb_environments: dict[tuple[int, int], object] = {}  # (device, inode) of data.mdb: open environment
+_lmdb_pid = os.getpid()  # the process that opened the environments above
+_lmdb_lock = threading.Lock()
+
+
+def _reset_lmdb_lock() -> None:
+    global _lmdb_lock
+    _lmdb_lock = threading.Lock()  # another thread may have held it when the process forked
+
+
+os.register_at_fork(after_in_child=_reset_lmdb_lock)
+
+
+def _lmdb_environment(path: str):
+    """This process's read-only environment of the LMDB folder `path`, opened on first use.
+
+    The lmdb package refuses to open one database twice in a process, so all sources of a
+    database share one environment (they only read), and it stays open. A forked child
+    inherits its parent's environments, which LMDB forbids it to use and which keep it
+    from opening its own: it closes them first.
+    """
+    global _lmdb_pid
+    lmdb = _import_lmdb(path)
+    try:
+        stat = os.stat(os.path.join(path, "data.mdb"))
+    except OSError as error:
+        raise ValueError(f"spec {path!r}: cannot open the LMDB database: {error}") from None
+    key = (stat.st_dev, stat.st_ino)
+    with _lmdb_lock:
+        if _lmdb_pid != os.getpid():
+            for inherited in _lmdb_environments.values():
+                inherited.close()
+            _lmdb_environments.clear()
+            _lmdb_pid = os.getpid()
+        env = _lmdb_environments.get(key)
+        if env is None:
+            try:
+                env = lmdb.open(path, readonly=True, lock=False, readahead=False, max_readers=_LMDB_MAX_READERS)
+            except lmdb.Error as error:
+                raise ValueError(f"spec {path!r}: cannot open the LMDB database: {error}") from None
+            _lmdb_environments[key] = env
+        return env
+
+
+def _import_lmdb(where: str):
+    try:
+        import lmdb
+    except ImportError:
+        raise ImportError(
+            f"spec {where!r} is an LMDB database (data.mdb, as LSUN ships); reading it needs the lmdb package: "
+            "pip install lmdb (or pip install 'stylegan-fast[lmdb]')"
+        ) from None
+    return lmdb
 
 
 class ArraySource:
