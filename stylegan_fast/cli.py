@@ -244,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--snap-ticks", dest="snap_ticks", type=int, default=10, help="snapshot every this many ticks (default: 10)")
     train.add_argument("--resume", help="snapshot file to continue from")
     train.add_argument("--init", metavar="FILE",
-                       help="transfer learning: start from the networks in FILE (a checkpoint or snapshot, a run directory, or an NVlabs "
-                            "StyleGAN2 .pkl) with fresh optimisers; the config must match its networks")  # fmt: skip
+                       help="transfer learning: start from the networks in FILE (a checkpoint or snapshot, a run directory, or an "
+                            "official .pkl) with fresh optimisers; their architecture comes from FILE, the hyper-parameters "
+                            "from --cfg and --set")  # fmt: skip
     train.add_argument("--workers", type=int, help="data-loading worker processes (default: automatic)")
     train.add_argument("--impl", default="auto", choices=["auto", "ref", "triton", "cuda"], help="kernel implementation (default: auto)")
     train.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")

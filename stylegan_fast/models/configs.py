@@ -15,6 +15,7 @@ A Config is plain data: `asdict(config)` is JSON, `Config.from_dict` reads it ba
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from torch import nn
 
 from stylegan_fast.models.discriminator import ARCHITECTURES, Discriminator
 from stylegan_fast.models.layers import DOWNSAMPLING, MP_DTYPES
-from stylegan_fast.models.stylegan1 import UPSAMPLING, StyleGAN1Generator
-from stylegan_fast.models.stylegan2 import Generator
+from stylegan_fast.models.stylegan1 import UPSAMPLING, StyleGAN1Generator, StyleGAN1Synthesis
+from stylegan_fast.models.stylegan2 import Generator, MappingNetwork, SynthesisBlock, SynthesisNetwork
 from stylegan_fast.train.augment import parse_policy
 
 GENERATORS = ("stylegan2", "stylegan1")
@@ -187,6 +188,41 @@ def get_config(cfg: str | Config, **overrides) -> Config:
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a config name or a Config, got {type(cfg).__name__}")
     return cfg.replace(**overrides)
+
+
+def network_fields(G: nn.Module | None, D: nn.Module | None) -> dict:
+    """The Config fields that describe the architecture of these networks (from their
+    init_kwargs): what `train --init` takes from its file. Training choices (precision,
+    conv_clamp, hyper-parameters) are not among them."""
+    fields: dict = {}
+    if G is not None:
+        kwargs, synthesis = G.init_kwargs, G.init_kwargs["synthesis_kwargs"]
+        stylegan1 = isinstance(G, StyleGAN1Generator)
+        defaults = _defaults(StyleGAN1Synthesis if stylegan1 else SynthesisNetwork)
+        fields.update(
+            generator="stylegan1" if stylegan1 else "stylegan2", z_dim=kwargs["z_dim"], w_dim=kwargs["w_dim"],
+            map_layers=kwargs["mapping_kwargs"].get("num_layers", _defaults(MappingNetwork)["num_layers"]),
+            channel_base=synthesis.get("channel_base", defaults["channel_base"]),
+            channel_max=synthesis.get("channel_max", defaults["channel_max"]),
+        )  # fmt: skip
+        if stylegan1:
+            fields["upsampling"] = synthesis["upsampling"]
+        else:
+            fields["g_architecture"] = synthesis.get("architecture", _defaults(SynthesisBlock)["architecture"])
+    if D is not None:
+        kwargs, defaults = D.init_kwargs, _defaults(Discriminator)
+        fields.update(d_architecture=kwargs["architecture"],
+                      d_downsampling=kwargs["block_kwargs"].get("downsampling", "fir"))  # fmt: skip
+        fields.setdefault("channel_base", kwargs.get("channel_base", defaults["channel_base"]))
+        fields.setdefault("channel_max", kwargs.get("channel_max", defaults["channel_max"]))
+        group = kwargs["epilogue_kwargs"].get("mbstd_group_size", 4)
+        if group is not None:  # None (the whole batch) has no Config field; the config's group stands.
+            fields["mbstd_group"] = group
+    return fields
+
+
+def _defaults(cls: type) -> dict:
+    return {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
 
 
 def make_networks(

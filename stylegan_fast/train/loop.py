@@ -30,7 +30,7 @@ import torch
 
 from stylegan_fast.data import make_loader, open_dataset, to_float
 from stylegan_fast.compat import load_network_file
-from stylegan_fast.models.configs import get_config, make_networks
+from stylegan_fast.models.configs import get_config, make_networks, network_fields
 from stylegan_fast.train import distributed, samples
 from stylegan_fast.train.augment import ADA, AdaptiveAugmentation
 from stylegan_fast.train.ema import ema_beta, update_ema
@@ -98,7 +98,9 @@ class Trainer:
             # pays off (D's convolutions, and the reference path's, are cuDNN's).
             torch.backends.cudnn.benchmark = opts.cudnn_benchmark
         self.log = log if self.process.is_main else (lambda _msg: None)
-        self.config = get_config(opts.cfg, **self._config_overrides())
+        # --init: the networks' architecture comes from the file (--set still wins).
+        init_nets = self._read_init(opts.init) if opts.init and not opts.resume else None
+        self.config = get_config(opts.cfg, **{**self._init_fields(init_nets), **self._config_overrides()})
         self.batch = self.config.batch
         W = self.process.world_size
         self.batch_gpu = opts.batch_gpu or self.batch // W
@@ -140,8 +142,8 @@ class Trainer:
         self._nonfinite_run = {"G": 0, "D": 0}  # consecutive skipped steps per network
         if opts.resume:
             self._resume(opts.resume)
-        elif opts.init:
-            self._init_networks(opts.init)
+        elif init_nets is not None:
+            self._init_networks(*init_nets)
 
     # Setup.
 
@@ -297,18 +299,36 @@ class Trainer:
             },
         )
 
-    def _init_networks(self, path: str) -> None:
-        """Transfer learning: G, D and G_ema take the parameters and buffers (w_avg included)
-        of the networks in `path`, a checkpoint or snapshot of ours (or a run directory: its
-        newest snapshot) or an NVlabs pickle (compat.load_nvlabs), which must fit the networks of this config and resolution. Optimisers,
-        progress and augmentation start fresh. A network the file lacks keeps its fresh
-        initialisation, except that G and G_ema stand in for each other (a G_ema-only file
-        fine-tunes from the averaged weights)."""
+    def _read_init(self, path: str) -> tuple[str, dict]:
+        """(path, networks) of an --init file: a checkpoint or snapshot of ours (or a run
+        directory: its newest snapshot) or an NVlabs pickle (compat.load_nvlabs)."""
         path = latest_snapshot(path) if Path(path).is_dir() else path
         nets = load_network_file(path)
-        found = [name for name in ("G", "D", "G_ema") if name in nets]
-        if not found:
+        if not any(name in nets for name in ("G", "D", "G_ema")):
             raise ValueError(f"init: {path} holds none of the networks G, D, G_ema")
+        resolution = next(net.img_resolution for net in nets.values())
+        if resolution != self.opts.resolution:
+            raise ValueError(f"init: the networks of {path} are {resolution}x{resolution}, but --resolution is "
+                             f"{self.opts.resolution}; train at their resolution")  # fmt: skip
+        return str(path), nets
+
+    def _init_fields(self, init: tuple[str, dict] | None) -> dict:
+        """The Config fields of the --init networks' architecture (configs.network_fields)."""
+        if init is None:
+            return {}
+        path, nets = init
+        fields = network_fields(nets.get("G_ema", nets.get("G")), nets.get("D"))
+        taken = {k: v for k, v in fields.items() if k not in self.opts.overrides}
+        self.log(f"init: networks as in {path}: " + ", ".join(f"{k}={v!r}" for k, v in taken.items()))
+        return fields
+
+    def _init_networks(self, path: str, nets: dict) -> None:
+        """Transfer learning: G, D and G_ema take the parameters and buffers (w_avg included)
+        of the --init networks, whose architecture the config took (`_init_fields`; --set
+        options must still fit them). Optimisers, progress and augmentation start fresh. A
+        network the file lacks keeps its fresh initialisation, except that G and G_ema stand
+        in for each other (a G_ema-only file fine-tunes from the averaged weights)."""
+        found = [name for name in ("G", "D", "G_ema") if name in nets]
         source = {"G": nets.get("G", nets.get("G_ema")), "G_ema": nets.get("G_ema", nets.get("G")), "D": nets.get("D")}
         for name, net in source.items():
             if net is None:

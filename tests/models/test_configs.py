@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stylegan_fast.models import CONFIGS, Config, Discriminator, Generator, StyleGAN1Generator, get_config, make_networks
-from stylegan_fast.models.configs import parse_overrides
+from stylegan_fast.models.configs import network_fields, parse_overrides
 
 # StyleGAN2-ADA train.py's cfg_specs: (fmaps, map, mbstd, mb, lrate, gamma, ema, ramp).
 TRAIN_PY = {
@@ -135,3 +135,20 @@ def test_init_kwargs_are_json_and_rebuild_the_network(name, tiny):
     for net in (G, D):
         rebuilt = type(net)(**json.loads(json.dumps(net.init_kwargs)))
         assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", ["stylegan2", "stylegan1", "cifar"])
+def test_network_fields_rebuild_the_same_architecture_from_another_config(name, tiny):
+    # What train --init relies on: the fields of a config's networks, applied to any other
+    # config, give networks with the same tensors (names and shapes).
+    G, D = make_networks(name, 16, c_dim=0, **tiny | dict(g_architecture="resnet", d_architecture="skip"))
+    fields = network_fields(G, D)
+    G2, D2 = make_networks("small", 16, c_dim=0, **fields)
+    for a, b in ((G, G2), (D, D2)):
+        assert type(a) is type(b)
+        assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+    assert D2.b16.conv1.downsampling == D.b16.conv1.downsampling
+    if name == "stylegan1":
+        assert fields["upsampling"] == "nearest_blur" and "g_architecture" not in fields
+    else:
+        assert fields["g_architecture"] == "resnet"

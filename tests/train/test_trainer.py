@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from stylegan_fast import cli
+from stylegan_fast.models.configs import get_config
 from stylegan_fast.train import distributed
 from stylegan_fast.train.ema import ema_beta, update_ema
 from stylegan_fast.train.loop import Trainer, TrainingDiverged, TrainOptions, train
@@ -443,3 +444,32 @@ def test_an_old_stylegan1_run_resumes_only_with_the_upsampling_it_was_trained_wi
     resumed = Trainer(options(data, tmp_path / "c", cfg="stylegan1", resume=str(tmp_path / "old.safetensors"),
                               overrides=stylegan1))  # fmt: skip
     assert resumed.G.synthesis.b8.layer0.upsampling == "fir"
+
+
+def test_init_takes_the_architecture_of_its_networks(data, tmp_path):
+    # Fine-tuning official weights needs no matching --cfg/--set: the architecture fields come
+    # from the file (here a TensorFlow StyleGAN2 pickle unlike the 'small' config), the
+    # hyper-parameters from the config.
+    from stylegan_fast.compat import load_nvlabs
+    from tests.tf_graphs import stylegan2_discriminator, stylegan2_generator, write_tf_pickle
+
+    rng = np.random.default_rng(0)
+    sizes = dict(fmap_base=64, fmap_max=16, latent_size=16, dlatent_size=16, mapping_layers=2, mapping_fmaps=16)
+    G = stylegan2_generator(rng, 8, architecture="resnet", **sizes)
+    D = stylegan2_discriminator(rng, 8, fmap_base=64, fmap_max=16, architecture="skip", mbstd_group_size=2)
+    write_tf_pickle(tmp_path / "official.pkl", (G, D, G))
+    logs = []
+    tuned = Trainer(options(data, tmp_path / "a", init=str(tmp_path / "official.pkl"), overrides={"pl_weight": 2.0}),
+                    log=logs.append)  # fmt: skip
+    config = tuned.config
+    assert (config.z_dim, config.w_dim, config.map_layers, config.channel_base, config.channel_max) == (16, 16, 2, 128, 16)
+    assert (config.g_architecture, config.d_architecture, config.mbstd_group) == ("resnet", "skip", 2)
+    assert config.lrate == get_config("small").lrate  # hyper-parameters stay the config's
+    assert any(line.startswith("init: networks as in ") and "g_architecture='resnet'" in line for line in logs)
+    imported = load_nvlabs(tmp_path / "official.pkl")
+    for name in ("G", "D", "G_ema"):
+        expected, actual = params(imported[name]), params(getattr(tuned, name))
+        assert all(torch.equal(expected[key], actual[key]) for key in expected), name
+    tuned.train_step()
+    with pytest.raises(ValueError, match=r"init: the networks of .*official.pkl are 8x8, but --resolution is 16"):
+        Trainer(options(data, tmp_path / "b", init=str(tmp_path / "official.pkl"), resolution=16, overrides={}))
