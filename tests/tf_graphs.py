@@ -206,17 +206,22 @@ def _sg2_synthesis_variables(rng, res_log2: int, nf: Callable[[int], int], archi
     return syn
 
 
+def _sg2_generator_shape(resolution: int, architecture: str, fmap_base: int,
+                         fmap_max: int) -> tuple[int, int, Callable[[int], int]]:
+    """(log2 resolution, number of ws, nf) of a StyleGAN2 generator, its arguments checked."""
+    assert architecture in ("orig", "skip", "resnet")
+    assert architecture == "skip" or resolution >= 8, "orig and resnet have no ToRGB at 4x4"
+    res_log2 = _resolution_log2(resolution)
+    return res_log2, 2 * res_log2 - 2, _nf_stylegan2(fmap_base, fmap_max)
+
+
 def stylegan2_generator(
     rng: np.random.Generator, resolution: int, num_channels: int = 3, fmap_base: int = 16 << 10,
     fmap_max: int = 512, architecture: str = "skip", latent_size: int = 512, dlatent_size: int = 512,
     mapping_layers: int = 8, mapping_fmaps: int = 512, extra_kwargs: dict | None = None,
 ) -> TFNet:
     """A random StyleGAN2 G_main ('G') with its G_mapping and G_synthesis_stylegan2 components."""
-    assert architecture in ("orig", "skip", "resnet")
-    assert architecture == "skip" or resolution >= 8, "orig and resnet have no ToRGB at 4x4"
-    res_log2 = _resolution_log2(resolution)
-    num_layers = 2 * res_log2 - 2
-    nf = _nf_stylegan2(fmap_base, fmap_max)
+    res_log2, num_layers, nf = _sg2_generator_shape(resolution, architecture, fmap_base, fmap_max)
     kwargs = _static_kwargs(
         {"num_channels": num_channels, "resolution": resolution, "label_size": 0, "fmap_base": fmap_base},
         dict(fmap_max=fmap_max, architecture=architecture, latent_size=latent_size, dlatent_size=dlatent_size,
@@ -286,11 +291,7 @@ def stylegan2_ada_generator(
     extra_kwargs: dict | None = None,
 ) -> TFNet:
     """A random StyleGAN2-ADA G_main ('G', no 'lod') with its G_mapping and G_synthesis components."""
-    assert architecture in ("orig", "skip", "resnet")
-    assert architecture == "skip" or resolution >= 8, "orig and resnet have no ToRGB at 4x4"
-    res_log2 = _resolution_log2(resolution)
-    num_layers = 2 * res_log2 - 2
-    nf = _nf_stylegan2(fmap_base, fmap_max)
+    res_log2, num_layers, nf = _sg2_generator_shape(resolution, architecture, fmap_base, fmap_max)
     kwargs = _static_kwargs(
         {"num_channels": num_channels, "resolution": resolution, "label_size": label_size, "fmap_base": fmap_base},
         dict(fmap_max=fmap_max, architecture=architecture, latent_size=latent_size, dlatent_size=dlatent_size,
