@@ -21,6 +21,10 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError
 def _info(args: argparse.Namespace) -> int:
     from stylegan_fast import info
 
+    if args.file is not None:
+        described = info.describe_file(args.file)
+        print(json.dumps(described, indent=2) if args.json else info.format_file(described))
+        return 0
     collected = info.collect()
     print(json.dumps(collected, indent=2) if args.json else info.format_text(collected))
     return 0
@@ -209,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylegan-fast", description="StyleGAN2 training and inference on fused GPU kernels.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = commands.add_parser("info", help="versions, GPU, and which kernel implementations are usable")
+    info = commands.add_parser("info", help="versions, GPU, and which kernel implementations are usable; or what a "
+                               "network file holds")
+    info.add_argument("file", nargs="?", help="a checkpoint, snapshot or official .pkl: describe its networks instead")
     info.add_argument("--json", action="store_true", help="print the same as JSON")
     info.set_defaults(run=_info)
 

@@ -1,8 +1,10 @@
-"""What this installation can run: versions, GPU, the CUDA extension, and each op's implementations."""
+"""What this installation can run: versions, GPU, the CUDA extension, and each op's implementations;
+and what a network file holds (`describe_file`)."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 
 import torch
@@ -74,3 +76,51 @@ def _package_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def describe_file(path: str | os.PathLike) -> dict:
+    """A JSON-serialisable description of a checkpoint, snapshot or official pickle: its networks
+    (class, dimensions, parameter count, constructor arguments), a snapshot's progress, and the
+    architecture `train --init` takes from it."""
+    from stylegan_fast.compat import load_network_file
+    from stylegan_fast.models.checkpoint import load_tensors
+    from stylegan_fast.models.configs import network_fields
+
+    path = os.fspath(path)
+    nets = load_network_file(path)
+    description: dict = {"file": path, "kind": "official pickle" if path.endswith(".pkl") else "checkpoint"}
+    if not path.endswith(".pkl"):
+        _, meta = load_tensors(path)
+        training = meta.get("training")
+        if isinstance(training, dict):
+            description["kind"] = "training snapshot"
+            description["training"] = {"step": training.get("step"), "kimg": training.get("cur_nimg", 0) / 1000}
+        description["config"] = meta.get("config")
+    description["networks"] = {name: _network(net) for name, net in nets.items()}
+    description["init_fields"] = network_fields(nets.get("G_ema", nets.get("G")), nets.get("D"))
+    return description
+
+
+def format_file(description: dict) -> str:
+    """The human-readable form of `describe_file()`."""
+    lines = [f"{description['file']}: {description['kind']}"]
+    if "training" in description:
+        lines[0] += f" at step {description['training']['step']}, {description['training']['kimg']:g} kimg"
+    for name, net in description["networks"].items():
+        dims = [f"{net['img_resolution']}x{net['img_resolution']}, {net['img_channels']} channels"]
+        dims += [f"z {net['z_dim']}", f"w {net['w_dim']}", f"{net['num_ws']} ws"] if "z_dim" in net else []
+        dims += [f"{net['c_dim']} label dims" if net["c_dim"] else "unconditional"]
+        lines.append(f"  {name:6s} {net['class']}: {', '.join(dims)}; {net['parameters'] / 1e6:.2f}M parameters")
+    fields = ", ".join(f"{key}={value!r}" for key, value in description["init_fields"].items())
+    lines.append(f"  train --init takes: {fields}")
+    return "\n".join(lines)
+
+
+def _network(net: torch.nn.Module) -> dict:
+    summary = {
+        "class": type(net).__name__, "img_resolution": net.img_resolution, "img_channels": net.img_channels,
+        "c_dim": net.c_dim, "parameters": sum(p.numel() for p in net.parameters()), "kwargs": net.init_kwargs,
+    }  # fmt: skip
+    if hasattr(net, "mapping") and hasattr(net, "z_dim"):
+        summary.update(z_dim=net.z_dim, w_dim=net.w_dim, num_ws=net.num_ws)
+    return summary

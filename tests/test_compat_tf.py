@@ -8,6 +8,7 @@ TensorFlow graphs compute from those variables, and the imported networks must a
 from __future__ import annotations
 
 import io
+import json
 import pickle
 
 import numpy as np
@@ -350,3 +351,23 @@ def test_the_tools_take_an_official_pickle_directly(tmp_path, marker):
     converted = generate_images(tmp_path / "net.safetensors", [0, 5], tmp_path / "b", truncation_psi=0.7, device="cpu")
     for a, b in zip(direct, converted):
         assert a.read_bytes() == b.read_bytes()
+
+
+def test_info_describes_a_pickle_and_its_checkpoint(tmp_path, marker, capsys):
+    from stylegan_fast import cli
+
+    _stylegan2_pickle(tmp_path / "net.pkl", marker, g_architecture="resnet")
+    assert cli.main(["info", str(tmp_path / "net.pkl"), "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert described["kind"] == "official pickle" and set(described["networks"]) == {"G", "D", "G_ema"}
+    G = described["networks"]["G_ema"]
+    assert (G["class"], G["img_resolution"], G["z_dim"], G["num_ws"], G["c_dim"]) == ("Generator", 16, 16, 6, 0)
+    nets = load_nvlabs(tmp_path / "net.pkl")
+    assert G["parameters"] == sum(p.numel() for p in nets["G_ema"].parameters())
+    assert described["init_fields"]["g_architecture"] == "resnet" and described["init_fields"]["channel_base"] == 256
+    convert(tmp_path / "net.pkl", tmp_path / "net.safetensors")
+    assert cli.main(["info", str(tmp_path / "net.safetensors")]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"{tmp_path / 'net.safetensors'}: checkpoint\n")
+    assert "  G_ema  Generator: 16x16, 3 channels, z 16, w 16, 6 ws, unconditional;" in text
+    assert "train --init takes: generator='stylegan2', z_dim=16" in text
