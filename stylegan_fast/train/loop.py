@@ -387,13 +387,17 @@ def _check_same_networks(path, name: str, saved: tuple[str, dict] | None, net: t
 
 
 def _differences(a, b, key: str = "") -> list[tuple[str, object, object]]:
-    """(dotted key, a's value, b's value) wherever two JSON values differ, bar _EXECUTION_KWARGS."""
+    """(dotted key, a's value, b's value) wherever two JSON values differ, bar _EXECUTION_KWARGS.
+
+    Only keys both dicts hold are compared: a snapshot written before an argument existed
+    lacks it, and was built with its default of the time (checkpoint._written_kwargs fills in
+    the defaults that have changed since)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{key}[{i}]")]
     if not (isinstance(a, dict) and isinstance(b, dict)):
         return [] if a == b else [(key, a, b)]
     found = []
-    for k in sorted(a.keys() | b.keys()):
+    for k in sorted(a.keys() & b.keys()):
         if k not in _EXECUTION_KWARGS:
             found += _differences(a.get(k), b.get(k), f"{key}.{k}" if key else k)
     return found

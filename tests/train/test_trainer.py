@@ -473,3 +473,18 @@ def test_init_takes_the_architecture_of_its_networks(data, tmp_path):
     tuned.train_step()
     with pytest.raises(ValueError, match=r"init: the networks of .*official.pkl are 8x8, but --resolution is 16"):
         Trainer(options(data, tmp_path / "b", init=str(tmp_path / "official.pkl"), resolution=16, overrides={}))
+
+
+def test_resume_accepts_snapshots_written_before_an_argument_existed(data, tmp_path):
+    # Arguments added since (here D's freeze_layers) are absent from older snapshots.
+    import json as _json
+
+    from stylegan_fast.models.checkpoint import load_tensors, save_tensors
+
+    trainer = Trainer(options(data, tmp_path / "a"))
+    trainer.snapshot(tmp_path / "snap.safetensors")
+    tensors, meta = load_tensors(tmp_path / "snap.safetensors")
+    del meta["networks"]["D"]["kwargs"]["block_kwargs"]["freeze_layers"]
+    save_tensors(tmp_path / "old.safetensors", tensors, _json.loads(_json.dumps(meta)))
+    resumed = Trainer(options(data, tmp_path / "b", resume=str(tmp_path / "old.safetensors")))
+    assert resumed.step == trainer.step
