@@ -7,6 +7,7 @@ TensorFlow graphs compute from those variables, and the imported networks must a
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import pickle
@@ -293,12 +294,13 @@ def test_conditional_networks_are_refused(tmp_path, marker):
 
 def test_other_architectures_are_named(tmp_path, marker):
     G, D, Gs = _stylegan2_pickle(tmp_path / "net.pkl", marker)
-    Gs.components["synthesis"].build_func_name = "G_synthesis_stylegan_revised"
-    _refusal(tmp_path, marker, (G, D, Gs), "its synthesis network was built by 'G_synthesis_stylegan_revised'; "
-                                           "stylegan_fast imports 'G_synthesis_stylegan2' or 'G_synthesis'")
+    Gs.components["synthesis"].build_func_name = "G_synthesis_custom"
+    _refusal(tmp_path, marker, (G, D, Gs), "its synthesis network was built by 'G_synthesis_custom'; stylegan_fast "
+                                           "imports 'G_synthesis_stylegan2' or 'G_synthesis_stylegan_revised' or "
+                                           "'G_synthesis'")
     D.build_func_name = "D_custom"
     _refusal(tmp_path, marker, (G, D, G), "network 'D' was built by 'D_custom'; stylegan_fast imports D_basic, "
-                                          "D_main, D_stylegan2, G_main, G_style")
+                                          "D_main, D_stylegan, D_stylegan2, G_main, G_style")
     _refusal(tmp_path, marker, (G, G), "holds 2 objects; TensorFlow StyleGAN pickles hold \\(G, D, Gs\\)")
     G.components["synthesis"].static_kwargs["fmap_decay"] = 0.5
     _refusal(tmp_path, marker, (G, D, G), "was built with fmap_decay=0.5; stylegan_fast imports only 1.0")
@@ -371,3 +373,38 @@ def test_info_describes_a_pickle_and_its_checkpoint(tmp_path, marker, capsys):
     assert text.startswith(f"{tmp_path / 'net.safetensors'}: checkpoint\n")
     assert "  G_ema  Generator: 16x16, 3 channels, z 16, w 16, 6 ws, unconditional;" in text
     assert "train --init takes: generator='stylegan2', z_dim=16" in text
+
+
+def _progressive(G, D):
+    """StyleGAN2's configs B-D: the variables of 'orig' networks under their progressive-growing
+    names (one ToRGB / FromRGB per lod, a lod variable); fully grown, the TF graphs are the same."""
+    G, D = copy.deepcopy(G), copy.deepcopy(D)
+    synthesis = G.components["synthesis"]
+    synthesis.build_func_name = "G_synthesis_stylegan_revised"
+    del synthesis.static_kwargs["architecture"]
+    top = f"{synthesis.static_kwargs['resolution']}x{synthesis.static_kwargs['resolution']}"
+    for name in ("weight", "mod_weight", "mod_bias", "bias"):
+        synthesis.variables[f"ToRGB_lod0/{name}"] = synthesis.variables.pop(f"{top}/ToRGB/{name}")
+        synthesis.variables[f"ToRGB_lod1/{name}"] = np.ones_like(synthesis.variables[f"ToRGB_lod0/{name}"])
+    synthesis.variables["lod"] = np.float32(0)
+    D.build_func_name = "D_stylegan"
+    del D.static_kwargs["architecture"]
+    for name in ("weight", "bias"):
+        D.variables[f"FromRGB_lod0/{name}"] = D.variables.pop(f"{top}/FromRGB/{name}")
+        D.variables[f"FromRGB_lod1/{name}"] = np.ones_like(D.variables[f"FromRGB_lod0/{name}"])
+    D.variables["lod"] = np.float32(0)
+    return G, D
+
+
+def test_stylegan2_configs_b_to_d_import_as_the_orig_architectures(tmp_path, marker):
+    G, D, _ = _stylegan2_pickle(tmp_path / "orig.pkl", marker, g_architecture="orig", d_architecture="orig")
+    G_progressive, D_progressive = _progressive(G, D)
+    write_tf_pickle(tmp_path / "config-d.pkl", (G_progressive, D_progressive, G_progressive), marker=marker)
+    nets = load_nvlabs(tmp_path / "config-d.pkl", impl="ref")
+    assert nets["G"].init_kwargs["synthesis_kwargs"]["architecture"] == "orig" and nets["D"].b16.architecture == "orig"
+    torch.manual_seed(0)
+    z, images = torch.randn(3, 16), torch.randn(4, 3, 16, 16)
+    _assert_matches(nets["G_ema"](z, None, noise_mode="const"), tf_stylegan2_generate(G, z.double()))
+    _assert_matches(nets["D"](images, None), tf_stylegan2_discriminate(D, images.double()))
+    G_progressive.components["synthesis"].variables["lod"] = np.float32(2)
+    _refusal(tmp_path, marker, (G_progressive, D_progressive, G_progressive), "progressive-growing snapshot at lod 2.0")

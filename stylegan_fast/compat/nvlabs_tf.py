@@ -7,7 +7,9 @@ renamed and re-laid-out into that module's parameters. What is understood:
 
   * StyleGAN2 (`G_main` with `G_mapping` and `G_synthesis_stylegan2`, configs E and F;
     `D_stylegan2`): G, D and Gs become Generator, Discriminator and Generator ('G', 'D',
-    'G_ema'), the StyleGAN2-ADA port of the same architecture.
+    'G_ema'), the StyleGAN2-ADA port of the same architecture. Configs B-D
+    (`G_synthesis_stylegan_revised`, `D_stylegan`) grow progressively; fully grown they are
+    the 'orig' architectures, their one ToRGB / FromRGB named for lod 0.
   * StyleGAN2-ADA's TensorFlow release (`G_main` with `G_mapping` and `G_synthesis`;
     `D_main`): the same, with what that release adds: labels (embedded as the port embeds
     them, and the discriminator's projection onto a label mapping), conv_clamp, float16
@@ -229,12 +231,16 @@ def _check_lod(variables: _Variables, name: str) -> None:
 
 def _stylegan2_generator(record: TFNetworkRecord, what: str, impl: str) -> Generator:
     mapping = _component(record, "mapping", ("G_mapping",), what)
-    synthesis = _component(record, "synthesis", ("G_synthesis_stylegan2", "G_synthesis"), what)
+    synthesis = _component(record, "synthesis", ("G_synthesis_stylegan2", "G_synthesis_stylegan_revised", "G_synthesis"),
+                           what)  # fmt: skip
     ada = synthesis.build_func_name == "G_synthesis"  # The StyleGAN2-ADA release.
+    # StyleGAN2's configs B-D: progressive growing, which fully grown (lod 0) is the 'orig'
+    # architecture, with its one ToRGB named ToRGB_lod0.
+    revised = synthesis.build_func_name == "G_synthesis_stylegan_revised"
     kwargs = synthesis.static_kwargs
     dims, mapping_kwargs = _mapping_kwargs(mapping, record, what, labels=ada)
     resolution = _resolution(kwargs, what)
-    architecture = kwargs.get("architecture", "skip")
+    architecture = "orig" if revised else kwargs.get("architecture", "skip")
     _require(kwargs, "nonlinearity", "lrelu", what)
     _require(kwargs, "resample_kernel", [1, 3, 3, 1], what)
     channels = _channels(kwargs, what)
@@ -263,6 +269,11 @@ def _stylegan2_generator(record: TFNetworkRecord, what: str, impl: str) -> Gener
         )
     if not ada:
         variables.ignore("lod")
+    if revised:
+        _check_lod(variables, "synthesis/lod")
+        for lod in range(1, int(math.log2(resolution)) - 1):  # The lower resolutions' outputs of progressive growing.
+            for name in ("weight", "mod_weight", "mod_bias", "bias"):
+                variables.ignore(f"synthesis/ToRGB_lod{lod}/{name}")
 
     def modulated(prefix: str, scope: str, noise: int | None, flip: bool = False) -> None:
         tensors[f"{prefix}.weight"] = _conv(variables.take(f"synthesis/{scope}/weight"), flip)
@@ -277,13 +288,13 @@ def _stylegan2_generator(record: TFNetworkRecord, what: str, impl: str) -> Gener
     tensors["synthesis.b4.const"] = variables.take("synthesis/4x4/Const/const")[0]
     modulated("synthesis.b4.conv1", "4x4/Conv", noise=0)
     if architecture == "skip" or resolution == 4:
-        modulated("synthesis.b4.torgb", "4x4/ToRGB", noise=None)
+        modulated("synthesis.b4.torgb", "ToRGB_lod0" if revised else "4x4/ToRGB", noise=None)
     for res in range(3, log2 + 1):
         block, scope = f"synthesis.b{2**res}", f"{2**res}x{2**res}"
         modulated(f"{block}.conv0", f"{scope}/Conv0_up", noise=2 * res - 5, flip=True)
         modulated(f"{block}.conv1", f"{scope}/Conv1", noise=2 * res - 4)
         if architecture == "skip" or res == log2:
-            modulated(f"{block}.torgb", f"{scope}/ToRGB", noise=None)
+            modulated(f"{block}.torgb", "ToRGB_lod0" if revised else f"{scope}/ToRGB", noise=None)
         if architecture == "resnet":
             tensors[f"{block}.skip.weight"] = _conv(variables.take(f"synthesis/{scope}/Skip/weight"))  # 1x1: no flip
     variables.check_all_taken()
@@ -302,6 +313,9 @@ def _mapping_tensors(variables: _Variables, num_layers: int, bias_scale: float) 
 def _stylegan2_discriminator(record: TFNetworkRecord, what: str, impl: str) -> Discriminator:
     kwargs = record.static_kwargs
     ada = record.build_func_name == "D_main"  # The StyleGAN2-ADA release.
+    # StyleGAN2's configs B-D: progressive growing, which fully grown (lod 0) is the 'orig'
+    # architecture, with its one FromRGB named FromRGB_lod0.
+    progressive = record.build_func_name == "D_stylegan"
     label_size = int(kwargs.get("label_size", 0))
     if label_size and not ada:
         raise NVlabsPickleError(
@@ -309,7 +323,7 @@ def _stylegan2_discriminator(record: TFNetworkRecord, what: str, impl: str) -> D
             f"have no stylegan_fast counterpart"
         )
     resolution = _resolution(kwargs, what)
-    architecture = kwargs.get("architecture", "resnet")
+    architecture = "orig" if progressive else kwargs.get("architecture", "resnet")
     _require(kwargs, "nonlinearity", "lrelu", what)
     _require(kwargs, "resample_kernel", [1, 3, 3, 1], what)
     for name, default in (("use_spectral_norm", False), ("use_pagan", False), ("score_max", 1)):
@@ -335,6 +349,12 @@ def _stylegan2_discriminator(record: TFNetworkRecord, what: str, impl: str) -> D
 
     variables = _Variables(record, what)
     tensors: dict[str, torch.Tensor] = {}
+    log2 = int(math.log2(resolution))
+    if progressive:
+        _check_lod(variables, "lod")
+        for lod in range(1, log2 - 1):  # The lower resolutions' inputs of progressive growing.
+            variables.ignore(f"FromRGB_lod{lod}/weight")
+            variables.ignore(f"FromRGB_lod{lod}/bias")
 
     def conv(prefix: str, scope: str, bias: bool = True) -> None:
         tensors[f"{prefix}.weight"] = _conv(variables.take(f"{scope}/weight"))
@@ -349,11 +369,10 @@ def _stylegan2_discriminator(record: TFNetworkRecord, what: str, impl: str) -> D
             tensors[f"mapping.fc{idx}.weight"], tensors[f"mapping.fc{idx}.bias"] = _dense(
                 variables, f"Mapping{idx}/weight", f"Mapping{idx}/bias"
             )
-    log2 = int(math.log2(resolution))
     for res in range(log2, 2, -1):
         block, scope = f"b{2**res}", f"{2**res}x{2**res}"
         if architecture == "skip" or res == log2:
-            conv(f"{block}.fromrgb", f"{scope}/FromRGB")
+            conv(f"{block}.fromrgb", "FromRGB_lod0" if progressive else f"{scope}/FromRGB")
         conv(f"{block}.conv0", f"{scope}/Conv0")
         conv(f"{block}.conv1", f"{scope}/Conv1_down")
         if architecture == "resnet":
@@ -475,6 +494,7 @@ def _stylegan1_discriminator(record: TFNetworkRecord, what: str, impl: str) -> D
 _BUILDERS: dict[str, Callable[[TFNetworkRecord, str, str], nn.Module]] = {
     "G_main": _stylegan2_generator,
     "D_stylegan2": _stylegan2_discriminator,
+    "D_stylegan": _stylegan2_discriminator,
     "D_main": _stylegan2_discriminator,
     "G_style": _stylegan1_generator,
     "D_basic": _stylegan1_discriminator,
