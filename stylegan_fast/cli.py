@@ -89,11 +89,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from stylegan_fast.export import export_generator
-    from stylegan_fast.generate import check_truncation_cutoff
 
-    meta = export_generator(args.network, args.out, truncation_psi=args.trunc,
-                            truncation_cutoff=check_truncation_cutoff(args.trunc_cutoff), noise_mode=args.noise_mode,
-                            uint8=args.uint8, force_fp32=args.fp32, device=args.device or "cpu", force=args.force)  # fmt: skip
+    meta = export_generator(args.network, args.out, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff,
+                            noise_mode=args.noise_mode, uint8=args.uint8, force_fp32=args.fp32,
+                            device=args.device or "cpu", force=args.force)  # fmt: skip
     print(f"wrote {args.out}: (z [N, {meta['z_dim']}], c [N, {meta['c_dim']}]) -> {meta['output']}, "
           f"{meta['img_resolution']}x{meta['img_resolution']}, on {meta['device']}")  # fmt: skip
     return 0

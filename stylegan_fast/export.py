@@ -34,7 +34,7 @@ from torch import nn
 import stylegan_fast
 from stylegan_fast._atomic import atomic_path
 from stylegan_fast.data import to_uint8
-from stylegan_fast.generate import load_generator
+from stylegan_fast.generate import check_truncation_cutoff, load_generator
 from stylegan_fast.models.stylegan2 import NOISE_MODES, Generator
 
 MAX_BATCH = 4096
@@ -70,7 +70,7 @@ def export_generator(
     device: str | torch.device = "cpu",
     force: bool = False,
 ) -> dict:
-    """Write the G_ema of `network` (a snapshot or networks checkpoint) to `out` as a
+    """Write the G_ema of `network` (a snapshot, networks checkpoint or official .pkl) to `out` as a
     torch.export program (see the module docstring); returns the metadata stored with it.
 
     Args:
@@ -85,6 +85,7 @@ def export_generator(
         raise FileExistsError(f"{out} exists; pass force=True (--force) to replace it")
     if noise_mode not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
+    truncation_cutoff = check_truncation_cutoff(truncation_cutoff)
     device = torch.device(device)
     G = load_generator(network, device, impl="ref")
     program = ServingGenerator(G, float(truncation_psi), truncation_cutoff, noise_mode, uint8, force_fp32).eval()

@@ -109,3 +109,8 @@ def test_cli_writes_the_program_and_keeps_an_existing_file(checkpoint, tmp_path,
     assert cli.main(["export", "--network", str(checkpoint), "--out", str(out), "--force"]) == 0
     assert load(out)[1]["truncation_psi"] == 1.0
     assert [p.name for p in tmp_path.iterdir()] == ["G.pt2"]  # no temporary file left
+
+
+def test_a_bad_truncation_cutoff_is_named_before_anything_is_read(tmp_path):
+    with pytest.raises(ValueError, match=r"truncation_cutoff \(--trunc-cutoff\) must be None .* got -3"):
+        export_generator(tmp_path / "missing.safetensors", tmp_path / "G.pt2", truncation_cutoff=-3)

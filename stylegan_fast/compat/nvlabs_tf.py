@@ -107,6 +107,12 @@ class _Variables:
     def ignore(self, name: str) -> None:
         self.taken.add(name)
 
+    def ignore_lower_lods(self, scope: str, resolution: int) -> None:
+        """Progressive growing's ToRGB or FromRGB layers of the lower resolutions ('{scope}_lod1',
+        ...), unused once the network is fully grown (lod 0)."""
+        for lod in range(1, int(math.log2(resolution)) - 1):
+            self.taken.update(name for name in self.tensors if name.startswith(f"{scope}_lod{lod}/"))
+
     def check_all_taken(self) -> None:
         left = sorted(self.tensors.keys() - self.taken)
         if left:
@@ -271,9 +277,7 @@ def _stylegan2_generator(record: TFNetworkRecord, what: str, impl: str) -> Gener
         variables.ignore("lod")
     if revised:
         _check_lod(variables, "synthesis/lod")
-        for lod in range(1, int(math.log2(resolution)) - 1):  # The lower resolutions' outputs of progressive growing.
-            for name in ("weight", "mod_weight", "mod_bias", "bias"):
-                variables.ignore(f"synthesis/ToRGB_lod{lod}/{name}")
+        variables.ignore_lower_lods("synthesis/ToRGB", resolution)
 
     def modulated(prefix: str, scope: str, noise: int | None, flip: bool = False) -> None:
         tensors[f"{prefix}.weight"] = _conv(variables.take(f"synthesis/{scope}/weight"), flip)
@@ -352,9 +356,7 @@ def _stylegan2_discriminator(record: TFNetworkRecord, what: str, impl: str) -> D
     log2 = int(math.log2(resolution))
     if progressive:
         _check_lod(variables, "lod")
-        for lod in range(1, log2 - 1):  # The lower resolutions' inputs of progressive growing.
-            variables.ignore(f"FromRGB_lod{lod}/weight")
-            variables.ignore(f"FromRGB_lod{lod}/bias")
+        variables.ignore_lower_lods("FromRGB", resolution)
 
     def conv(prefix: str, scope: str, bias: bool = True) -> None:
         tensors[f"{prefix}.weight"] = _conv(variables.take(f"{scope}/weight"))
@@ -439,9 +441,7 @@ def _stylegan1_generator(record: TFNetworkRecord, what: str, impl: str) -> Style
         layer(f"{block}.layer1", f"{scope}/Conv1", noise=2 * res - 3, conv=True)
     tensors["synthesis.torgb.weight"] = _conv(variables.take("synthesis/ToRGB_lod0/weight"))
     tensors["synthesis.torgb.bias"] = variables.take("synthesis/ToRGB_lod0/bias")
-    for lod in range(1, log2 - 1):  # The lower resolutions' outputs of progressive growing.
-        variables.ignore(f"synthesis/ToRGB_lod{lod}/weight")
-        variables.ignore(f"synthesis/ToRGB_lod{lod}/bias")
+    variables.ignore_lower_lods("synthesis/ToRGB", resolution)
     variables.check_all_taken()
     return _load(G, tensors, what)
 
@@ -478,9 +478,7 @@ def _stylegan1_discriminator(record: TFNetworkRecord, what: str, impl: str) -> D
 
     log2 = int(math.log2(resolution))
     conv(f"b{resolution}.fromrgb", "FromRGB_lod0")
-    for lod in range(1, log2 - 1):  # The lower resolutions' inputs of progressive growing.
-        variables.ignore(f"FromRGB_lod{lod}/weight")
-        variables.ignore(f"FromRGB_lod{lod}/bias")
+    variables.ignore_lower_lods("FromRGB", resolution)
     for res in range(log2, 2, -1):
         conv(f"b{2**res}.conv0", f"{2**res}x{2**res}/Conv0")
         conv(f"b{2**res}.conv1", f"{2**res}x{2**res}/Conv1_down")
