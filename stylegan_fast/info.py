@@ -83,14 +83,14 @@ def describe_file(path: str | os.PathLike) -> dict:
     (class, dimensions, parameter count, constructor arguments), a snapshot's progress, and the
     architecture `train --init` takes from it."""
     from stylegan_fast.compat import load_network_file
-    from stylegan_fast.models.checkpoint import load_tensors
+    from stylegan_fast.models.checkpoint import read_meta
     from stylegan_fast.models.configs import network_fields
 
     path = os.fspath(path)
     nets = load_network_file(path)
     description: dict = {"file": path, "kind": "official pickle" if path.endswith(".pkl") else "checkpoint"}
     if not path.endswith(".pkl"):
-        _, meta = load_tensors(path)
+        meta = read_meta(path)
         training = meta.get("training")
         if isinstance(training, dict):
             description["kind"] = "training snapshot"

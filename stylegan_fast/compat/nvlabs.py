@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from stylegan_fast.compat.nvlabs_tf import is_tf_pickle, load_tf_networks
-from stylegan_fast.compat.safe_pickle import NVlabsPickleError, PersistentRecord, load
+from stylegan_fast.compat.safe_pickle import NVlabsPickleError, PersistentRecord, few, load
 from stylegan_fast.models import Discriminator, Generator, load_networks, save_networks
 
 # torch_utils.persistence writes this format version in every StyleGAN2-ADA and StyleGAN3 release.
@@ -53,10 +53,7 @@ def read_nvlabs_pickle(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises UnsafePickleError or NVlabsPickleError (see safe_pickle.load).
     """
-    data = _read(path)
-    if not isinstance(data, dict):
-        raise NVlabsPickleError(f"{os.fspath(path)} holds a {type(data).__name__}, expected a dict with 'G', 'D', 'G_ema'")
-    return data
+    return _networks_dict(_read(path), path)
 
 
 def load_nvlabs(
@@ -66,26 +63,26 @@ def load_nvlabs(
 
     Args:
         path: a StyleGAN2-ADA-PyTorch pickle, a StyleGAN3-repository pickle of the
-            `stylegan2` config, or a TensorFlow StyleGAN2 or StyleGAN pickle (nvlabs_tf; the
-            latter gives no 'D').
+            `stylegan2` config, or a TensorFlow StyleGAN2, StyleGAN2-ADA or StyleGAN pickle
+            (nvlabs_tf).
         device: where the returned modules live.
         impl: implementation of the ops in the returned networks: 'auto', 'ref', 'triton' or 'cuda'.
 
     Returns:
-        {'G': Generator, 'D': Discriminator, 'G_ema': Generator}, those of the three that the
-        pickle holds, in eval mode, with every parameter and buffer taken from the pickle.
+        {'G': Generator, 'D': Discriminator, 'G_ema': Generator} (StyleGAN1Generator for the
+        original StyleGAN), those of the three that the pickle holds, in eval mode, with every
+        parameter and buffer taken from the pickle.
 
     Raises:
         UnsafePickleError: the pickle refers to anything outside the loader's allow-list.
-        NVlabsPickleError: truncated or corrupt file, an architecture other than StyleGAN2
-            (StyleGAN3 alias-free networks included), init arguments stylegan_fast does not
+        NVlabsPickleError: truncated or corrupt file, an architecture other than StyleGAN2 and
+            StyleGAN (StyleGAN3 alias-free networks included), init arguments stylegan_fast does not
             accept, or parameters, buffers or layer settings that differ from the rebuilt network.
     """
     data = _read(path)
     if is_tf_pickle(data):
         return {key: net.to(device) for key, net in load_tf_networks(data, os.fspath(path), impl).items()}
-    if not isinstance(data, dict):
-        raise NVlabsPickleError(f"{os.fspath(path)} holds a {type(data).__name__}, expected a dict with 'G', 'D', 'G_ema'")
+    data = _networks_dict(data, path)
     records = {key: _network_record(key, data[key]) for key in NETWORKS if key in data}
     if not records:
         raise NVlabsPickleError(f"{os.fspath(path)} has none of 'G', 'D', 'G_ema'; its keys are {sorted(map(str, data))}")
@@ -125,6 +122,12 @@ def convert(in_path: str | os.PathLike, out_path: str | os.PathLike) -> dict[str
 def _read(path: str | os.PathLike):
     with open(path, "rb") as file:
         return load(file, what=os.fspath(path))
+
+
+def _networks_dict(data, path: str | os.PathLike) -> dict:
+    if not isinstance(data, dict):
+        raise NVlabsPickleError(f"{os.fspath(path)} holds a {type(data).__name__}, expected a dict with 'G', 'D', 'G_ema'")
+    return data
 
 
 def _network_record(key: str, record) -> PersistentRecord:
@@ -232,13 +235,6 @@ def _load_tensors(key: str, network: torch.nn.Module, tensors: dict[str, torch.T
     if missing or unexpected or wrong_shape:
         raise NVlabsPickleError(
             f"'{key}' does not match stylegan_fast's {type(network).__name__} built from its init arguments: "
-            f"missing {_few(missing)}; unexpected {_few(unexpected)}; wrong shape {_few(wrong_shape)}"
+            f"missing {few(missing)}; unexpected {few(unexpected)}; wrong shape {few(wrong_shape)}"
         )
     network.load_state_dict(tensors, strict=True)
-
-
-def _few(names: list[str], limit: int = 8) -> str:
-    if not names:
-        return "none"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more

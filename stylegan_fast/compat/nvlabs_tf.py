@@ -52,7 +52,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from stylegan_fast.compat.safe_pickle import NVlabsPickleError, TFNetworkRecord
+from stylegan_fast.compat.safe_pickle import NVlabsPickleError, TFNetworkRecord, few
 from stylegan_fast.models import Discriminator, Generator, StyleGAN1Generator
 
 _SQRT2 = math.sqrt(2)
@@ -117,7 +117,7 @@ class _Variables:
         left = sorted(self.tensors.keys() - self.taken)
         if left:
             raise NVlabsPickleError(
-                f"{self.what} has variables stylegan_fast's network has no place for: {_few(left)} "
+                f"{self.what} has variables stylegan_fast's network has no place for: {few(left)} "
                 f"(an architecture variant this importer does not know)"
             )
 
@@ -203,16 +203,10 @@ def _load(network: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> nn
     if missing or wrong:
         raise NVlabsPickleError(
             f"{what} does not fit stylegan_fast's {type(network).__name__} built from its kwargs: "
-            f"missing {_few(missing)}; wrong shape {_few(wrong)}"
+            f"missing {few(missing)}; wrong shape {few(wrong)}"
         )
     network.load_state_dict({**{name: expected[name] for name in own}, **tensors}, strict=True)
     return network
-
-
-def _few(names: list[str], limit: int = 8) -> str:
-    if not names:
-        return "none"
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _resolution(kwargs: dict, what: str) -> int:

@@ -211,10 +211,10 @@ class _NumpyArray:
             raise NVlabsPickleError(f"a numpy array has the dtype {type(dtype).__name__}, expected a numeric numpy dtype")
         if not _is_int_tuple(shape) or not isinstance(is_fortran, bool) or not isinstance(data, (bytes, bytearray)):
             raise NVlabsPickleError(f"a numpy array has a malformed shape {shape!r}, order or data")
-        if len(data) != dtype.dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+        nbytes = dtype.dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        if len(data) != nbytes:
             raise NVlabsPickleError(
-                f"a numpy array of shape {shape} and dtype {dtype.dtype} holds {len(data)} bytes, "
-                f"expected {dtype.dtype.itemsize * int(np.prod(shape, dtype=np.int64))}"
+                f"a numpy array of shape {shape} and dtype {dtype.dtype} holds {len(data)} bytes, expected {nbytes}"
             )
         array = np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order="F" if is_fortran else "C")
         self.tensor = torch.from_numpy(np.array(array, dtype=dtype.dtype.newbyteorder("="), order="C", copy=True))
@@ -315,6 +315,14 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("__builtin__", "bytes"): _empty_bytes,  # protocol 2 names Python 2's module
     ("dnnlib.tflib.network", "Network"): TFNetworkRecord,
 }
+
+
+def few(names: list[str], limit: int = 8) -> str:
+    """`names` for an error message: the first `limit`, and how many more."""
+    if not names:
+        return "none"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

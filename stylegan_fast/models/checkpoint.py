@@ -137,13 +137,11 @@ def load_networks(
     if not isinstance(meta, dict) or meta.get("kind") != "networks" or not isinstance(meta.get("networks"), dict):
         raise CheckpointError(f"{path} holds tensors but no networks (its meta has no kind='networks')")
     nets = {}
-    for name, spec in meta["networks"].items():
-        cls = NETWORK_CLASSES.get(spec.get("class")) if isinstance(spec, dict) else None
-        if cls is None:
-            raise CheckpointError(f"{path}: network {name!r} names no known class (one of {', '.join(NETWORK_CLASSES)})")
+    for name, (class_name, kwargs) in saved_network_kwargs(meta, where=f"{path}: ").items():
+        cls = NETWORK_CLASSES[class_name]
         try:
-            net = cls(**_written_kwargs(cls, spec["kwargs"]), impl=impl)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            net = cls(**kwargs, impl=impl)
+        except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: cannot rebuild network {name!r} from its kwargs: {error!r}") from error
         prefix = f"{name}."
         state = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
@@ -163,19 +161,33 @@ def load_networks(
     return nets, meta.get("config")
 
 
-def saved_network_kwargs(meta: dict) -> dict[str, tuple[str, dict]]:
+def saved_network_kwargs(meta: dict, where: str = "") -> dict[str, tuple[str, dict]]:
     """{name: (class name, constructor arguments)} of the networks in a checkpoint's meta, with
-    the defaults of the time they were written filled in (what `load_networks` builds)."""
+    the defaults of the time they were written filled in (what `load_networks` builds).
+    `where` starts the error messages (the file)."""
     specs = meta.get("networks") if isinstance(meta, dict) else None
     if not isinstance(specs, dict):
-        raise CheckpointError("the checkpoint's meta has no 'networks'")
+        raise CheckpointError(f"{where}the checkpoint's meta has no 'networks'")
     saved = {}
     for name, spec in specs.items():
         cls = NETWORK_CLASSES.get(spec.get("class")) if isinstance(spec, dict) else None
-        if cls is None or not isinstance(spec.get("kwargs"), dict):
-            raise CheckpointError(f"network {name!r} names no known class (one of {', '.join(NETWORK_CLASSES)})")
+        if cls is None:
+            raise CheckpointError(f"{where}network {name!r} names no known class (one of {', '.join(NETWORK_CLASSES)})")
+        if not isinstance(spec.get("kwargs"), dict):
+            raise CheckpointError(f"{where}cannot rebuild network {name!r}: its kwargs are not a dict")
         saved[name] = (spec["class"], _written_kwargs(cls, spec["kwargs"]))
     return saved
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The JSON meta of a file written by `save_tensors`, from its header alone (no tensors read,
+    no checksum checked: for descriptions, not for loading)."""
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = file.metadata() or {}
+        return json.loads(metadata["meta"])
+    except (SafetensorError, OSError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} has no readable stylegan_fast header: {error}") from error
 
 
 def _written_kwargs(cls: type[nn.Module], kwargs: dict) -> dict:
