@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from stylegan_fast.models.discriminator import ARCHITECTURES, Discriminator
+from stylegan_fast.models.discriminator import ARCHITECTURES, Discriminator, DiscriminatorEpilogue
 from stylegan_fast.models.layers import DOWNSAMPLING, MP_DTYPES
 from stylegan_fast.models.stylegan1 import UPSAMPLING, StyleGAN1Generator, StyleGAN1Synthesis
 from stylegan_fast.models.stylegan2 import Generator, MappingNetwork, SynthesisBlock, SynthesisNetwork
@@ -67,6 +67,7 @@ class Config:
     z_dim: int = 512  # Input latent (Z) dimensionality.
     w_dim: int = 512  # Intermediate latent (W) dimensionality.
     map_layers: int = 8  # Layers of G's mapping network.
+    map_hidden: int | None = None  # Width of the mapping network's hidden layers; None = w_dim.
     channel_base: int = 32768  # Channels at resolution r: min(channel_base // r, channel_max).
     channel_max: int = 512  # Maximum number of channels in any layer.
     num_fp16_res: int = 4  # Highest resolutions run in mp_dtype (the StyleGAN1 G is always float32).
@@ -78,6 +79,7 @@ class Config:
     d_architecture: str = "resnet"  # D: 'orig', 'skip' or 'resnet'.
     d_downsampling: str = "fir"  # D: 'fir' (StyleGAN2) or 'blur_avgpool' (the original StyleGAN's; layers.DOWNSAMPLING).
     mbstd_group: int = 4  # Group size of D's minibatch-stddev layer.
+    mbstd_channels: int = 1  # Feature maps D's minibatch-stddev layer adds; 0 = no such layer.
     batch: int = 32  # Total batch size (mb).
     lrate: float = 0.002  # Adam learning rate of G and D.
     gamma: float = 10  # R1 regularisation weight.
@@ -96,6 +98,9 @@ class Config:
         _check_choice("generator", self.generator, GENERATORS)
         for name in ("z_dim", "w_dim", "map_layers", "channel_base", "channel_max", "mbstd_group", "batch"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.map_hidden is not None:
+            _check_int("map_hidden", self.map_hidden, minimum=1)
+        _check_int("mbstd_channels", self.mbstd_channels, minimum=0)
         _check_int("num_fp16_res", self.num_fp16_res, minimum=0)
         _check_choice("mp_dtype", self.mp_dtype, tuple(MP_DTYPES))
         if not isinstance(self.channels_last, bool):
@@ -199,9 +204,12 @@ def network_fields(G: nn.Module | None, D: nn.Module | None) -> dict:
         kwargs, synthesis = G.init_kwargs, G.init_kwargs["synthesis_kwargs"]
         stylegan1 = isinstance(G, StyleGAN1Generator)
         defaults = _defaults(StyleGAN1Synthesis if stylegan1 else SynthesisNetwork)
+        mapping, mapping_defaults = kwargs["mapping_kwargs"], _defaults(MappingNetwork)
+        hidden = mapping.get("layer_features", mapping_defaults["layer_features"])
         fields.update(
             generator="stylegan1" if stylegan1 else "stylegan2", z_dim=kwargs["z_dim"], w_dim=kwargs["w_dim"],
-            map_layers=kwargs["mapping_kwargs"].get("num_layers", _defaults(MappingNetwork)["num_layers"]),
+            map_layers=mapping.get("num_layers", mapping_defaults["num_layers"]),
+            map_hidden=None if hidden == kwargs["w_dim"] else hidden,
             channel_base=synthesis.get("channel_base", defaults["channel_base"]),
             channel_max=synthesis.get("channel_max", defaults["channel_max"]),
         )  # fmt: skip
@@ -215,7 +223,9 @@ def network_fields(G: nn.Module | None, D: nn.Module | None) -> dict:
                       d_downsampling=kwargs["block_kwargs"].get("downsampling", "fir"))  # fmt: skip
         fields.setdefault("channel_base", kwargs.get("channel_base", defaults["channel_base"]))
         fields.setdefault("channel_max", kwargs.get("channel_max", defaults["channel_max"]))
-        group = kwargs["epilogue_kwargs"].get("mbstd_group_size", 4)
+        epilogue, epilogue_defaults = kwargs["epilogue_kwargs"], _defaults(DiscriminatorEpilogue)
+        fields["mbstd_channels"] = epilogue.get("mbstd_num_channels", epilogue_defaults["mbstd_num_channels"])
+        group = epilogue.get("mbstd_group_size", epilogue_defaults["mbstd_group_size"])
         if group is not None:  # None (the whole batch) has no Config field; the config's group stands.
             fields["mbstd_group"] = group
     return fields
@@ -237,7 +247,7 @@ def make_networks(
     config = get_config(cfg, **overrides)
     _check_int("img_channels", img_channels, minimum=1)
     _check_int("c_dim", c_dim, minimum=0)
-    mapping_kwargs = dict(num_layers=config.map_layers)
+    mapping_kwargs = dict(num_layers=config.map_layers, layer_features=config.map_hidden)
     channels = dict(channel_base=config.channel_base, channel_max=config.channel_max)
     dims = dict(z_dim=config.z_dim, c_dim=c_dim, w_dim=config.w_dim, img_resolution=resolution, img_channels=img_channels)
     if config.generator == "stylegan1":
@@ -254,7 +264,8 @@ def make_networks(
     D = Discriminator(
         c_dim=c_dim, img_resolution=resolution, img_channels=img_channels, architecture=config.d_architecture,
         **channels, num_fp16_res=config.num_fp16_res, conv_clamp=config.conv_clamp,
-        epilogue_kwargs=dict(mbstd_group_size=config.mbstd_group), mp_dtype=config.mp_dtype, impl=impl,
+        epilogue_kwargs=dict(mbstd_group_size=config.mbstd_group, mbstd_num_channels=config.mbstd_channels),
+        mp_dtype=config.mp_dtype, impl=impl,
         block_kwargs=dict(fp16_channels_last=config.channels_last, freeze_layers=config.freeze_d,
                           downsampling=config.d_downsampling),
     )

@@ -141,8 +141,10 @@ def test_init_kwargs_are_json_and_rebuild_the_network(name, tiny):
 def test_network_fields_rebuild_the_same_architecture_from_another_config(name, tiny):
     # What train --init relies on: the fields of a config's networks, applied to any other
     # config, give networks with the same tensors (names and shapes).
-    G, D = make_networks(name, 16, c_dim=0, **tiny | dict(g_architecture="resnet", d_architecture="skip"))
+    widths = dict(map_hidden=24, mbstd_channels=2)
+    G, D = make_networks(name, 16, c_dim=0, **tiny | widths | dict(g_architecture="resnet", d_architecture="skip"))
     fields = network_fields(G, D)
+    assert {key: fields[key] for key in widths} == widths
     G2, D2 = make_networks("small", 16, c_dim=0, **fields)
     for a, b in ((G, G2), (D, D2)):
         assert type(a) is type(b)
@@ -152,3 +154,15 @@ def test_network_fields_rebuild_the_same_architecture_from_another_config(name, 
         assert fields["upsampling"] == "nearest_blur" and "g_architecture" not in fields
     else:
         assert fields["g_architecture"] == "resnet"
+
+
+def test_mapping_width_and_mbstd_channels(tiny):
+    G, D = make_networks("small", 16, c_dim=0, **tiny | dict(map_hidden=24, mbstd_channels=0))
+    assert G.mapping.fc0.weight.shape == (24, tiny["z_dim"]) and G.mapping.fc1.weight.shape[1] == 24
+    assert D.b4.mbstd is None
+    G, D = make_networks("small", 16, c_dim=0, **tiny | dict(mbstd_channels=3))
+    assert D.b4.conv.weight.shape[1] == D.b4.conv.weight.shape[0] + 3
+    assert network_fields(G, D)["map_hidden"] is None  # as wide as w: the default
+    for name, value, error in [("map_hidden", 0, ValueError), ("mbstd_channels", -1, ValueError), ("mbstd_channels", 1.5, TypeError)]:
+        with pytest.raises(error, match=name):
+            get_config("small", **{name: value})

@@ -475,8 +475,25 @@ def test_init_takes_the_architecture_of_its_networks(data, tmp_path):
         Trainer(options(data, tmp_path / "b", init=str(tmp_path / "official.pkl"), resolution=16, overrides={}))
 
 
+def test_init_takes_the_mapping_width_and_mbstd_channels(data, tmp_path):
+    # A StyleGAN2-ADA (TF) pair whose mapping layers are narrower than w and whose D adds two
+    # minibatch-stddev feature maps: neither is the config's, both come from the file.
+    from tests.tf_graphs import stylegan2_ada_discriminator, stylegan2_ada_generator, write_tf_pickle
+
+    rng = np.random.default_rng(1)
+    sizes = dict(fmap_base=64, fmap_max=16)
+    G = stylegan2_ada_generator(rng, 8, **sizes, latent_size=16, dlatent_size=16, mapping_layers=2, mapping_fmaps=12)
+    D = stylegan2_ada_discriminator(rng, 8, **sizes, mbstd_group_size=2, mbstd_num_features=2)
+    write_tf_pickle(tmp_path / "official.pkl", (G, D, G))
+    tuned = Trainer(options(data, tmp_path / "a", init=str(tmp_path / "official.pkl"), overrides={}))
+    assert (tuned.config.map_hidden, tuned.config.mbstd_channels) == (12, 2)
+    assert tuned.G.mapping.fc0.weight.shape == (12, 16) and tuned.D.b4.mbstd.num_channels == 2
+    tuned.train_step()
+
+
 def test_resume_accepts_snapshots_written_before_an_argument_existed(data, tmp_path):
-    # Arguments added since (here D's freeze_layers) are absent from older snapshots.
+    # Arguments added since (here D's freeze_layers and mbstd_num_channels, the mapping's
+    # layer_features) are absent from older snapshots.
     import json as _json
 
     from stylegan_fast.models.checkpoint import load_tensors, save_tensors
@@ -485,6 +502,9 @@ def test_resume_accepts_snapshots_written_before_an_argument_existed(data, tmp_p
     trainer.snapshot(tmp_path / "snap.safetensors")
     tensors, meta = load_tensors(tmp_path / "snap.safetensors")
     del meta["networks"]["D"]["kwargs"]["block_kwargs"]["freeze_layers"]
+    del meta["networks"]["D"]["kwargs"]["epilogue_kwargs"]["mbstd_num_channels"]
+    for name in ("G", "G_ema"):
+        del meta["networks"][name]["kwargs"]["mapping_kwargs"]["layer_features"]
     save_tensors(tmp_path / "old.safetensors", tensors, _json.loads(_json.dumps(meta)))
     resumed = Trainer(options(data, tmp_path / "b", resume=str(tmp_path / "old.safetensors")))
     assert resumed.step == trainer.step
