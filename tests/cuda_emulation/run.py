@@ -17,7 +17,9 @@ from pathlib import Path
 
 from tests.cuda_emulation.build import ROOT
 
-TARGETS = ["tests/cuda_emulation/checks_emulator.py", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests/ops").glob("test_cuda_*.py"))]
+# The emulator's own checks, then the CUDA ops' tests.
+TARGETS = ["tests/cuda_emulation/checks_emulator.py",
+           *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "tests" / "ops").glob("test_cuda_*.py"))]  # fmt: skip
 
 
 def runtime_libraries() -> list[str]:
@@ -35,8 +37,9 @@ def runtime_libraries() -> list[str]:
 
 
 def environment(log_dir: Path) -> dict[str, str]:
+    """This process's environment, with the runtimes preloaded and the reports sent to log_dir."""
     env = dict(os.environ)
-    env["LD_PRELOAD"] = " ".join(runtime_libraries() + [env["LD_PRELOAD"]] if env.get("LD_PRELOAD") else runtime_libraries())
+    env["LD_PRELOAD"] = " ".join([*runtime_libraries(), *env.get("LD_PRELOAD", "").split()])
     env["ASAN_OPTIONS"] = f"detect_leaks=0:log_path={log_dir / 'asan'}"
     env["UBSAN_OPTIONS"] = f"print_stacktrace=1:log_path={log_dir / 'ubsan'}"
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -44,6 +47,7 @@ def environment(log_dir: Path) -> dict[str, str]:
 
 
 def command(args: list[str]) -> list[str]:
+    """The pytest command line that runs `args` (options and test paths) on the emulator."""
     return [sys.executable, "-m", "pytest", "-p", "tests.cuda_emulation.plugin", "-p", "no:faulthandler",
             "-p", "no:cacheprovider", "-m", "not gpu", *args]  # fmt: skip
 
