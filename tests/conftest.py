@@ -68,3 +68,19 @@ def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("net") / "net.safetensors"
     save_networks(path, {"G_ema": G}, config={})
     return path
+
+
+def pytest_collection_finish(session):
+    """Let a test module start slow work in the background once the session's selection is
+    known (tests/test_sanitized_kernels.py: pytest processes of several minutes each)."""
+    for module in {item.module for item in session.items if hasattr(item, "module")}:
+        start = getattr(module, "start_in_background", None)
+        if start is not None:
+            start(session.items)
+
+
+def pytest_sessionfinish(session):
+    for module in {item.module for item in getattr(session, "items", []) if hasattr(item, "module")}:
+        stop = getattr(module, "stop_background", None)
+        if stop is not None:
+            stop()

@@ -9,7 +9,7 @@ The kernels of csrc/ are compiled as C++: a copy of each source is rewritten so 
 and compiled against the stand-in CUDA headers of include/, with AddressSanitizer (a read or
 write outside a tensor, which a GPU may do silently, aborts the process here with a report)
 and UBSan's alignment check (a misaligned vector access faults on a GPU; here it aborts). The
-module loads only in a process that starts with the sanitizer's runtime (run.py).
+module loads only in a process that starts with the sanitizer's runtime (tests/sanitizers.py).
 
 The result is a module with the interface of `stylegan_fast._C`, to be installed in its place
 (plugin.py) in a process that never loads the real one: both register torch.ops.stylegan_fast.

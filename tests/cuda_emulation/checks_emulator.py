@@ -1,4 +1,4 @@
-"""Checks of the emulator itself, run with the plugin (test_cuda_emulation.py): its warp
+"""Checks of the emulator itself, run with the plugin (tests/test_sanitized_kernels.py): its warp
 shuffles and barriers, launch.cuh's block reduction on it, and the faults a GPU would give."""
 
 import os
@@ -56,7 +56,7 @@ def test_a_misaligned_vector_access_aborts():
         "import torch; from tests.cuda_emulation import build; build.build();"
         "print(torch.ops.sgf_emulator.misaligned_vector_read(torch.arange(8.0)))"
     )
-    env = {**os.environ, "UBSAN_OPTIONS": "print_stacktrace=0"}  # the report on stderr, not in run.py's log files
+    env = {**os.environ, "UBSAN_OPTIONS": "print_stacktrace=0"}  # the report on stderr, not in tests/sanitizers.py's log files
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode != 0
     assert "misaligned address" in run.stderr

@@ -3,7 +3,7 @@ layouts, vector and scalar paths, the bias gradient's partial sums, and torch.co
 
 Without a GPU the ops run the kernels' element code on the host (csrc/kernel_common.h), over
 the same vectors and tiles as the GPU grid; with one they run the kernels themselves.
-tests/test_cuda_emulation.py runs this file again with the kernels themselves emulated on the CPU.
+tests/test_sanitized_kernels.py runs this file again with the kernels themselves emulated on the CPU.
 Accuracy rule as for the Triton kernels (tests/ops/kernel_checks.py)."""
 
 import pytest

@@ -5,7 +5,7 @@ vector and scalar paths, the per-(n, o) partial sums, second order, and torch.co
 Without a GPU the ops run the kernels' element code on the host (csrc/kernel_common.h), over
 the same vectors and tiles as the GPU grid, and the resampling runs the reference upfirdn2d
 (the CUDA one has its own tests); with a GPU they run the kernels and cuDNN.
-tests/test_cuda_emulation.py runs this file again with the kernels themselves emulated on the
+tests/test_sanitized_kernels.py runs this file again with the kernels themselves emulated on the
 CPU. Accuracy rule as for the Triton kernels (tests/ops/kernel_checks.py)."""
 
 import pytest

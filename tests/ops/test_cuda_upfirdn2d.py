@@ -3,7 +3,7 @@ layouts, strided inputs, torch.compile and argument errors.
 
 Without a GPU the op runs the kernel's element code on the host, over the same output
 indices as the GPU grid (csrc/kernel_common.h); with one it runs the kernel itself.
-tests/test_cuda_emulation.py runs this file again with the kernels themselves emulated on the CPU.
+tests/test_sanitized_kernels.py runs this file again with the kernels themselves emulated on the CPU.
 Accuracy rule as for the Triton kernel (tests/ops/kernel_checks.py)."""
 
 import pytest
