@@ -15,6 +15,8 @@ run. Both are skipped where a GPU is visible: the same tests then run the kernel
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import subprocess
 import tempfile
 import threading
@@ -39,6 +41,11 @@ _lock = threading.Lock()
 _stopping = False
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the thread that started it ends (the session killed)."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def _run(targets: list[str], emulate_cuda: bool) -> tuple[int, str, str]:
     """(exit status, output, sanitizer reports) of one sanitized pytest run."""
     log_dir = Path(tempfile.mkdtemp(prefix="stylegan-fast-sanitizers-"))
@@ -47,7 +54,7 @@ def _run(targets: list[str], emulate_cuda: bool) -> tuple[int, str, str]:
             return -1, "not run: the session ended first", ""
         process = subprocess.Popen(sanitizers.command(["-v", *targets], emulate_cuda), cwd=sanitizers.ROOT,
                                    env=sanitizers.environment(log_dir), stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                                   stderr=subprocess.STDOUT, text=True, preexec_fn=_die_with_parent)  # fmt: skip
         _processes.append(process)
     output, _ = process.communicate(timeout=3000)
     return process.returncode, output, sanitizers.reports(log_dir)
