@@ -70,17 +70,19 @@ def checkpoint(tmp_path_factory):
     return path
 
 
+def _module_hooks(session, name: str):
+    """The functions `name` of the selected tests' modules that define one."""
+    modules = {item.module for item in getattr(session, "items", []) if hasattr(item, "module")}
+    return [getattr(module, name) for module in modules if hasattr(module, name)]
+
+
 def pytest_collection_finish(session):
     """Let a test module start slow work in the background once the session's selection is
     known (tests/test_sanitized_kernels.py: pytest processes of several minutes each)."""
-    for module in {item.module for item in session.items if hasattr(item, "module")}:
-        start = getattr(module, "start_in_background", None)
-        if start is not None:
-            start(session.items)
+    for start in _module_hooks(session, "start_in_background"):
+        start(session.items)
 
 
 def pytest_sessionfinish(session):
-    for module in {item.module for item in getattr(session, "items", []) if hasattr(item, "module")}:
-        stop = getattr(module, "stop_background", None)
-        if stop is not None:
-            stop()
+    for stop in _module_hooks(session, "stop_background"):
+        stop()

@@ -41,9 +41,12 @@ _lock = threading.Lock()
 _stopping = False
 
 
+_prctl = ctypes.CDLL(None).prctl  # looked up here: between fork and exec the child only calls it
+
+
 def _die_with_parent() -> None:
     """In the child: be killed when the thread that started it ends (the session killed)."""
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _run(targets: list[str], emulate_cuda: bool) -> tuple[int, str, str]:

@@ -107,7 +107,7 @@ def _digest(files: dict[str, str]) -> str:
     return h.hexdigest()[:16]
 
 
-def build(verbose: bool = False):
+def build():
     """The emulated extension module, compiled into a cache folder keyed by its sources."""
     from torch.utils import cpp_extension
 
@@ -129,4 +129,4 @@ def build(verbose: bool = False):
     compiled = [str(src / name) for name in files if name.endswith(".cpp")]
     return cpp_extension.load(name=NAME, sources=compiled, extra_include_paths=[str(INCLUDE), str(src)],
                               extra_cflags=FLAGS, extra_ldflags=[SANITIZERS], build_directory=str(build_dir),
-                              with_cuda=False, verbose=verbose)  # fmt: skip
+                              with_cuda=False)  # fmt: skip

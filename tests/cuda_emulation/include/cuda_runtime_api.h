@@ -44,10 +44,9 @@ struct dim3 {
   unsigned int x, y, z;
   constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
 };
-using uint3 = dim3;
 
 typedef struct CUstream_st* cudaStream_t;
-enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidConfiguration = 9, cudaErrorLaunchFailure = 719 };
+enum cudaError_t { cudaSuccess = 0, cudaErrorLaunchFailure = 719 };
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
 
 namespace sgf_emu {
@@ -176,7 +175,7 @@ inline bool run_block(Launch& launch, bool reverse_first) {
       for (int l = 0; l < lanes; ++l) {
         waiting += launch.threads[w * 32 + l].state == State::kAtShuffle;
       }
-      if (waiting > 0 && waiting == lanes && lanes == 32) {
+      if (lanes == 32 && waiting == 32) {
         for (int l = 0; l < lanes; ++l) {
           launch.threads[w * 32 + l].state = State::kRunnable;
         }

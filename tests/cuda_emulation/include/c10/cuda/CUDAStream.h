@@ -7,7 +7,6 @@ namespace c10::cuda {
 
 struct CUDAStream {
   operator cudaStream_t() const { return nullptr; }
-  cudaStream_t stream() const { return nullptr; }
 };
 
 inline CUDAStream getCurrentCUDAStream(signed char = -1) { return {}; }
