@@ -7,13 +7,25 @@
   Triton interpreter (TRITON_INTERPRET=1), which is how CI tests it.
 
 A kernel module `stylegan_fast.ops.<impl>.<op>` exposes a function named like the op
-that takes the op's arguments already validated and normalised by the public function.
-- 'auto' takes the first usable of AUTO_ORDER[op], then ref, for CUDA tensors, and ref for
-  anything else (the interpreter is for testing, not speed). It logs its choice once per
-  (op, device type), and warns when a CUDA tensor falls back to the reference.
+that takes the op's arguments already validated and normalised by the public function. It
+may also offer variants: other ways to compute the same thing (another loop order, layout or
+composition), each a candidate of its own, named '<impl>:<variant>' (e.g.
+'triton:up_transposed'). Such a module lists them in VARIANTS, says which of them differ from
+its default rule for a given call with variants(*args), and its op function takes
+`variant=`; the variant governs the call's backward too.
 
-The environment variable STYLEGAN_FAST_IMPL, when set to anything but 'auto',
-overrides the `impl` argument of every call.
+What runs:
+- impl='ref', 'triton', 'cuda' or a candidate name runs that, or raises saying why it cannot.
+- 'auto' on CUDA tensors: the tuner (stylegan_fast.ops.tuner) times every usable candidate at
+  a call's first use and runs the fastest from then on. Where it does not time (tuning off
+  with STYLEGAN_FAST_TUNE=0, inside torch.compile's tracing or a CUDA graph capture), 'auto'
+  takes the first usable of AUTO_ORDER[op], then ref.
+- 'auto' on anything else runs ref (the interpreter is for testing, not speed).
+The fixed order's choice is logged once per (op, device type), with a warning when a CUDA
+tensor falls back to the reference.
+
+The environment variable STYLEGAN_FAST_IMPL, when set to anything but 'auto', overrides the
+`impl` argument of every call.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -33,9 +46,9 @@ from stylegan_fast import _ext
 IMPLS = ("ref", "triton", "cuda")
 ENV_VAR = "STYLEGAN_FAST_IMPL"
 OPS = ("bias_act", "upfirdn2d", "modulated_conv2d")
-# What 'auto' tries on CUDA tensors, in order, per op. Triton comes first: its kernels are the
-# ones measured on an H100 (benchmarks/NOTES.md); the CUDA kernels are compiled and tested but
-# not yet timed, and the ops benchmark times both side by side.
+# What 'auto' takes on CUDA tensors when it does not time the candidates: the first usable, in
+# this order. Triton first: its kernels are the ones that have run on an H100
+# (benchmarks/NOTES.md); the tuner decides wherever it can.
 AUTO_ORDER = {
     "bias_act": ("triton", "cuda"),
     "upfirdn2d": ("triton", "cuda"),
@@ -46,9 +59,55 @@ _logger = logging.getLogger("stylegan_fast")
 _reported: set[tuple[str, str]] = set()
 
 
+def call(op: str, impl: str, args: tuple, run: Callable[..., torch.Tensor], variant_args: tuple | None = None,
+         name: str | None = None) -> torch.Tensor:  # fmt: skip
+    """run(candidate, *args) with the candidate `impl` asks for: the public ops' one way in.
+
+    `args` are the op's normalised arguments (its tensors among them); `variant_args` what the
+    kernel modules' variants() take (default `args`); `name` the call's name in the tuning
+    table (default `op`, the op whose kernel modules serve it)."""
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    if torch.compiler.is_compiling() or _requested(impl) != "auto":
+        return run(resolve(op, impl, device), *args)
+    from stylegan_fast.ops import tuner  # it imports this module
+
+    if not tuner.tunes(device):
+        return run(resolve(op, impl, device), *args)
+    choice = tuner.choose(name or op, args, run, lambda: candidates(op, device, variant_args or args),
+                          lambda: resolve(op, impl, device))  # fmt: skip
+    return run(choice, *args)
+
+
+def candidates(op: str, device: torch.device, variant_args: tuple) -> list[str]:
+    """Every candidate that can run `op` on `device` for a call with these arguments, simplest
+    first: ref, then each usable kernel implementation in the order of `IMPLS`, its default
+    rule before its variants (only those that compute this call differently)."""
+    names = ["ref"]
+    for impl in IMPLS[1:]:
+        if unavailable_reason(op, impl, device) is None:
+            names.append(impl)
+            variants = getattr(kernels(op, impl), "variants", None)
+            names += [f"{impl}:{variant}" for variant in (variants(*variant_args) if variants else ())]
+    return names
+
+
+def split(candidate: str) -> tuple[str, dict]:
+    """(impl, keyword arguments of the kernel function) of a candidate name: 'triton' gives
+    ('triton', {}), 'triton:up_transposed' ('triton', {'variant': 'up_transposed'})."""
+    impl, _, variant = candidate.partition(":")
+    return impl, ({"variant": variant} if variant else {})
+
+
+def validated(op: str, impl: str, device: torch.device) -> str:
+    """`impl` for an op that passes it on to `op`'s calls: 'auto' as it is (each call then
+    chooses), anything else after checking that it can run (raises like resolve)."""
+    return "auto" if _requested(impl) == "auto" else resolve(op, impl, device)
+
+
 @torch.compiler.assume_constant_result
 def resolve(op: str, impl: str, device: torch.device) -> str:
-    """The implementation to run `op` with on `device`; raises if `impl` cannot run there.
+    """The candidate to run `op` with on `device` without timing anything: `impl` itself
+    (raises if it cannot run there), or for 'auto' the fixed order's choice.
 
     Under torch.compile the choice is made once, when the graph is traced, and is a constant
     of the graph (Dynamo does not trace the availability checks and their caches)."""
@@ -74,14 +133,18 @@ def auto_choice(op: str, device: torch.device) -> str:
 
 
 def unavailable_reason(op: str, impl: str, device: torch.device) -> str | None:
-    """None if `impl` can run `op` on tensors of `device`, else why not."""
-    if impl == "ref":
-        return None
-    if impl == "cuda":
-        return _cuda_reason(op, device)
-    if impl == "triton":
-        return _triton_reason(op, device)
-    raise ValueError(f"impl must be one of 'auto', {', '.join(map(repr, IMPLS))}, got {impl!r}")
+    """None if `impl` (an implementation or a candidate name) can run `op` on tensors of
+    `device`, else why not."""
+    base, _, variant = impl.partition(":")
+    if base not in IMPLS:
+        raise ValueError(f"impl must be one of 'auto', {', '.join(map(repr, IMPLS))} or a candidate name '<impl>:<variant>', got {impl!r}")
+    reason = None if base == "ref" else _cuda_reason(op, device) if base == "cuda" else _triton_reason(op, device)
+    if reason is None and variant:
+        known = () if base == "ref" else getattr(kernels(op, base), "VARIANTS", ())
+        if variant not in known:
+            listed = ", ".join(f"'{base}:{v}'" for v in known) or "none"
+            return f"{base} has no variant {variant!r} for {op} (its variants: {listed})"
+    return reason
 
 
 def kernels(op: str, impl: str):
@@ -98,12 +161,20 @@ def kernels(op: str, impl: str):
 def _requested(impl: str) -> str:
     forced = os.environ.get(ENV_VAR, "").strip()
     if forced and forced != "auto":
-        if forced not in IMPLS:
-            raise ValueError(f"environment variable {ENV_VAR} must be one of 'auto', 'ref', 'triton', 'cuda', got {forced!r}")
+        if not _is_name(forced):
+            raise ValueError(f"environment variable {ENV_VAR} must be one of 'auto', 'ref', 'triton', 'cuda' "
+                             f"or a candidate name '<impl>:<variant>', got {forced!r}")  # fmt: skip
         return forced
-    if impl != "auto" and impl not in IMPLS:
-        raise ValueError(f"impl must be one of 'auto', 'ref', 'triton', 'cuda', got {impl!r}")
+    if impl != "auto" and not _is_name(impl):
+        raise ValueError(f"impl must be one of 'auto', 'ref', 'triton', 'cuda' or a candidate name '<impl>:<variant>', got {impl!r}")
     return impl
+
+
+def _is_name(impl) -> bool:
+    if not isinstance(impl, str):
+        return False
+    base, colon, variant = impl.partition(":")
+    return base in IMPLS and (not colon or (base != "ref" and variant.isidentifier()))
 
 
 def _auto(op: str, device: torch.device) -> tuple[str, str]:

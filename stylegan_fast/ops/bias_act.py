@@ -53,7 +53,7 @@ def bias_act(
         gain: scale applied after the activation; None means the activation's default
             (sqrt(2) for relu, lrelu and swish, 1 for the others).
         clamp: if not None, the output is clamped to [-clamp, +clamp]; must be >= 0.
-        impl: 'auto', 'ref', 'triton' or 'cuda' (see stylegan_fast.ops._dispatch).
+        impl: 'auto', 'ref', 'triton', 'cuda' or a candidate name (see stylegan_fast.ops._dispatch).
 
     Returns:
         A tensor of the shape and dtype of `x`. Differentiable to any order.
@@ -79,10 +79,14 @@ def bias_act(
         if not clamp >= 0:
             raise ValueError(f"clamp must be None or >= 0, got {clamp}")
 
-    impl = _dispatch.resolve("bias_act", impl, x.device)
+    return _dispatch.call("bias_act", impl, (x, b, dim, act, alpha, gain, clamp), _run)
+
+
+def _run(candidate: str, x, b, dim, act, alpha, gain, clamp) -> torch.Tensor:
+    impl, variant = _dispatch.split(candidate)
     if impl == "ref":
         return _bias_act_ref(x, b, dim, act, alpha, gain, clamp)
-    return _dispatch.kernels("bias_act", impl).bias_act(x, b, dim, act, alpha, gain, clamp)
+    return _dispatch.kernels("bias_act", impl).bias_act(x, b, dim, act, alpha, gain, clamp, **variant)
 
 
 def _bias_act_ref(

@@ -69,7 +69,7 @@ def conv2d_resample(
     height, width = output_size(x.shape[2], x.shape[3], kh, kw, f, up, down, padding)
     if height < 1 or width < 1:
         raise ValueError(f"padding={list(padding)} leaves an empty output of {height}x{width} (height x width)")
-    impl = _dispatch.resolve("upfirdn2d", impl, x.device)
+    impl = _dispatch.validated("upfirdn2d", impl, x.device)
     return _conv2d_resample_ref(x, w, f, up, down, padding, groups, bool(flip_weight), bool(flip_filter), impl)
 
 

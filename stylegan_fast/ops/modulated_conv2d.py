@@ -15,6 +15,7 @@ gain floats and clamp a float or None; without it, the fused op runs its two ops
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -58,8 +59,9 @@ def modulated_conv2d(
         fused_modconv: True runs one grouped convolution with per-sample weights; False
             scales x by the styles before, and by the demodulation after, one shared
             convolution. Both compute the same thing.
-        impl: 'auto', 'ref', 'triton' or 'cuda' (see stylegan_fast.ops._dispatch); the
-            reference passes it on to the resampling.
+        impl: 'auto', 'ref', 'triton', 'cuda' or a candidate name (see
+            stylegan_fast.ops._dispatch); the reference passes 'auto' or 'ref' on to the
+            resampling.
 
     Returns:
         [N, O, Ho, Wo] in x.dtype, sizes as for conv2d_resample. Weights and demodulation
@@ -69,10 +71,7 @@ def modulated_conv2d(
     args = _normalised_args(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
                             fused_modconv)  # fmt: skip
 
-    choice = _dispatch.resolve("modulated_conv2d", impl, x.device)
-    if choice == "ref":
-        return _modulated_conv2d_ref(*args, impl=impl)
-    return _dispatch.kernels("modulated_conv2d", choice).modulated_conv2d(*args)
+    return _dispatch.call("modulated_conv2d", impl, args, functools.partial(_run_modulated_conv2d, _inner(impl)))
 
 
 def modulated_conv2d_bias_act(
@@ -104,9 +103,9 @@ def modulated_conv2d_bias_act(
         bias: [O] bias of the out channels, cast to x.dtype; None adds nothing.
         act, alpha, gain, clamp: as for bias_act (act one of its ACTIVATIONS; alpha and
             gain None for the activation's defaults; clamp None or >= 0).
-        impl: 'auto', 'ref', 'triton' or 'cuda' (see stylegan_fast.ops._dispatch), chosen
-            for the op 'modulated_conv2d'; an implementation without a fused kernel runs its
-            modulated_conv2d, then its bias_act.
+        impl: 'auto', 'ref', 'triton', 'cuda' or a candidate name (see
+            stylegan_fast.ops._dispatch), chosen for the op 'modulated_conv2d'; an
+            implementation without a fused kernel runs its modulated_conv2d, then its bias_act.
 
     Returns:
         [N, O, Ho, Wo] in x.dtype. Differentiable to any order with respect to x, weight,
@@ -129,14 +128,36 @@ def modulated_conv2d_bias_act(
         if not clamp >= 0:
             raise ValueError(f"clamp must be None or >= 0, got {clamp}")
 
-    choice = _dispatch.resolve("modulated_conv2d", impl, x.device)
-    if choice == "ref":
-        return _bias_act_ref(_modulated_conv2d_ref(*args, impl=impl), bias, 1, act, alpha, gain, clamp)
-    kernels = _dispatch.kernels("modulated_conv2d", choice)
+    x, weight, styles, noise, *rest = args
+    return _dispatch.call("modulated_conv2d", impl, (x, weight, styles, noise, bias, act, alpha, gain, clamp, *rest),
+                          functools.partial(_run_modulated_conv2d_bias_act, _inner(impl)), variant_args=args,
+                          name="modulated_conv2d_bias_act")  # fmt: skip
+
+
+def _inner(impl: str) -> str:
+    """What the reference passes on to its resampling: 'ref' when it was asked for by name,
+    else 'auto' (the resampling's calls choose for themselves)."""
+    return "auto" if _dispatch._requested(impl) == "auto" else "ref"
+
+
+def _run_modulated_conv2d(inner: str, candidate: str, *args) -> torch.Tensor:
+    impl, variant = _dispatch.split(candidate)
+    if impl == "ref":
+        return _modulated_conv2d_ref(*args, impl=inner)
+    return _dispatch.kernels("modulated_conv2d", impl).modulated_conv2d(*args, **variant)
+
+
+def _run_modulated_conv2d_bias_act(inner: str, candidate: str, x, weight, styles, noise, bias, act, alpha, gain, clamp,
+                                   *rest):  # fmt: skip
+    impl, variant = _dispatch.split(candidate)
+    if impl == "ref":
+        y = _modulated_conv2d_ref(x, weight, styles, noise, *rest, impl=inner)
+        return _bias_act_ref(y, bias, 1, act, alpha, gain, clamp)
+    kernels = _dispatch.kernels("modulated_conv2d", impl)
     if hasattr(kernels, "modulated_conv2d_bias_act"):
-        x, weight, styles, noise, *rest = args
-        return kernels.modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, clamp, *rest)
-    return bias_act(kernels.modulated_conv2d(*args), bias, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=choice)
+        return kernels.modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, clamp, *rest, **variant)
+    y = kernels.modulated_conv2d(x, weight, styles, noise, *rest, **variant)
+    return bias_act(y, bias, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl)
 
 
 def _normalised_args(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,

@@ -96,7 +96,7 @@ def upfirdn2d(
             negative values crop. The output must keep at least one pixel.
         flip_filter: False convolves with f (flips it before correlating), True correlates.
         gain: overall scale of the output.
-        impl: 'auto', 'ref', 'triton' or 'cuda' (see stylegan_fast.ops._dispatch).
+        impl: 'auto', 'ref', 'triton', 'cuda' or a candidate name (see stylegan_fast.ops._dispatch).
 
     Returns:
         [N, C, (H * upy + y0 + y1 - fh + downy) // downy, (W * upx + x0 + x1 - fw + downx) // downx]
@@ -114,10 +114,14 @@ def upfirdn2d(
     flip_filter = bool(flip_filter)
     gain = float(gain)
 
-    impl = _dispatch.resolve("upfirdn2d", impl, x.device)
+    return _dispatch.call("upfirdn2d", impl, (x, f, up, down, padding, flip_filter, gain), _run)
+
+
+def _run(candidate: str, x, f, up, down, padding, flip_filter, gain) -> torch.Tensor:
+    impl, variant = _dispatch.split(candidate)
     if impl == "ref":
         return _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)
-    return _dispatch.kernels("upfirdn2d", impl).upfirdn2d(x, f, up, down, padding, flip_filter, gain)
+    return _dispatch.kernels("upfirdn2d", impl).upfirdn2d(x, f, up, down, padding, flip_filter, gain, **variant)
 
 
 def upsample2d(

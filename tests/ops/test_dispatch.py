@@ -84,3 +84,39 @@ def test_auto_logs_its_choice_once(monkeypatch, caplog):
         _dispatch.resolve("bias_act", "auto", CPU)
     choices = [r.getMessage() for r in caplog.records if "chose" in r.getMessage()]
     assert choices == ["bias_act on cpu: impl='auto' chose 'ref'"]
+
+
+def test_candidate_names_are_checked(monkeypatch):
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="impl must be one of .* or a candidate name '<impl>:<variant>', got 'ref:fast'"):
+        bias_act(x, impl="ref:fast")
+    with pytest.raises(ValueError, match="got 'triton:'"):
+        bias_act(x, impl="triton:")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(RuntimeError, match="impl='triton:no_such' is not available: triton has no variant 'no_such' for bias_act"):
+        bias_act(x, impl="triton:no_such")
+    monkeypatch.setenv(_dispatch.ENV_VAR, "cuda:x y")
+    with pytest.raises(ValueError, match="STYLEGAN_FAST_IMPL must be one of .*'cuda:x y'"):
+        bias_act(x)
+
+
+def test_split_names_the_kernel_function_arguments():
+    assert _dispatch.split("ref") == ("ref", {})
+    assert _dispatch.split("triton") == ("triton", {})
+    assert _dispatch.split("triton:up_transposed") == ("triton", {"variant": "up_transposed"})
+
+
+def test_candidates_are_listed_simplest_first(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.randn(2, 3)
+    names = _dispatch.candidates("bias_act", CPU, (x, None, 1, "linear", 0.0, 1.0, None))
+    assert names[:2] == ["ref", "triton"] and "cuda" not in names  # the CUDA kernels need CUDA tensors
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert _dispatch.candidates("bias_act", CPU, (x, None, 1, "linear", 0.0, 1.0, None)) == ["ref"]
+
+
+def test_validated_passes_auto_on_and_checks_the_rest():
+    assert _dispatch.validated("upfirdn2d", "auto", CPU) == "auto"
+    assert _dispatch.validated("upfirdn2d", "ref", CPU) == "ref"
+    with pytest.raises(RuntimeError, match="impl='cuda' is not available"):
+        _dispatch.validated("upfirdn2d", "cuda", CPU)
