@@ -2,6 +2,10 @@
 
 TRITON_INTERPRET must be set before any @triton.jit decorator runs, so it is set here,
 before the package's Triton modules are imported.
+
+impl='auto' takes the fixed order (STYLEGAN_FAST_TUNE=0): the tests compare implementations
+by name, and timing every distinct call of the suite on a GPU would cost minutes. The
+tuner's tests turn it on.
 """
 
 import os
@@ -10,6 +14,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("STYLEGAN_FAST_TUNE", "0")
 
 import pytest  # noqa: E402
 
