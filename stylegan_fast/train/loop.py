@@ -16,6 +16,7 @@ optimiser matches running both every step.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -31,6 +32,7 @@ import torch
 from stylegan_fast.data import make_loader, open_dataset, to_float
 from stylegan_fast.compat import load_network_file
 from stylegan_fast.models.configs import get_config, make_networks, network_fields
+from stylegan_fast.ops import tuner
 from stylegan_fast.train import distributed, samples
 from stylegan_fast.train.augment import ADA, AdaptiveAugmentation
 from stylegan_fast.train.ema import ema_beta, update_ema
@@ -82,6 +84,7 @@ class Phase:
     net: str  # 'G' or 'D': the network whose parameters this phase trains.
     interval: int  # Runs every `interval` steps; its loss is weighted by the interval.
     run: Callable  # The StyleGAN2Loss method.
+    order: int = 1  # How often it differentiates its ops: 1 (main), 2 (regularisers: gradients of gradients).
 
 
 class TrainingDiverged(RuntimeError):
@@ -195,7 +198,7 @@ class Trainer:
             )
             phases.append(Phase(f"{net_name}_main", net_name, 1, mains[net_name]))
             if reg_enabled:
-                phases.append(Phase(f"{net_name}_reg", net_name, max(interval, 1), reg))
+                phases.append(Phase(f"{net_name}_reg", net_name, max(interval, 1), reg, order=2))
         return phases, optimizers
 
     # One optimiser step of every due phase.
@@ -208,6 +211,19 @@ class Trainer:
         real_c = labels.to(self.device, non_blocking=True)
         stats: dict[str, list[torch.Tensor]] = {}
         sums: dict[str, torch.Tensor] = {}
+        # Every process makes the same calls in its phases, and runs rank 0's kernel choices.
+        with tuner.active().agreement() if self.process.world_size > 1 else contextlib.nullcontext():
+            self._run_phases(real, real_c, stats, sums)
+        if self.ada is not None:
+            stats["augment/p"] = [torch.full([], self.ada.p, device=self.device)]  # the p this step ran with (a fill: no host copy)
+        self._update_running_means(sums)
+        self.cur_nimg += self.batch
+        self.step += 1
+        update_ema(self.G_ema, self.G, ema_beta(self.batch, self.config.ema_kimg, self.config.ema_rampup, self.cur_nimg))
+        return {key: torch.stack(values).mean() for key, values in stats.items()}
+
+    def _run_phases(self, real, real_c, stats: dict, sums: dict) -> None:
+        """Every phase due at this step, adding its statistics to `stats` and `sums`."""
         for phase_index, phase in enumerate(self.phases):
             if self.step % phase.interval != 0:
                 continue
@@ -220,10 +236,11 @@ class Trainer:
                 self._seed_chunk(phase_index, chunk)
                 gen_z = torch.randn([self.batch_gpu, self.G.z_dim], device=self.device)
                 gen_c = self._sample_labels(self.batch_gpu)
-                if phase.net == "G":
-                    out = phase.run(gen_z, gen_c, gain=gain)
-                else:
-                    out = phase.run(real[i :: self.rounds], real_c[i :: self.rounds], gen_z, gen_c, gain=gain)
+                with tuner.phase(phase.name, phase.order):
+                    if phase.net == "G":
+                        out = phase.run(gen_z, gen_c, gain=gain)
+                    else:
+                        out = phase.run(real[i :: self.rounds], real_c[i :: self.rounds], gen_z, gen_c, gain=gain)
                 for key, value in out.items():
                     if key.endswith(("_sum", "_count")):
                         sums[key] = sums[key] + value if key in sums else value
@@ -231,13 +248,6 @@ class Trainer:
                         stats.setdefault(key, []).append(value)
             net.requires_grad_(False)
             self._apply_gradients(net, opt, phase)
-        if self.ada is not None:
-            stats["augment/p"] = [torch.full([], self.ada.p, device=self.device)]  # the p this step ran with (a fill: no host copy)
-        self._update_running_means(sums)
-        self.cur_nimg += self.batch
-        self.step += 1
-        update_ema(self.G_ema, self.G, ema_beta(self.batch, self.config.ema_kimg, self.config.ema_rampup, self.cur_nimg))
-        return {key: torch.stack(values).mean() for key, values in stats.items()}
 
     def _seed_chunk(self, phase_index: int, chunk: int) -> None:
         # One independent stream per (seed, step, phase, chunk): see the module docstring.
