@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pickle
 import sys
@@ -44,6 +45,39 @@ def _train(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
     train(TrainOptions(**fields, overrides=overrides))
     return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from stylegan_fast.models.configs import parse_overrides
+    from stylegan_fast.ops import tuner
+    from stylegan_fast.train.loop import TrainOptions
+    from stylegan_fast.info import format_entries
+    from stylegan_fast.train.tuning import tune_training
+
+    try:
+        overrides = parse_overrides(args.set)
+    except ValueError as error:
+        raise ValueError(f"--set: {error}") from error
+    if args.augment is not None:
+        overrides["augment"] = args.augment
+    opts = TrainOptions(data=args.data, outdir="", cfg=args.cfg, resolution=args.resolution, batch=args.batch,
+                        batch_gpu=args.batch_gpu, device=args.device, workers=0, overrides=overrides)  # fmt: skip
+    entries = tune_training(opts, log=lambda message: print(message, file=sys.stderr))
+    path = tuner.active().cache_path(_torch_device(args.device))
+    if args.json:
+        print(json.dumps({"cache": str(path), "entries": [dataclasses.asdict(e) for e in entries]}, indent=2))
+    else:
+        print(format_entries(entries) if entries else "every call was in the table already")
+        print(f"{len(entries)} calls tuned; table: {path}")
+    return 0
+
+
+def _torch_device(name: str | None):
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -272,6 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="change a config field, e.g. --set channel_base=4096 --set mp_dtype='\"bfloat16\"' (JSON values)")
     train.set_defaults(run=_train)
 
+    tune = commands.add_parser(
+        "tune",
+        help="time the kernels of a training setup on this GPU and store the fastest for each call",
+        description="Run one training step (every phase) and one G_ema forward pass, so that impl='auto' times "
+        "every candidate implementation of each kernel call and stores the fastest in the tuning table "
+        "(STYLEGAN_FAST_CACHE_DIR, default ~/.cache/stylegan_fast); training then starts with it. Prints the "
+        "table: each call's winner, its time and the runners-up.",
+    )
+    tune.add_argument("--cfg", default="stylegan2", help="config, as for train (default: stylegan2)")
+    tune.add_argument("--resolution", type=int, default=256, help="training resolution (default: 256)")
+    tune.add_argument("--batch", type=int, help="global batch size (default: the config's)")
+    tune.add_argument("--batch-gpu", dest="batch_gpu", type=int, help="images per GPU per round, as for train")
+    tune.add_argument("--data", default="demo:textures", help="any training source of the resolution (only shapes matter; "
+                      "default: demo:textures)")  # fmt: skip
+    tune.add_argument("--augment", metavar="POLICIES", help="augmentation, as for train")
+    tune.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a config field, as for train")
+    tune.add_argument("--json", action="store_true", help="print the new entries as JSON")
+    tune.set_defaults(run=_tune)
+
     gen = commands.add_parser("generate", help="write images from a trained network, one PNG per seed")
     _generator_options(gen, "network", "trunc", "trunc_cutoff", "noise_mode", "class_idx", "device", "impl")
     gen.add_argument("--seeds", type=_seeds, help="e.g. 0-7,10 (default: 0-7)")
@@ -425,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     stderr and exits with status 2, as argparse's usage errors do (with STYLEGAN_FAST_DEBUG=1 it
     is raised instead); Ctrl-C prints one line and exits with status 130."""
     argv = sys.argv[1:] if argv is None else argv
+    _show_kernel_choices()
     if argv[:1] == ["bench"]:
         command, run = "bench", lambda: _bench(argv[1:])
     else:
@@ -438,6 +493,16 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get(DEBUG_VARIABLE) == "1":
             raise
         _exit(2, f"stylegan-fast {command}: error: {error} (set {DEBUG_VARIABLE}=1 for the traceback)")
+
+
+def _show_kernel_choices() -> None:
+    """impl='auto' tells the user what it chose: the tuner's one line per call goes to stderr."""
+    logger = logging.getLogger("stylegan_fast.tuner")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("kernels: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _exit(status: int, message: str) -> NoReturn:

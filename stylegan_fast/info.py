@@ -3,6 +3,7 @@ and what a network file holds (`describe_file`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -11,7 +12,7 @@ import torch
 
 import stylegan_fast
 from stylegan_fast import _ext
-from stylegan_fast.ops import _dispatch
+from stylegan_fast.ops import _dispatch, tuner
 
 
 def collect() -> dict:
@@ -27,6 +28,7 @@ def collect() -> dict:
         "extension": _extension(),
         "device": device.type,
         "ops": {op: _op(op, device) for op in _dispatch.OPS},
+        "tuning": _tuning(device),
     }
 
 
@@ -48,6 +50,12 @@ def format_text(info: dict) -> str:
         for impl in _dispatch.IMPLS:
             reason = impls[impl]["reason"]
             lines.append(f"    {impl:7s} {'usable' if reason is None else 'no: ' + reason}")
+    tuning = info["tuning"]
+    if tuning["cache"] is None:
+        lines.append(f"tuning        {tuning['state']}")
+    else:
+        lines.append(f"tuning        {tuning['state']}; table {tuning['cache']}: {len(tuning['entries'])} calls")
+        lines += ["  " + line for line in format_entries([tuner.Entry(**e) for e in tuning["entries"]]).splitlines()]
     return "\n".join(lines)
 
 
@@ -69,6 +77,31 @@ def _op(op: str, device: torch.device) -> dict:
         entry["usable"] = entry["reason"] is None
     result["auto"] = _dispatch.auto_choice(op, device)
     return result
+
+
+def _tuning(device: torch.device) -> dict:
+    """Whether impl='auto' times the kernels here, and the table it has filled so far."""
+    if device.type not in tuner.active().device_types:
+        return {"state": f"off: impl='auto' times the kernels of CUDA tensors only (this machine: {device.type})",
+                "cache": None, "entries": []}  # fmt: skip
+    try:
+        state = "on (STYLEGAN_FAST_TUNE=0 turns it off)" if tuner.tunes(device) else "off (STYLEGAN_FAST_TUNE=0)"
+    except ValueError as error:
+        state = f"off: {error}"
+    path = tuner.active().cache_path(device)
+    entries = tuner.read_table(path, tuner.environment(device))
+    return {"state": state, "cache": None if path is None else str(path),
+            "entries": [dataclasses.asdict(e) for e in entries.values()]}  # fmt: skip
+
+
+def format_entries(entries: list) -> str:
+    """Each tuned call in two lines: its key, then its phase, the winner and the runners-up."""
+    lines = []
+    for entry in entries:
+        lines.append(entry.call)
+        lines.append(f"    {entry.phase or 'outside a phase'}: {entry.summary()}")
+        lines += [f"    {name} failed: {error}" for name, error in entry.errors.items()]
+    return "\n".join(lines)
 
 
 def _package_version(name: str) -> str | None:
