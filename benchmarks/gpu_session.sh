@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (see /work/shared/DEVICE.md): install with the CUDA kernels,
-# print `stylegan-fast info`, run the whole test suite on the GPU, run the benchmarks, and
-# leave logs and results in $OUT (at most 8 files come back). Ends within the device tool's
-# 10-minute command limit: every stage has a time budget, a failing stage does not stop the
-# next one, and the last thing printed is a summary of the stages and the measurements.
+# The first call of a lease (see benchmarks/NOTES.md, "Next lease"): install with the CUDA
+# kernels, print `stylegan-fast info`, run the whole test suite on the GPU (the CUDA kernels'
+# and the compiled Triton kernels' check against the reference), then `stylegan-fast tune`
+# for stylegan2 at 256^2, which fills the tuning table that the yardstick's training run then
+# starts with (the second call: ../shared/yardstick/vs_nvlabs.sh on the same warm machine).
+# Benchmarks and sweeps run only when asked for. Every stage has a time budget, a failing
+# stage does not stop the next one, and the last thing printed is a summary.
 #
-#   bash benchmarks/gpu_session.sh                     # everything
-#   SKIP_TESTS=1 bash benchmarks/gpu_session.sh         # a lease for benchmarks only
-#   SKIP_INSTALL=1 ...                                  # already installed (a warm machine)
-#   BENCH_ARGS="--suite train" bash benchmarks/gpu_session.sh
-#   BENCH_RUNS="--suite train --providers auto; --suite train --providers auto --set channels_last=true" ...
-#                                                     # several runs (';' between), the time shared equally
+#   bash benchmarks/gpu_session.sh                     # install, info, tests, tune (~6 min)
+#   SKIP_TESTS=1 ...  SKIP_TUNE=1 ...  SKIP_INSTALL=1 ... # leave a stage out (SKIP_INSTALL: a warm machine)
+#   TUNE_ARGS="--cfg stylegan2 --resolution 1024 --batch 32" ...  # another training setup to tune
+#   BENCH_ARGS="--suite train" bash benchmarks/gpu_session.sh    # also a benchmark run
+#   BENCH_RUNS="--suite train --providers auto; --suite ops" ...  # several runs (';' between), the time shared equally
+#   HOST=1 ...                                         # also the host time per op call (benchmarks.host_overhead)
 #   SWEEP=1 SWEEP_ARGS="--only conv" ...                 # also sweep the kernels' launch configs (sweep.json)
 #   PROFILE=1 PROFILE_ARGS="--set channels_last=true" ... # also profile each training phase by kernel (profile.json)
 #   STYLEGAN_FAST_COMMIT=<hash> bash ...               # .git does not travel: name the commit
 #
 # Files in $OUT (the device tool brings back 8): stages.txt, setup.log (install, info, and
-# the host time per op call), tests.log, bench.log (with the sweep's output), sweep.json
-# with SWEEP, profile.json with PROFILE, one result <date>_<device>_<suites>.json per benchmark run, and report.md (the
-# markdown tables for them). Commit the JSONs to benchmarks/results/ and run
-# `python -m benchmarks.report`.
+# with HOST the host time per op call), tests.log, tune.log and tune.json (the tuning table: each
+# call's winner, its time and the runners-up), bench.log, sweep.json with SWEEP,
+# profile.json with PROFILE, one result <date>_<device>_<suites>.json per benchmark run,
+# and report.md. Commit them to benchmarks/results/ (`python -m benchmarks.report` for the
+# benchmark JSONs).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,9 +34,11 @@ if ! command -v python >/dev/null; then
   mkdir -p /tmp/stylegan_fast_bin && ln -sf "$(command -v python3)" /tmp/stylegan_fast_bin/python
   export PATH="/tmp/stylegan_fast_bin:$PATH"
 fi
-TOTAL_S="${TOTAL_S:-570}"  # the device tool kills a command at 600 s
+TOTAL_S="${TOTAL_S:-400}"  # call 1 of a 15-minute lease; the device tool kills a command at 600 s
 INSTALL_S="${INSTALL_S:-180}"
-TESTS_S="${TESTS_S:-260}"
+TESTS_S="${TESTS_S:-150}"
+TUNE_S="${TUNE_S:-90}"
+TUNE_ARGS="${TUNE_ARGS:---cfg stylegan2 --resolution 256 --batch 32}"
 REPORT_S=30  # kept back at the end for the report and the summary
 START=$SECONDS
 STAGES="$OUT/stages.txt"
@@ -93,8 +98,19 @@ tests() {
   python -m pytest -q -p no:cacheprovider "${extra[@]}"
 }
 
-export -f find_cuda_home install info tests
-export OUT
+tune() {
+  # The table goes to the default cache folder, where the yardstick's training run finds it.
+  python -m stylegan_fast.cli tune $TUNE_ARGS --json >"$OUT/tune.json" 2>"$OUT/tune.log"
+  local status=$?
+  tail -n 5 "$OUT/tune.log"
+  python -c 'import json, sys
+doc = json.load(open(sys.argv[1]))
+print(len(doc["entries"]), "calls tuned; winners:", {w: sum(e["winner"] == w for e in doc["entries"]) for w in sorted({e["winner"] for e in doc["entries"]})})' "$OUT/tune.json" 2>/dev/null
+  return "$status"
+}
+
+export -f find_cuda_home install info tests tune
+export OUT TUNE_ARGS
 echo "python $(python --version 2>&1 | cut -d' ' -f2), $(python -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' 2>&1)"
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
@@ -103,11 +119,18 @@ else
   printf '%-8s skipped (SKIP_INSTALL)\n' install | tee -a "$STAGES"
 fi
 stage info 30 info 2>&1 | tee -a "$OUT/setup.log"
-stage host 60 "python -m benchmarks.host_overhead --device cuda" 2>&1 | tee -a "$OUT/setup.log"
+if [ -n "${HOST:-}" ]; then
+  stage host 60 "python -m benchmarks.host_overhead --device cuda" 2>&1 | tee -a "$OUT/setup.log"
+fi
 if [ -z "${SKIP_TESTS:-}" ]; then
   stage tests "$(min "$TESTS_S" "$(($(left) - REPORT_S))")" tests 2>&1 | tee "$OUT/tests.log" | tail -n 40
 else
   printf '%-8s skipped (SKIP_TESTS)\n' tests | tee -a "$STAGES"
+fi
+if [ -z "${SKIP_TUNE:-}" ]; then
+  stage tune "$(min "$TUNE_S" "$(($(left) - REPORT_S))")" tune 2>&1 | tail -n 12
+else
+  printf '%-8s skipped (SKIP_TUNE)\n' tune | tee -a "$STAGES"
 fi
 if [ -n "${SWEEP:-}" ]; then
   stage sweep "$(min "${SWEEP_S:-180}" "$(($(left) - REPORT_S))")" "python -m benchmarks.sweep --out '$OUT/sweep.json' ${SWEEP_ARGS:-}" \
@@ -118,8 +141,8 @@ if [ -n "${PROFILE:-}" ]; then
     2>&1 | tee -a "$OUT/bench.log"
 fi
 # The benchmark ends itself in time (--budget); the stage's timeout is a safety net.
-IFS=';' read -r -a RUNS <<<"${BENCH_RUNS:-${BENCH_ARGS:-}}"
-[ "${#RUNS[@]}" -eq 0 ] && RUNS=("")
+RUNS=()
+[ -n "${BENCH_RUNS:-${BENCH_ARGS:-}}" ] && IFS=';' read -r -a RUNS <<<"${BENCH_RUNS:-${BENCH_ARGS:-}}"
 touch "$OUT/bench.log"
 for i in "${!RUNS[@]}"; do
   BENCH_LIMIT=$(( ($(left) - REPORT_S) / (${#RUNS[@]} - i) ))
