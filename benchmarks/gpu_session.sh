@@ -7,8 +7,9 @@
 # Benchmarks and sweeps run only when asked for. Every stage has a time budget, a failing
 # stage does not stop the next one, and the last thing printed is a summary.
 #
-#   bash benchmarks/gpu_session.sh                     # install, info, tests, tune (~6 min)
+#   bash benchmarks/gpu_session.sh                     # install, info, tests, tune (<= 7 min)
 #   SKIP_TESTS=1 ...  SKIP_TUNE=1 ...  SKIP_INSTALL=1 ... # leave a stage out (SKIP_INSTALL: a warm machine)
+#   TEST_ARGS="tests/ops/test_tuner.py" ...            # another test selection (default: tests/ops, then -m gpu)
 #   TUNE_ARGS="--cfg stylegan2 --resolution 1024 --batch 32" ...  # another training setup to tune
 #   BENCH_ARGS="--suite train" bash benchmarks/gpu_session.sh    # also a benchmark run
 #   BENCH_RUNS="--suite train --providers auto; --suite ops" ...  # several runs (';' between), the time shared equally
@@ -34,10 +35,10 @@ if ! command -v python >/dev/null; then
   mkdir -p /tmp/stylegan_fast_bin && ln -sf "$(command -v python3)" /tmp/stylegan_fast_bin/python
   export PATH="/tmp/stylegan_fast_bin:$PATH"
 fi
-TOTAL_S="${TOTAL_S:-400}"  # call 1 of a 15-minute lease; the device tool kills a command at 600 s
-INSTALL_S="${INSTALL_S:-180}"
+TOTAL_S="${TOTAL_S:-420}"  # call 1 of a 15-minute lease; the device tool kills a command at 600 s
+INSTALL_S="${INSTALL_S:-150}"
 TESTS_S="${TESTS_S:-150}"
-TUNE_S="${TUNE_S:-90}"
+TUNE_S="${TUNE_S:-100}"
 TUNE_ARGS="${TUNE_ARGS:---cfg stylegan2 --resolution 256 --batch 32}"
 REPORT_S=30  # kept back at the end for the report and the summary
 START=$SECONDS
@@ -93,9 +94,22 @@ info() {
 tests() {
   local extra=()
   python -c 'import pytest_benchmark' 2>/dev/null && extra+=(--benchmark-disable)
-  # Compiling the Triton kernels for real dominates: spread the tests over worker processes.
+  # Compiling the Triton kernels for real dominates: spread the tests over worker processes
+  # (pytest-xdist is not on the GPU image: carry its wheels in .whl/, see NOTES.md).
+  if ! python -c 'import xdist' 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+    python -m pip install --quiet --no-index --no-deps .whl/*.whl
+  fi
   python -c 'import xdist' 2>/dev/null && extra+=(-n "${TEST_WORKERS:-12}")
-  python -m pytest -q -p no:cacheprovider "${extra[@]}"
+  # What only a GPU can show first: every kernel test (tests/ops), then the GPU-marked tests
+  # elsewhere; the rest of the suite runs in CI. TEST_ARGS replaces the selection.
+  if [ -n "${TEST_ARGS:-}" ]; then
+    python -m pytest -q -p no:cacheprovider "${extra[@]}" $TEST_ARGS
+  else
+    python -m pytest -q -p no:cacheprovider "${extra[@]}" tests/ops
+    local status=$?
+    python -m pytest -q -p no:cacheprovider "${extra[@]}" -m gpu tests --ignore=tests/ops || status=$?
+    return "$status"
+  fi
 }
 
 tune() {
@@ -110,7 +124,7 @@ print(len(doc["entries"]), "calls tuned; winners:", {w: sum(e["winner"] == w for
 }
 
 export -f find_cuda_home install info tests tune
-export OUT TUNE_ARGS
+export OUT TUNE_ARGS TEST_ARGS="${TEST_ARGS:-}"
 echo "python $(python --version 2>&1 | cut -d' ' -f2), $(python -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)' 2>&1)"
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
@@ -129,6 +143,8 @@ else
 fi
 if [ -z "${SKIP_TUNE:-}" ]; then
   stage tune "$(min "$TUNE_S" "$(($(left) - REPORT_S))")" tune 2>&1 | tail -n 12
+  # The table as it stands, also when the stage ran out of time (it is written call by call).
+  cp "${STYLEGAN_FAST_CACHE_DIR:-$HOME/.cache/stylegan_fast}"/tuning-*.json "$OUT/tuning-table.json" 2>/dev/null
 else
   printf '%-8s skipped (SKIP_TUNE)\n' tune | tee -a "$STAGES"
 fi
@@ -153,9 +169,9 @@ done
 echo
 echo "==================== summary ===================="
 cat "$STAGES"
-if ls "$OUT"/*.json >/dev/null 2>&1; then
+if ls "$OUT"/[0-9]*.json >/dev/null 2>&1; then  # benchmark results are named by their date
   timeout 20 python -m benchmarks.report --results "$OUT" --out "$OUT/report.md" --include-quick >/dev/null 2>&1
-  for RESULT in $(ls -tr "$OUT"/*.json | grep -v -e sweep.json -e profile.json); do
+  for RESULT in $(ls -tr "$OUT"/[0-9]*.json); do
     timeout 20 python -c 'import json, sys; from benchmarks import report; doc = json.load(open(sys.argv[1])); doc["_file"] = sys.argv[1].rsplit("/", 1)[-1]; print(report.summary(doc))' "$RESULT"
   done
 else

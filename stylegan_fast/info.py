@@ -49,7 +49,9 @@ def format_text(info: dict) -> str:
         lines.append(f"  {op:18s} auto -> {impls['auto']}")
         for impl in _dispatch.IMPLS:
             reason = impls[impl]["reason"]
-            lines.append(f"    {impl:7s} {'usable' if reason is None else 'no: ' + reason}")
+            variants = impls[impl]["variants"]
+            listed = f"; variants {', '.join(f'{impl}:{v}' for v in variants)}" if variants else ""
+            lines.append(f"    {impl:7s} {'usable' + listed if reason is None else 'no: ' + reason}")
     tuning = info["tuning"]
     if tuning["cache"] is None:
         lines.append(f"tuning        {tuning['state']}")
@@ -73,8 +75,11 @@ def _extension() -> dict:
 
 def _op(op: str, device: torch.device) -> dict:
     result = {impl: {"reason": _dispatch.unavailable_reason(op, impl, device)} for impl in _dispatch.IMPLS}
-    for entry in result.values():
+    for impl, entry in result.items():
         entry["usable"] = entry["reason"] is None
+        # Candidate names '<impl>:<variant>' that impl= takes and the tuner times.
+        kernels = _dispatch.kernels(op, impl) if entry["usable"] and impl != "ref" else None
+        entry["variants"] = list(getattr(kernels, "VARIANTS", ()))
     result["auto"] = _dispatch.auto_choice(op, device)
     return result
 

@@ -20,7 +20,7 @@ def test_info_json_lists_every_op_and_impl(capsys):
     assert set(info["ops"]) == {"bias_act", "upfirdn2d", "modulated_conv2d"}
     for op, impls in info["ops"].items():
         assert impls["auto"] in _dispatch.IMPLS
-        assert impls["ref"] == {"usable": True, "reason": None}
+        assert impls["ref"] == {"usable": True, "reason": None, "variants": []}
         for impl in ("triton", "cuda"):
             entry = impls[impl]
             assert entry["usable"] == (entry["reason"] is None)
@@ -207,3 +207,27 @@ def test_ctrl_c_exits_quietly_with_status_130(monkeypatch, capsys):
         cli.main(["train", "--data", "demo:faces", "--outdir", "runs"])
     assert raised.value.code == 130
     assert capsys.readouterr().err == "stylegan-fast train: interrupted\n"
+
+
+def test_info_shows_the_tuning_table(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from stylegan_fast import info
+    from stylegan_fast.ops import tuner
+
+    monkeypatch.setenv(tuner.ENV_TUNE, "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    t = tuner.Tuner(cache_dir=tmp_path, timer=lambda fn, device, name: {"ref": 2e-3, "triton": 1e-3}[name],
+                    device_types=("cpu",))  # fmt: skip
+    with tuner.use(t):
+        t.choose("bias_act", (torch.randn(4, 8),), lambda c, x: x, lambda: ["ref", "triton"], lambda: "ref")
+        with tuner.phase("D_reg", 2):
+            t.choose("upfirdn2d", (torch.randn(2, 3, requires_grad=True),), lambda c, x: x * 2,
+                     lambda: ["ref", "triton"], lambda: "ref")  # fmt: skip
+        collected = info.collect()
+    assert collected["tuning"]["cache"] == str(t.cache_path(torch.device("cpu")))
+    assert [e["winner"] for e in collected["tuning"]["entries"]] == ["triton", "triton"]
+    text = info.format_text(collected)
+    assert f"tuning        on (STYLEGAN_FAST_TUNE=0 turns it off); table {tmp_path}" in text
+    assert "  bias_act 4x8:float32 forward\n      outside a phase: triton 1 ms (ref 2 ms)" in text
+    assert "  upfirdn2d 2x3:float32:grad double\n      D_reg: triton 1 ms (ref 2 ms)" in text
