@@ -80,20 +80,22 @@ FILTER_TAPS = 12
 FILTER_BETA = 4.0
 
 
-def ada_augment(x: torch.Tensor, p: float, augments: Sequence[str] = AUGMENTS) -> torch.Tensor:
+def ada_augment(x: torch.Tensor, p: float | torch.Tensor, augments: Sequence[str] = AUGMENTS) -> torch.Tensor:
     """Apply each transform of `augments` to each image with probability p.
 
     Args:
         x: [N, C, H, W] images with values about [-1, 1], H and W >= 4; float16 and
             bfloat16 are computed in float32.
-        p: probability in [0, 1]; 0 returns x itself.
+        p: probability in [0, 1]: a Python number (0 returns x itself), or a 0-d floating
+            tensor on x's device, which is never read back (the trainer's p, steered on the
+            device; at 0 the images come back unchanged, but the pipeline runs).
         augments: names from AUGMENTS; they run in AUGMENTS order whatever their order here.
 
     Returns:
         [N, C, H, W] in x's dtype, differentiable twice with respect to x.
     """
     enabled = _check_args(x, p, augments)
-    if p == 0:
+    if not isinstance(p, torch.Tensor) and p == 0:
         return x
     y = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     n, c, h, w = y.shape
@@ -183,7 +185,7 @@ def lowpass_filter(device: torch.device) -> torch.Tensor:
     return setup_filter(torch.sinc(t / 2) * window, device=device)
 
 
-def _draw_blit(n: int, h: int, w: int, p: float, enabled: set[str], device: torch.device):
+def _draw_blit(n: int, h: int, w: int, p: float | torch.Tensor, enabled: set[str], device: torch.device):
     """(flip, k, ty, tx) [N] for blit; transforms not drawn get the identity."""
     flip = torch.zeros([n], dtype=torch.bool, device=device)
     k = ty = tx = torch.zeros([n], dtype=torch.int64, device=device)
@@ -199,11 +201,11 @@ def _draw_blit(n: int, h: int, w: int, p: float, enabled: set[str], device: torc
     return flip, k, ty, tx
 
 
-def _draw_geometric(n: int, h: int, w: int, p: float, enabled: set[str], like: torch.Tensor):
+def _draw_geometric(n: int, h: int, w: int, p: float | torch.Tensor, enabled: set[str], like: torch.Tensor):
     """(g [N, 3, 3], drawn [N]) for resample. The content moves by scale, rotate, aniso,
     rotate, xfrac in turn; g maps output to input coordinates, the inverse of that product,
     which is the product of the inverted steps in the same order."""
-    p_rot = 1 - math.sqrt(1 - p)
+    p_rot = 1 - (torch.sqrt(1 - p) if isinstance(p, torch.Tensor) else math.sqrt(1 - p))
     g = _eye(n, 3, like)
     drawn = torch.zeros([n], dtype=torch.bool, device=like.device)
     for name in ("scale", "rotate", "aniso", "rotate", "xfrac"):
@@ -214,7 +216,7 @@ def _draw_geometric(n: int, h: int, w: int, p: float, enabled: set[str], like: t
     return g, drawn
 
 
-def _draw_color(n: int, c: int, p: float, enabled: set[str], like: torch.Tensor):
+def _draw_color(n: int, c: int, p: float | torch.Tensor, enabled: set[str], like: torch.Tensor):
     """(m [N, C + 1, C + 1], drawn [N]) for recolor, composed in AUGMENTS order; only
     brightness and contrast mean anything without exactly three channels."""
     m = _eye(n, c + 1, like)
@@ -300,7 +302,7 @@ def _eye(n: int, d: int, like: torch.Tensor) -> torch.Tensor:
     return torch.eye(d, device=like.device, dtype=like.dtype).expand(n, d, d)
 
 
-def _chance(n: int, p: float, device: torch.device) -> torch.Tensor:
+def _chance(n: int, p: float | torch.Tensor, device: torch.device) -> torch.Tensor:
     """[N] bool, each True with probability p (always for p = 1: rand is below 1)."""
     return torch.rand([n], device=device) < p
 
@@ -320,11 +322,15 @@ def _mirror(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index > size - 1, 2 * (size - 1) - index, index)
 
 
-def _check_args(x: torch.Tensor, p: float, augments: Sequence[str]) -> set[str]:
+def _check_args(x: torch.Tensor, p: float | torch.Tensor, augments: Sequence[str]) -> set[str]:
     _checks.tensor("x", x, ndim=4)
     if x.shape[2] < 4 or x.shape[3] < 4:
         raise ValueError(f"x must be at least 4x4 pixels (H x W), got shape {tuple(x.shape)}")
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+    if isinstance(p, torch.Tensor):
+        if p.ndim != 0 or not p.is_floating_point() or p.device != x.device:
+            raise ValueError(f"p must be a Python number in [0, 1] or a 0-d floating tensor on x's device ({x.device}), "
+                             f"got a {p.dtype} tensor of shape {tuple(p.shape)} on {p.device}")  # fmt: skip
+    elif isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
         raise ValueError(f"p must be a Python number in [0, 1], got {p!r}")
     if isinstance(augments, str):
         raise ValueError(f"augments must be a sequence of names such as ('xflip', 'rotate'), not the string {augments!r}")

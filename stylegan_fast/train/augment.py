@@ -120,13 +120,27 @@ class AdaptiveAugmentation:
     chunks and processes: every process steers the same p.
     """
 
-    def __init__(self, p: float, target: float | None, interval: int, kimg: float, batch: int):
-        self.p, self.target = float(p), target
+    def __init__(self, p: float, target: float | None, interval: int, kimg: float, batch: int,
+                 device: torch.device | str = "cpu"):  # fmt: skip
+        # p and r_t live on the device, so that steering p never makes the host wait; float64,
+        # so that p moves by exactly the steps a Python float would.
+        self.probability = torch.tensor(float(p), dtype=torch.float64, device=device)
+        self.target = target
         self.interval, self.kimg, self.batch = interval, kimg, batch
-        self.rt: float | None = None  # r_t of the last adjustment
-        self._sum: torch.Tensor | None = None  # sign(D(real)) summed since then (on the device: no sync per step)
+        self._rt: torch.Tensor | None = None  # r_t of the last adjustment
+        self._sum: torch.Tensor | None = None  # sign(D(real)) summed since then
         self._count: torch.Tensor | None = None
         self._steps = 0
+
+    @property
+    def p(self) -> float:
+        """The current probability (reads the device)."""
+        return float(self.probability)
+
+    @property
+    def rt(self) -> float | None:
+        """r_t of the last adjustment, or None before the first (reads the device)."""
+        return None if self._rt is None else float(self._rt)
 
     def update(self, sign_sum: torch.Tensor, count: torch.Tensor) -> None:
         """One training step's sum of sign(D(real)) over the global batch, and its number of reals."""
@@ -137,9 +151,10 @@ class AdaptiveAugmentation:
         self._steps += 1
         if self._steps < self.interval:
             return
-        self.rt = (self._sum / self._count).item()  # one host sync per interval
-        direction = (self.rt > self.target) - (self.rt < self.target)
-        self.p = min(max(self.p + direction * self.batch * self.interval / (self.kimg * 1000), 0.0), 1.0)
+        self._rt = (self._sum / self._count).to(torch.float64)
+        direction = torch.sign(self._rt - self.target)
+        step = self.batch * self.interval / (self.kimg * 1000)
+        self.probability.copy_((self.probability + direction * step).clamp(0.0, 1.0))
         self._sum = self._count = None
         self._steps = 0
 
@@ -149,7 +164,9 @@ class AdaptiveAugmentation:
         return {"p": self.p, "rt": self.rt, "steps": self._steps, "pending": pending}
 
     def load_state(self, state: dict, device: torch.device) -> None:
-        self.p, self.rt, self._steps = float(state["p"]), state["rt"], int(state["steps"])
+        self.probability = torch.tensor(float(state["p"]), dtype=torch.float64, device=device)
+        self._rt = None if state["rt"] is None else torch.tensor(float(state["rt"]), dtype=torch.float64, device=device)
+        self._steps = int(state["steps"])
         pending = state["pending"]
         if pending is None:
             self._sum = self._count = None

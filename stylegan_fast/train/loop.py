@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -118,6 +119,7 @@ class Trainer:
             self.dataset, self.batch // W, seed=opts.seed, rank=self.process.rank, world_size=W, num_workers=opts.workers
         )
         self.metric_nets = self._metric_nets()
+        self._labels: torch.Tensor | None = None
         torch.manual_seed(opts.seed)  # the same initial networks on every process
         G, D = make_networks(self.config, opts.resolution, img_channels=3, c_dim=self.dataset.label_dim, impl=opts.impl)
         self.G = G.to(self.device).train().requires_grad_(False)
@@ -132,8 +134,9 @@ class Trainer:
         self.ada = None
         if self.loss.augment == (ADA,):
             cfg = self.config
-            self.ada = AdaptiveAugmentation(cfg.augment_p, cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, self.batch)
-            self.loss.augment_p = self.ada.p
+            self.ada = AdaptiveAugmentation(cfg.augment_p, cfg.ada_target, cfg.ada_interval, cfg.ada_kimg, self.batch,
+                                            self.device)  # fmt: skip
+            self.loss.augment_p = self.ada.probability  # a device tensor, steered in place
         if opts.compile:
             self.loss.compile(opts.compile)
             self.log(f"torch.compile ({opts.compile}): G's mapping and synthesis and D in the main phases; "
@@ -141,8 +144,12 @@ class Trainer:
         self.phases, self.optimizers = self._phases()
         self.step = 0
         self.cur_nimg = 0
-        self.nonfinite_skips = 0
-        self._nonfinite_run = {"G": 0, "D": 0}  # consecutive skipped steps per network
+        # Non-finite gradients, counted on the device: skipped steps in all, consecutive ones per
+        # network, the longest such run since the last check_nonfinite, and the phase of the last.
+        counter = functools.partial(torch.zeros, [], dtype=torch.int64, device=self.device)
+        self._nonfinite_count, self._nonfinite_longest, self._nonfinite_last = counter(), counter(), counter()
+        self._nonfinite_run = {"G": counter(), "D": counter()}
+        self._nonfinite_reported = 0
         if opts.resume:
             self._resume(opts.resume)
         elif init_nets is not None:
@@ -193,8 +200,9 @@ class Trainer:
             interval, reg, reg_enabled = regs[net_name]
             # Lazy regularisation: correct Adam for the regulariser's share of the steps.
             ratio = interval / (interval + 1) if reg_enabled and interval > 0 else 1.0
+            # Fused: one kernel for the whole network, and a step skipped on the device (found_inf).
             optimizers[net_name] = torch.optim.Adam(
-                net.parameters(), lr=self.config.lrate * ratio, betas=(0.0, 0.99**ratio), eps=1e-8
+                net.parameters(), lr=self.config.lrate * ratio, betas=(0.0, 0.99**ratio), eps=1e-8, fused=True
             )
             phases.append(Phase(f"{net_name}_main", net_name, 1, mains[net_name]))
             if reg_enabled:
@@ -215,7 +223,7 @@ class Trainer:
         with tuner.active().agreement() if self.process.world_size > 1 else contextlib.nullcontext():
             self._run_phases(real, real_c, stats, sums)
         if self.ada is not None:
-            stats["augment/p"] = [torch.full([], self.ada.p, device=self.device)]  # the p this step ran with (a fill: no host copy)
+            stats["augment/p"] = [self.ada.probability.to(torch.float32)]  # a copy: the p this step ran with
         self._update_running_means(sums)
         self.cur_nimg += self.batch
         self.step += 1
@@ -247,7 +255,7 @@ class Trainer:
                     else:
                         stats.setdefault(key, []).append(value)
             net.requires_grad_(False)
-            self._apply_gradients(net, opt, phase)
+            self._apply_gradients(net, opt, phase, phase_index)
 
     def _seed_chunk(self, phase_index: int, chunk: int) -> None:
         # One independent stream per (seed, step, phase, chunk): see the module docstring.
@@ -257,26 +265,48 @@ class Trainer:
     def _sample_labels(self, n: int) -> torch.Tensor:
         if self.dataset.label_dim == 0:
             return torch.zeros([n, 0], device=self.device)
-        rows = torch.randint(self.dataset.num_images, [n]).tolist()
-        return torch.stack([self.dataset.label(row) for row in rows]).to(self.device)
+        if self._labels is None:  # every image's label, on the device: sampling reads nothing back
+            self._labels = torch.stack([self.dataset.label(row) for row in range(self.dataset.num_images)]).to(self.device)
+        return self._labels[torch.randint(self.dataset.num_images, [n], device=self.device)]
 
-    def _apply_gradients(self, net: torch.nn.Module, opt: torch.optim.Optimizer, phase: Phase) -> None:
+    def _apply_gradients(self, net: torch.nn.Module, opt: torch.optim.Optimizer, phase: Phase, index: int) -> None:
+        """The optimiser step, unless a gradient is non-finite; decided on the device, so that the
+        host never waits here (the skips are counted there too, and read at ticks)."""
         grads = [p.grad for p in net.parameters() if p.grad is not None]
         distributed.all_reduce_sum_(grads, self.process)
-        # One host sync for the whole network, not one per parameter tensor.
-        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
-        if finite:
-            opt.step()
-            self._nonfinite_run[phase.net] = 0
-            return
-        self.nonfinite_skips += 1
-        self._nonfinite_run[phase.net] += 1
-        self.log(f"step {self.step}: non-finite gradients in {phase.name}; the update was skipped ({self.nonfinite_skips} so far)")
-        if self._nonfinite_run[phase.net] >= self.opts.max_nonfinite:
+        bad = torch.zeros([1], device=self.device)
+        if grads:
+            # One fused pass over all gradients; multiplying by 1 changes no value.
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, bad, torch.ones([1], device=self.device))
+        opt.found_inf = bad.view([])  # fused Adam leaves parameters and state untouched where it is 1
+        opt.step()
+        skipped = bad[0].to(torch.int64)
+        run = self._nonfinite_run[phase.net]
+        run.add_(1).mul_(skipped)
+        torch.maximum(self._nonfinite_longest, run, out=self._nonfinite_longest)
+        self._nonfinite_count.add_(skipped)
+        self._nonfinite_last.copy_(torch.where(skipped.bool(), index, self._nonfinite_last))
+
+    @property
+    def nonfinite_skips(self) -> int:
+        """Optimiser steps skipped for non-finite gradients since the run began (reads the device)."""
+        return int(self._nonfinite_count)
+
+    def check_nonfinite(self) -> None:
+        """At a tick: log the steps skipped since the last check, and stop a diverged run (one
+        read of the device's counters)."""
+        count, longest, last = torch.stack([self._nonfinite_count, self._nonfinite_longest, self._nonfinite_last]).tolist()
+        phase = self.phases[last]
+        if count > self._nonfinite_reported:
+            self.log(f"step {self.step}: {count - self._nonfinite_reported} updates skipped for non-finite gradients "
+                     f"since the last tick, the last in {phase.name} ({count} so far)")  # fmt: skip
+            self._nonfinite_reported = count
+        if longest >= self.opts.max_nonfinite:
             raise TrainingDiverged(
-                f"{self._nonfinite_run[phase.net]} consecutive optimiser steps of {phase.net} had non-finite gradients (last in {phase.name}); "
+                f"{longest} consecutive optimiser steps of {phase.net} had non-finite gradients (last in {phase.name}); "
                 "training has diverged. Try a lower learning rate, conv_clamp with fp16, or mp_dtype='bfloat16'."
             )
+        self._nonfinite_longest.zero_()
 
     def _update_running_means(self, sums: dict[str, torch.Tensor]) -> None:
         names = sorted(sums)
@@ -289,7 +319,6 @@ class Trainer:
             mapping.w_avg.copy_(batch_w.lerp(mapping.w_avg, mapping.w_avg_beta))
         if self.ada is not None and "ada_sign_sum" in sums:
             self.ada.update(sums["ada_sign_sum"], sums["ada_sign_count"])
-            self.loss.augment_p = self.ada.p
 
     # Snapshots.
 
@@ -365,11 +394,12 @@ class Trainer:
             optimizer_from_tensors(opt, tensors, f"opt_{name}", training[f"opt_{name}_groups"])
         self.loss.pl_mean = tensors["pl_mean"].to(self.device)
         self.step, self.cur_nimg = training["step"], training["cur_nimg"]
-        self.nonfinite_skips = training["nonfinite_skips"]
+        self._nonfinite_count.fill_(training["nonfinite_skips"])
+        self._nonfinite_reported = training["nonfinite_skips"]
         self.loader.load_state_dict(training["loader"])
         if self.ada is not None and "ada" in training:
             self.ada.load_state(training["ada"], self.device)
-            self.loss.augment_p = self.ada.p
+            self.loss.augment_p = self.ada.probability
         elif self.ada is not None:
             self.log(f"resume: {path} has no adaptive augmentation state; p starts at {self.ada.p}")
         self.log(f"resumed from {path} at {self.cur_nimg / 1000:.1f} kimg (step {self.step})")
@@ -446,6 +476,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         if live:
             print("\r" + " " * 60 + "\r", end="")
         tick += 1
+        trainer.check_nonfinite()
         elapsed = time.perf_counter() - tick_start_time
         images = trainer.cur_nimg - tick_start_nimg
         record = {

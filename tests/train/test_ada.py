@@ -69,10 +69,21 @@ def test_p_zero_returns_the_input_itself():
     assert ada.ada_augment(x, 0.0, ("xflip", "hue")) is x
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan"), True, "0.5", torch.tensor(0.5)])
+@pytest.mark.parametrize("p", [-0.1, 1.5, float("nan"), True, "0.5", torch.tensor([0.5]), torch.tensor(1),
+                               torch.tensor(0.5, device="meta")])  # fmt: skip
 def test_bad_p_is_rejected(p):
     with pytest.raises(ValueError, match=r"p must be a Python number in \[0, 1\]"):
         ada.ada_augment(images(), p)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.4, 1.0])
+def test_p_as_a_device_tensor_draws_what_the_number_draws(p):
+    x = images()
+    torch.manual_seed(7)
+    expected = ada.ada_augment(x, p) if p else x.clone()
+    torch.manual_seed(7)
+    got = ada.ada_augment(x, torch.tensor(p, dtype=torch.float64))
+    assert torch.equal(got, expected)  # at 0 the pipeline runs and changes nothing
 
 
 def test_bad_augments_and_images_are_rejected():

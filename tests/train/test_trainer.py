@@ -218,11 +218,35 @@ def test_nonfinite_gradients_skip_the_step_then_stop(data, tmp_path):
     trainer.train_step()
     after = params(trainer.G)
     assert trainer.nonfinite_skips == 1
-    # The poisoned G step was not applied: only w_avg (updated in the D phase) moved.
+    # The poisoned G step was not applied: only w_avg (updated in the D phase) moved; Adam's
+    # state is as new (its step count included), as if no step had been taken.
     assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("w_avg"))
+    for state in trainer.optimizers["G"].state_dict()["state"].values():
+        assert state["step"] == 0 and not state["exp_avg"].any() and not state["exp_avg_sq"].any()
+    trainer.check_nonfinite()  # a tick: counted, not yet diverged
     trainer.train_step()
-    with pytest.raises(TrainingDiverged, match="3 consecutive optimiser steps of G had non-finite gradients"):
+    trainer.train_step()  # the third in a row: the step itself reads nothing from the device...
+    with pytest.raises(TrainingDiverged, match="3 consecutive optimiser steps of G had non-finite gradients \\(last in G_main\\)"):
+        trainer.check_nonfinite()  # ...the next tick stops the run
+    assert trainer.nonfinite_skips == 3
+
+
+def test_a_finite_step_ends_a_run_of_skips(data, tmp_path):
+    trainer = Trainer(options(data, tmp_path, max_nonfinite=2, overrides={**TINY, "pl_weight": 0}))
+    g_main = next(p for p in trainer.phases if p.name == "G_main")
+    run, poison = g_main.run, [True, False, True]
+
+    def sometimes(*args, **kwargs):
+        out = run(*args, **kwargs)
+        if poison.pop(0):
+            trainer.G.synthesis.b4.const.grad.fill_(float("inf"))
+        return out
+
+    g_main.run = sometimes
+    for _ in range(3):
         trainer.train_step()
+    trainer.check_nonfinite()  # two skips, never two in a row
+    assert trainer.nonfinite_skips == 2
 
 
 def _free_port():
