@@ -7,17 +7,18 @@
 The kernels take their tile sizes from one small function each (stylegan_fast/ops/triton/
 _launch.py, _implicit_gemm.conv_config). Each sweep times kernels on StyleGAN2's heaviest
 shapes under a handful of alternatives, next to the copy and matmul ceilings measured in the
-same run, and prints one table: the evidence for changing a rule or a switch.
+same run, and prints one table: the evidence for changing a rule, or for keeping a variant
+(stylegan_fast.ops._dispatch: an alternative the tuner times per call) worth its code.
 - `conv`, `upfirdn2d`: launch configurations, forward only (the backward passes are the same
-  kernels); `conv` also times the per-tap K loops (FLAT_K_LOOP off) and the styles applied in
-  the K loop (PREMODULATED_WEIGHT off) against the rule.
-- `layout`: an NCHW x read directly or through a channels_last copy
-  (_launch.NCHW_VIA_CHANNELS_LAST), against a channels_last x, for the FIR and the
-  convolution (and the convolution with FLAT_K_LOOP or PREMODULATED_WEIGHT off), forward and
-  forward + backward.
-- `up`: G's up=2 layers by each composition of the Triton path against the reference,
-  forward and forward + backward.
-- `wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass) or by the Triton kernel.
+  kernels); `conv` also times the variants 'per_tap_loop' (a K loop per tap) and
+  'modulate_in_loop' (the styles applied in the K loop) against the rule.
+- `layout`: an NCHW x read through a channels_last copy (the rule) or directly (the variant
+  'nchw_direct'), against a channels_last x, for the FIR and the convolution (and the
+  convolution's 'per_tap_loop' and 'modulate_in_loop'), forward and forward + backward.
+- `up`: G's up=2 layers by each composition of the Triton path (the rule, filter first, and
+  the variant 'up_transposed') against the reference, forward and forward + backward.
+- `wgrad`: the weight gradient by cuDNN (after an xs = x * styles pass; the rule) or by the
+  Triton kernel (the variant 'triton_wgrad').
 Not part of `benchmarks.run`: it is a tuning tool, its numbers are not the project's results.
 """
 
@@ -97,6 +98,7 @@ def sweep_upfirdn2d(copy_gbs: float) -> list[dict]:
 
 def sweep_conv(matmul_tflops: dict) -> list[dict]:
     from stylegan_fast.ops.triton import _implicit_gemm as gemm
+    from stylegan_fast.ops.triton import modulated_conv2d as kernels
 
     cases = {  # name: (batch, in, out, size, dtype)
         "512->512 64^2 bf16": (32, 512, 512, 64, torch.bfloat16),
@@ -119,19 +121,21 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
                 b = torch.randn([cout], device="cuda")
                 return x, w, a, s, b
 
-            def call(x, w, a, s, b):
+            def call(x, w, a, s, b, options):
                 return gemm.scaled_conv2d(x, w, a, s, None, b, 1, 1, (1, 1), x.shape[2:], act="lrelu", alpha=0.2,
-                                          gain=2**0.5, clamp=256.0, store_u=False)  # fmt: skip
+                                          gain=2**0.5, clamp=256.0, store_u=False, options=options)  # fmt: skip
 
             flops = 2 * batch * size * size * cout * cin * 9
             peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
-            variants = [(None, False, True, "rule, a K loop per tap"), (None, True, False, "rule, styles in K loop")]
-            variants += [(config, True, True, config or "rule") for config in configs]
-            for config, flat, premodulated, label in variants:
+            variants = [(None, "per_tap_loop", "rule, a K loop per tap"),
+                        (None, "modulate_in_loop", "rule, styles in K loop")]  # fmt: skip
+            variants += [(config, "", config or "rule") for config in configs]
+            for config, variant, label in variants:
                 rule = gemm.conv_config if config is None else (lambda *args, config=config: config)
-                with patched(gemm, conv_config=rule, FLAT_K_LOOP=flat, PREMODULATED_WEIGHT=premodulated):
+                options = kernels.OPTIONS[variant]
+                with patched(gemm, conv_config=rule):
                     try:
-                        seconds = timed(call, make)
+                        seconds = timed(lambda *t, options=options: call(*t, options), make)
                         rows.append(dict(op="conv", case=name, layout=layout, config=label, ms=seconds * 1e3,
                                          tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
                     except Exception as error:  # noqa: BLE001
@@ -143,10 +147,11 @@ def sweep_conv(matmul_tflops: dict) -> list[dict]:
 
 def sweep_wgrad(matmul_tflops: dict) -> list[dict]:
     """The first-order weight gradient of a 3x3 modulated convolution by both paths of
-    _wgrad.weight_grad: xs = x * styles and ATen's convolution_backward (cuDNN wgrad), against
-    the Triton kernel that scales x on load (_implicit_gemm.TRITON_WEIGHT_GRAD)."""
-    from stylegan_fast.ops.triton import _implicit_gemm as gemm
+    _wgrad.weight_grad: xs = x * styles and ATen's convolution_backward (cuDNN wgrad, the rule),
+    against the Triton kernel that applies the styles to each sample's sum (modulated_conv2d's
+    variant 'triton_wgrad')."""
     from stylegan_fast.ops.triton import _wgrad
+    from stylegan_fast.ops.triton import modulated_conv2d as kernels
 
     cases = {  # name: (batch, in, out, size, dtype)
         "512->512 64^2 bf16": (32, 512, 512, 64, torch.bfloat16),
@@ -166,22 +171,22 @@ def sweep_wgrad(matmul_tflops: dict) -> list[dict]:
                 w = torch.randn([cout, cin, 3, 3], device="cuda")
                 return x, a, g, w
 
-            def call(x, a, g, w):
+            def call(x, a, g, w, options):
                 with torch.no_grad():
-                    return _wgrad.weight_grad(x, a, g, w, 1, 1, (1, 1))
+                    return _wgrad.weight_grad(x, a, g, w, 1, 1, (1, 1), options)
 
             flops = 2 * batch * size * size * cout * cin * 9
             peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
             inputs, results = make(0), {}
-            for variant, triton in (("cudnn + xs", False), ("triton", True)):
-                with patched(gemm, TRITON_WEIGHT_GRAD=triton):
-                    try:
-                        results[variant] = call(*inputs)
-                        seconds = timed(call, make)
-                        rows.append(dict(op="wgrad", case=name, layout=layout, config=variant, ms=seconds * 1e3,
-                                         tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
-                    except Exception as error:  # noqa: BLE001
-                        rows.append(dict(op="wgrad", case=name, layout=layout, config=variant, error=repr(error)[:200]))
+            for label, variant in (("cudnn + xs", ""), ("triton", "triton_wgrad")):
+                options = kernels.OPTIONS[variant]
+                try:
+                    results[label] = call(*inputs, options)
+                    seconds = timed(lambda *t, options=options: call(*t, options), make)
+                    rows.append(dict(op="wgrad", case=name, layout=layout, config=label, ms=seconds * 1e3,
+                                     tflops=flops / seconds / 1e12, matmul_fraction=flops / seconds / 1e12 / peak))  # fmt: skip
+                except Exception as error:  # noqa: BLE001
+                    rows.append(dict(op="wgrad", case=name, layout=layout, config=label, error=repr(error)[:200]))
                 _emit(rows[-1])
             if len(results) == 2:  # the same inputs by both paths
                 reference, kernel = results.values()
@@ -194,10 +199,9 @@ def sweep_wgrad(matmul_tflops: dict) -> list[dict]:
 
 def sweep_up(matmul_tflops: dict) -> list[dict]:
     """G's up=2 synthesis layers (modulated conv + noise + bias + lrelu + clamp), forward and
-    forward + backward, by each composition of the Triton path (UP_BY_TRANSPOSED_CONVOLUTION
-    False: filter first; True: transposed convolution first) against the reference (cuDNN)."""
+    forward + backward, by each composition of the Triton path (impl='triton': filter first;
+    'triton:up_transposed': transposed convolution first) against the reference (cuDNN)."""
     from stylegan_fast.ops import modulated_conv2d_bias_act, setup_filter
-    from stylegan_fast.ops.triton import modulated_conv2d as kernels
 
     f = setup_filter([1, 3, 3, 1], device="cuda")
     cases = {  # name: (batch, in, out, input size, dtype): the up layers of the 256^2 and 1024^2 G
@@ -228,46 +232,54 @@ def sweep_up(matmul_tflops: dict) -> list[dict]:
 
             flops = 2 * batch * size * size * cout * cin * 9  # the transposed convolution's
             peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
-            for variant, impl, transposed in (("ref", "ref", False), ("filter first", "triton", False),
-                                              ("transposed first", "triton", True)):  # fmt: skip
-                with patched(kernels, UP_BY_TRANSPOSED_CONVOLUTION=transposed):
-                    try:
-                        with torch.no_grad():
-                            fwd = timed(lambda *t, impl=impl: forward(*t, impl), make)
-                        full = timed(lambda *t, impl=impl: both(*t, impl), make)
-                        rows.append(dict(op="up layer", case=name, layout=layout, config=variant, ms=fwd * 1e3,
-                                         full_ms=full * 1e3, tflops=flops / fwd / 1e12,
-                                         matmul_fraction=flops / fwd / 1e12 / peak))  # fmt: skip
-                    except Exception as error:  # noqa: BLE001
-                        rows.append(dict(op="up layer", case=name, layout=layout, config=variant, error=repr(error)[:200]))
+            compositions = (("ref", "ref"), ("filter first", "triton"), ("transposed first", "triton:up_transposed"))
+            for label, impl in compositions:
+                try:
+                    with torch.no_grad():
+                        fwd = timed(lambda *t, impl=impl: forward(*t, impl), make)
+                    full = timed(lambda *t, impl=impl: both(*t, impl), make)
+                    rows.append(dict(op="up layer", case=name, layout=layout, config=label, ms=fwd * 1e3,
+                                     full_ms=full * 1e3, tflops=flops / fwd / 1e12,
+                                     matmul_fraction=flops / fwd / 1e12 / peak))  # fmt: skip
+                except Exception as error:  # noqa: BLE001
+                    rows.append(dict(op="up layer", case=name, layout=layout, config=label, error=repr(error)[:200]))
                 _emit(rows[-1])
             torch.cuda.empty_cache()
     return rows
 
 
 def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
-    """An NCHW x read by the kernels directly or through its channels_last copy, against a
-    channels_last x: the FIR (fraction of copy: x and y once) and the modulated convolution
-    (fraction of the matmul rate; also with a K loop per tap), forward and forward + backward."""
+    """An NCHW x read by the kernels through its channels_last copy (the rule) or directly (the
+    variant 'nchw_direct'), against a channels_last x: the FIR (fraction of copy: x and y once)
+    and the modulated convolution (fraction of the matmul rate; also its variants 'per_tap_loop'
+    and 'modulate_in_loop'), forward and forward + backward."""
     from stylegan_fast.ops import setup_filter, upfirdn2d
     from stylegan_fast.ops.triton import _implicit_gemm as gemm
-    from stylegan_fast.ops.triton import _launch
+    from stylegan_fast.ops.triton import modulated_conv2d as kernels
 
     f = setup_filter([1, 3, 3, 1], device="cuda")
 
-    def fir(up, down, padding):
-        return lambda x: upfirdn2d(x, f, up=up, down=down, padding=padding, impl="triton")
+    def fir(up, down, padding):  # the function of the inputs for a variant of upfirdn2d
+        def with_variant(variant):
+            impl = f"triton:{variant}" if variant else "triton"
+            return lambda x: upfirdn2d(x, f, up=up, down=down, padding=padding, impl=impl)
 
-    def conv(x, w, a, s, b):
-        return gemm.scaled_conv2d(x, w, a, s, None, b, 1, 1, (1, 1), x.shape[2:], act="lrelu", alpha=0.2,
-                                  gain=2**0.5, clamp=256.0)  # fmt: skip
+        return with_variant
+
+    def conv(variant):  # the same for a variant of modulated_conv2d
+        def call(x, w, a, s, b):
+            return gemm.scaled_conv2d(x, w, a, s, None, b, 1, 1, (1, 1), x.shape[2:], act="lrelu", alpha=0.2,
+                                      gain=2**0.5, clamp=256.0, options=kernels.OPTIONS[variant])  # fmt: skip
+
+        return call
 
     def conv_inputs(batch, cin, cout):
         w = torch.randn([cout, cin, 3, 3], device="cuda") / (cin * 9) ** 0.5
         return [w, torch.randn([batch, cin], device="cuda") + 1, torch.rand([batch, cout], device="cuda") + 0.5,
                 torch.randn([cout], device="cuda")]  # fmt: skip
 
-    cases = {  # name: (x shape, dtype, function of the inputs, the other inputs, FLOPs or None for memory-bound)
+    # name: (x shape, dtype, variant -> function of the inputs, the other inputs, FLOPs or None for memory-bound)
+    cases = {
         "fir down2 32x128x256^2": ([32, 128, 256, 256], torch.float16, fir(1, 2, 1), [], None),
         "fir filter 32x128x257^2": ([32, 128, 257, 257], torch.float16, fir(1, 1, 0), [], None),
         "fir up2 32x128x128^2": ([32, 128, 128, 128], torch.float16, fir(2, 1, [2, 1, 2, 1]), [], None),
@@ -279,14 +291,15 @@ def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
                                     2 * 32 * 1024 * 1024 * 32 * 32 * 9),
     }  # fmt: skip
     rows = []
-    for name, (shape, dtype, fn, others, flops) in cases.items():
-        # (name, channels_last x, NCHW_VIA_CHANNELS_LAST, FLAT_K_LOOP, PREMODULATED_WEIGHT)
-        variants = [("nchw direct", False, False, True, True), ("nchw via channels_last", False, True, True, True),
-                    ("channels_last x", True, True, True, True)]  # fmt: skip
+    for name, (shape, dtype, fn_of, others, flops) in cases.items():
+        # (name, channels_last x, variant)
+        variants = [("nchw direct", False, "nchw_direct"), ("nchw via channels_last", False, ""),
+                    ("channels_last x", True, "")]  # fmt: skip
         if flops is not None:  # and the convolution's other forms of the K loop
-            variants += [("channels_last x, per-tap K loops", True, True, False, True),
-                         ("channels_last x, styles in K loop", True, True, True, False)]  # fmt: skip
-        for variant, channels_last, via, flat, premodulated in variants:
+            variants += [("channels_last x, per-tap K loops", True, "per_tap_loop"),
+                         ("channels_last x, styles in K loop", True, "modulate_in_loop")]  # fmt: skip
+        for label, channels_last, variant in variants:
+            fn = fn_of(variant)
 
             def make(i, shape=shape, dtype=dtype, channels_last=channels_last, others=others):
                 x = torch.randn(shape, device="cuda", dtype=dtype)
@@ -297,22 +310,20 @@ def sweep_layout(copy_gbs: float, matmul_tflops: dict) -> list[dict]:
                 y = fn(*inputs)
                 torch.autograd.grad(y, inputs, torch.ones_like(y))
 
-            row = dict(op="layout", case=name, layout="nhwc" if channels_last else "nchw", config=variant)
-            with (patched(_launch, NCHW_VIA_CHANNELS_LAST=via),
-                  patched(gemm, FLAT_K_LOOP=flat, PREMODULATED_WEIGHT=premodulated)):  # fmt: skip
-                try:
-                    with torch.no_grad():
-                        fwd = timed(fn, make)
-                    row |= dict(ms=fwd * 1e3, full_ms=timed(both, make) * 1e3)
-                    if flops is None:
-                        x = make(0)[0]
-                        nbytes = (x.numel() + fn(x).numel()) * x.element_size()
-                        row["copy_fraction"] = nbytes / fwd / 1e9 / copy_gbs
-                    else:
-                        peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
-                        row |= dict(tflops=flops / fwd / 1e12, matmul_fraction=flops / fwd / 1e12 / peak)
-                except Exception as error:  # noqa: BLE001
-                    row["error"] = repr(error)[:200]
+            row = dict(op="layout", case=name, layout="nhwc" if channels_last else "nchw", config=label)
+            try:
+                with torch.no_grad():
+                    fwd = timed(fn, make)
+                row |= dict(ms=fwd * 1e3, full_ms=timed(both, make) * 1e3)
+                if flops is None:
+                    x = make(0)[0]
+                    nbytes = (x.numel() + fn(x).numel()) * x.element_size()
+                    row["copy_fraction"] = nbytes / fwd / 1e9 / copy_gbs
+                else:
+                    peak = matmul_tflops["bfloat16" if dtype == torch.bfloat16 else "float16"]
+                    row |= dict(tflops=flops / fwd / 1e12, matmul_fraction=flops / fwd / 1e12 / peak)
+            except Exception as error:  # noqa: BLE001
+                row["error"] = repr(error)[:200]
             rows.append(row)
             _emit(row)
             torch.cuda.empty_cache()

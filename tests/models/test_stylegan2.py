@@ -378,22 +378,21 @@ def test_impl_reaches_every_op_call(monkeypatch, make_tiny):
 
 
 @pytest.mark.parametrize(
-    "architecture, switches",
+    "architecture, variants",
     [("skip", False), ("resnet", False), ("skip", True)],
     ids=["skip", "resnet", "skip-transposed-up-triton-wgrad"],
 )
-def test_triton_kernels_give_the_reference_images_and_gradients(architecture, switches, monkeypatch):
+def test_triton_kernels_give_the_reference_images_and_gradients(architecture, variants, monkeypatch):
     # Every op of G has a Triton kernel; without a GPU they run in the Triton interpreter
     # (tests/conftest.py), hence 8x8 images and 16 channels (the smallest dot tile). With
-    # `switches`, the paths that are off until measured: up layers by the transposed
-    # convolution first, and the Triton weight gradient.
+    # `variants`, the modulated convolutions take candidates other than the default rule, as
+    # the tuner may choose them: the up layers by the transposed convolution first, the others
+    # with the Triton weight gradient.
     calls = []
-    if switches:
-        from stylegan_fast.ops.triton import _implicit_gemm, _wgrad
+    if variants:
+        from stylegan_fast.ops.triton import _wgrad
         from stylegan_fast.ops.triton import modulated_conv2d as modconv_kernels
 
-        monkeypatch.setattr(modconv_kernels, "UP_BY_TRANSPOSED_CONVOLUTION", True)
-        monkeypatch.setattr(_implicit_gemm, "TRITON_WEIGHT_GRAD", True)
         for module, name in ((modconv_kernels, "_convolve_then_upsample"), (_wgrad, "_weight_grad_op")):
             original = getattr(module, name)
             monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
@@ -404,6 +403,12 @@ def test_triton_kernels_give_the_reference_images_and_gradients(architecture, sw
     reference = Generator(**kwargs, impl="ref").to(device)
     triton = Generator(**kwargs, impl="triton").to(device)
     triton.load_state_dict(reference.state_dict())
+    if variants:
+        for module in triton.modules():
+            if isinstance(module, SynthesisLayer):
+                module.impl = "triton:up_transposed" if module.up > 1 else "triton:triton_wgrad"
+            elif isinstance(module, ToRGBLayer):
+                module.impl = "triton:triton_wgrad"
     z = torch.randn(2, 8, device=device)
     results = []
     for G in (reference, triton):
@@ -412,7 +417,7 @@ def test_triton_kernels_give_the_reference_images_and_gradients(architecture, sw
         results.append([img] + [p.grad for p in G.parameters()])
     for ref, tri in zip(*results):
         torch.testing.assert_close(tri, ref, rtol=1e-4, atol=1e-5)
-    if switches:  # both paths ran
+    if variants:  # both paths ran
         assert {"_convolve_then_upsample", "_weight_grad_op"} <= set(calls)
 
 

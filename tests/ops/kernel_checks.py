@@ -44,14 +44,23 @@ def compiles_for_hopper(code):
     assert done.returncode == 0, done.stderr[-4000:]
 
 
-def record_kernel_layouts(monkeypatch):
+def record_kernel_layouts(monkeypatch, readers=None):
     """A list that collects every tensor the Triton kernels read through _launch.kernel_layout
-    (the channels_last copy of an NCHW input, or the input itself) while the test runs."""
+    (the channels_last copy of an NCHW input, or the input itself) while the test runs; with
+    `readers` (kernel modules), only what the host code of those modules asks for."""
     from stylegan_fast.ops.triton import _launch
 
     read = []
     kernel_layout = _launch.kernel_layout
-    monkeypatch.setattr(_launch, "kernel_layout", lambda t: read.append(kernel_layout(t)) or read[-1])
+    names = None if readers is None else {module.__name__ for module in readers}
+
+    def recording(t, options=0):
+        out = kernel_layout(t, options)
+        if names is None or sys._getframe(1).f_globals["__name__"] in names:
+            read.append(out)
+        return out
+
+    monkeypatch.setattr(_launch, "kernel_layout", recording)
     return read
 
 

@@ -27,8 +27,9 @@ CONV = textwrap.dedent("""
              "swo", "swh", "sww", "san", "ssn", "snn", "snh", "snw", "syn", "syo", "syh", "syw", "sun", "suo", "suh",
              "suw"]
     ones = dict(swc=1, sac=1, sso=1)  # the taps-major weight's in channels, the scales' channels
-    # Unit strides of x, then of y, noise (its pixels) and u; the K loop; the styles applied in
-    # the K loop (PREMODULATED_WEIGHT off) instead of by the premodulated weights.
+    # Unit strides of x, then of y, noise (its pixels) and u; the K loop (flat, or per tap: the
+    # variant per_tap_loop); the styles applied in the K loop (the variant modulate_in_loop, and
+    # the rule for small layers) instead of by the premodulated weights.
     layouts = {
         "nhwc": (dict(sxc=1, syo=1, snw=1, suo=1), True, False),
         "nhwc_to_nchw": (dict(sxc=1, syw=1, snw=1, suw=1), True, False),
@@ -175,11 +176,12 @@ def test_hopper_conv_channels_last_main_loop(conv, layout):
 
 
 def test_hopper_conv_premodulated_weight_keeps_wgmma_in_flight(conv):
-    # With the premodulated weights (the default) both operands go from shared memory to
-    # wgmma as copied, and each K step leaves one wgmma group in flight while the next step's
-    # tiles arrive (a wait for "at most 1 pending"). Multiplying the weight tile by the styles
-    # in the loop puts a shared-memory load, multiply, convert and store of the tile between
-    # the copy and the wgmma, and every step then waits for all its wgmma (at most 0 pending).
+    # With the premodulated weights (the default for large layers) both operands go from
+    # shared memory to wgmma as copied, and each K step leaves one wgmma group in flight while
+    # the next step's tiles arrive (a wait for "at most 1 pending"). Multiplying the weight tile
+    # by the styles in the loop puts a shared-memory load, multiply, convert and store of the
+    # tile between the copy and the wgmma, and every step then waits for all its wgmma (at
+    # most 0 pending).
     premodulated, in_loop = conv["nhwc"], conv["nhwc_styles_in_loop"]
     assert premodulated[WGMMA_KEEP_ONE] >= 1, premodulated
     assert in_loop[WGMMA_KEEP_ONE] == 0 and in_loop["WARPGROUP.DEPBAR.LE gsb0, 0x0"] >= 1, in_loop
@@ -197,9 +199,9 @@ def test_hopper_conv_tf32_copies_16_byte_pieces(conv):
 
 
 def test_hopper_conv_flat_k_loop_is_one_loop(conv):
-    # FLAT_K_LOOP: the 9 taps x K blocks are one pipelined loop (the code of one K step, its
-    # prologue stages around it), where the per-tap form has nine loops that each fill and
-    # drain the pipeline.
+    # The default K loop: the 9 taps x K blocks are one pipelined loop (the code of one K step,
+    # its prologue stages around it), where the per-tap form (the variant per_tap_loop) has nine
+    # loops that each fill and drain the pipeline.
     flat, per_tap = conv["nhwc"], conv["nhwc_per_tap"]
     assert wgmma(flat) == 4 and wgmma(per_tap) == 9 * 4, (flat, per_tap)
     assert sum(flat.values()) < sum(per_tap.values()) / 2, (flat, per_tap)
@@ -209,7 +211,8 @@ def test_hopper_conv_nchw_x_loads_one_element_per_instruction(conv):
     # Why _launch.kernel_layout copies an NCHW x to channels_last: a tap's x tile is
     # contiguous along the pixels but one element off 16-byte alignment, so each thread
     # loads its 32 elements per K step one at a time (and stores them to shared memory one
-    # at a time). If a Triton version vectorises this, measure the switch again.
+    # at a time). The variant nchw_direct skips the copy; if a Triton version vectorises this
+    # load, expect the tuner to pick it.
     counts = conv["nchw"]
     assert counts["LDG.E.U16"] >= 32, counts
 
@@ -225,7 +228,7 @@ def test_hopper_upfirdn2d_channels_last_vector_loads(fir, layout):
 
 
 def test_hopper_upfirdn2d_nchw_x_loads_one_element_per_instruction(fir):
-    # The NCHW kernel (fewer than 16 channels, or the switch off): 16 two-byte loads per output.
+    # The NCHW kernel (fewer than 16 channels, or the variant nchw_direct): 16 two-byte loads per output.
     counts = fir["nchw"]
     assert counts["LDG.E.U16"] >= 16 * 8, counts
 

@@ -28,13 +28,13 @@ def bias_act_case():
 def upfirdn2d_case():
     x = randn([2, 3, 5, 4], 0)
     f = setup_filter([1, 3, 3, 1], device=DEVICE).double()
-    return upfirdn2d_kernels._forward_op, (x, f, [2, 2], [1, 1], [2, 1, 2, 1], False, 4.0), [x]
+    return upfirdn2d_kernels._forward_op, (x, f, [2, 2], [1, 1], [2, 1, 2, 1], False, 4.0, 0), [x]
 
 
 def conv_case():
     x, w, a, s = randn([2, 6, 5, 4], 0), randn([7, 6, 3, 3], 1), randn([2, 6], 2), randn([2, 7], 3)
     noise, bias = randn([2, 7, 5, 4], 4), randn([7], 5)
-    args = (x, w, a, s, noise, bias, 1, 1, [1, 1], [5, 4], "lrelu", 0.2, 1.4, None, True)
+    args = (x, w, a, s, noise, bias, 1, 1, [1, 1], [5, 4], "lrelu", 0.2, 1.4, None, True, 0)
     return _implicit_gemm._conv_op, args, [x, w, a, s, noise, bias]
 
 

@@ -8,6 +8,7 @@ interpreter (tests/conftest.py), so shapes stay tiny: N=2, 16-40 channels, image
 Accuracy rule: the kernel's error against the float64 reference is at most twice the error of
 the reference computed by PyTorch in the kernel's dtype, plus one ulp of the result's scale."""
 
+import functools
 import textwrap
 
 import pytest
@@ -33,13 +34,15 @@ def randn(shape, seed, dtype=torch.float64, scale=1.0):
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(DEVICE, dtype)
 
 
-def triton_layer(x, weight, styles, noise, bias, **kwargs):
-    return modulated_conv2d_bias_act(x, weight, styles, noise, bias, impl="triton", **kwargs)
+def triton_layer(x, weight, styles, noise, bias, impl="triton", **kwargs):
+    return modulated_conv2d_bias_act(x, weight, styles, noise, bias, impl=impl, **kwargs)
 
 
 def run(impl, tensors, dy=None, **kwargs):
-    """The output, and with dy the gradients of every input tensor."""
-    return modconv_outputs(triton_layer if impl == "triton" else modconv_ref, tensors, dy, **kwargs)
+    """The output, and with dy the gradients of every input tensor; impl 'ref', 'triton' or a
+    Triton candidate 'triton:<variant>'."""
+    layer = functools.partial(triton_layer, impl=impl) if impl.startswith("triton") else modconv_ref
+    return modconv_outputs(layer, tensors, dy, **kwargs)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -50,15 +53,14 @@ def test_matches_reference_float64(case):
 @pytest.mark.parametrize("flat", [True, False], ids=["flat", "per-tap"])
 @pytest.mark.parametrize("case", ["3x3-lrelu-clamp", "down-4x4", "k-steps-m-tiles", "up-lrelu"])
 def test_k_loop_forms_match_reference_float64(case, flat, monkeypatch):
-    # FLAT_K_LOOP (the default): one K loop over taps and channel blocks for dilate 1; off, one
-    # loop per tap. The launches record which form each convolution ran (dilate > 1 always
-    # takes the per-tap form).
-    monkeypatch.setattr(_implicit_gemm, "FLAT_K_LOOP", flat)
+    # The default: one K loop over taps and channel blocks for dilate 1; the variant
+    # 'per_tap_loop', one loop per tap. The launches record which form each convolution ran
+    # (dilate > 1 always takes the per-tap form).
     launches = record_launches(monkeypatch)
     resampling, shape, op_kwargs = CASES[case]
     tensors, kwargs = make_inputs(resampling, **shape)
     dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
-    out, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
+    out, grads = run("triton" if flat else "triton:per_tap_loop", tensors, dy, **kwargs, **op_kwargs)
     truth, truth_grads = run("ref", tensors, dy, **kwargs, **op_kwargs)
     torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
     for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth_grads):
@@ -68,8 +70,9 @@ def test_k_loop_forms_match_reference_float64(case, flat, monkeypatch):
     assert (1, flat) in forms
 
 
-def record_launches(monkeypatch):
-    """A list that collects (kernel, keyword arguments) of every Triton launch while the test runs."""
+def record_launches(monkeypatch, with_sizes=False):
+    """A list that collects (kernel, keyword arguments) of every Triton launch while the test
+    runs; with_sizes adds the int positional arguments (sizes, strides) to each."""
     launches = []
     wrap = _launch.wrap_triton
 
@@ -78,7 +81,8 @@ def record_launches(monkeypatch):
 
         def launch(grid):
             def run_kernel(*args, **kwargs):
-                launches.append((kernel, kwargs))
+                sizes = tuple(a for a in args if type(a) is int)
+                launches.append((kernel, kwargs, sizes) if with_sizes else (kernel, kwargs))
                 return launcher[grid](*args, **kwargs)
 
             return run_kernel
@@ -92,11 +96,11 @@ def record_launches(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", ["3x3-lrelu-clamp", "up-lrelu", "down-4x4", "k-steps-m-tiles"])
 def test_premodulated_weight_gives_the_same_bits(case, dtype, monkeypatch):
-    # PREMODULATED_WEIGHT (the default, for layers of 64^2 pixels or more; here for all) writes
-    # weight * style once per call and runs the main loop without styles; off, the K loop
-    # multiplies each weight tile. Both round the same float32 product to the dot dtype, so
-    # outputs and all gradients (the backward's transposed convolution folds the demodulation
-    # in the same way) are equal bit for bit.
+    # The variant 'premodulate' (the default for layers of 64^2 pixels or more) writes
+    # weight * style once per call and runs the main loop without styles; 'modulate_in_loop'
+    # multiplies each weight tile in the K loop. Both round the same float32 product to the dot
+    # dtype, so outputs and all gradients (the backward's transposed convolution folds the
+    # demodulation in the same way) are equal bit for bit.
     resampling, shape, op_kwargs = CASES[case]
     tensors, kwargs = make_inputs(resampling, **shape, dtype=dtype, param_dtype=torch.float32)
     dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6, dtype)
@@ -108,12 +112,11 @@ def test_premodulated_weight_gives_the_same_bits(case, dtype, monkeypatch):
 
     run("triton", tensors, **kwargs, **op_kwargs)
     assert "modulate" not in launches(), launches()  # images this small keep the styles in the K loop
-    monkeypatch.setattr(_implicit_gemm, "PREMODULATE_MIN_PIXELS", 1)
     results = {}
     for premodulated in (False, True):
-        monkeypatch.setattr(_implicit_gemm, "PREMODULATED_WEIGHT", premodulated)
         recorded.clear()
-        results[premodulated] = run("triton", tensors, dy, **kwargs, **op_kwargs)
+        variant = "premodulate" if premodulated else "modulate_in_loop"
+        results[premodulated] = run(f"triton:{variant}", tensors, dy, **kwargs, **op_kwargs)
         if premodulated:
             assert "modulate" in launches() and "conv with styles" not in launches(), launches()
         else:
@@ -191,7 +194,7 @@ def test_large_channels_last_tiles_within_baseline(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
-def test_large_tiles_premodulated_weight_gives_the_same_bits(dtype, monkeypatch):
+def test_large_tiles_premodulated_weight_gives_the_same_bits(dtype):
     # The compiled kernels at 64x64 pixels (premodulated by default) against the styles applied
     # in the K loop: forward and every gradient equal bit for bit.
     tensors, kwargs = make_inputs("same", n=2, i=128, o=128, hw=(64, 64), param_dtype=torch.float32, dtype=dtype)
@@ -199,10 +202,7 @@ def test_large_tiles_premodulated_weight_gives_the_same_bits(dtype, monkeypatch)
     tensors = [x.to(memory_format=torch.channels_last), *rest]
     kwargs |= dict(act="lrelu", clamp=1.0)
     dy = randn([2, 128, 64, 64], 6, dtype)
-    results = []
-    for premodulated in (True, False):
-        monkeypatch.setattr(_implicit_gemm, "PREMODULATED_WEIGHT", premodulated)
-        results.append(run("triton", tensors, dy, **kwargs))
+    results = [run(impl, tensors, dy, **kwargs) for impl in ("triton", "triton:modulate_in_loop")]
     (out, grads), (out_in_loop, grads_in_loop) = results
     assert torch.equal(out, out_in_loop)
     for name, g, g_in_loop in zip(["x", "weight", "styles", "noise", "bias"], grads, grads_in_loop):
@@ -225,15 +225,15 @@ def test_gradients_match_reference(case):
 @pytest.mark.parametrize("via_channels_last", [True, False], ids=["via_nhwc", "direct"])
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_nchw_via_channels_last(case, via_channels_last, monkeypatch):
-    # An NCHW x (20 channels) is read by the kernels through a channels_last copy unless the
-    # switch is off: the values, the gradients and the NCHW output layout are the same
-    # either way. The recorder proves which layout the kernels read.
-    monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
-    read = record_kernel_layouts(monkeypatch)
+    # An NCHW x (20 channels) is read by the convolution kernels through a channels_last copy
+    # unless the call takes the variant 'nchw_direct': the values, the gradients and the NCHW
+    # output layout are the same either way. The recorder proves which layout the kernels
+    # read; the FIR passes of the resampling keep their default, the copy.
+    read = record_kernel_layouts(monkeypatch, readers=[_implicit_gemm])
     resampling, op_kwargs = GRAD_CASES[case]
     tensors, kwargs = make_inputs(resampling)
     dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
-    out, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
+    out, grads = run("triton" if via_channels_last else "triton:nchw_direct", tensors, dy, **kwargs, **op_kwargs)
     truth, truth_grads = run("ref", tensors, dy, **kwargs, **op_kwargs)
     assert out.is_contiguous() and grads[0].is_contiguous()
     torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
@@ -267,9 +267,9 @@ def test_gradgradcheck():
     assert torch.autograd.gradgradcheck(op, args, fast_mode=True)
 
 
-# up=2 by the transposed convolution first (kernels.UP_BY_TRANSPOSED_CONVOLUTION): the same
-# values and gradients by the other composition, for every up case, including crops that the
-# convolution takes over from the FIR's padding and a 1x1 weight.
+# up=2 by the transposed convolution first (the variant 'up_transposed'): the same values and
+# gradients by the other composition, for every up case, including crops that the convolution
+# takes over from the FIR's padding and a 1x1 weight.
 UP_CASES = {name: CASES[name] for name in ("up-lrelu", "up-crop", "up-1x1")} | {
     "up-crop-both-4x4": ("up-crop-both", dict(hw=(5, 4), k=4), dict(act="tanh")),
     "up-pad-large": ("up-pad-large", dict(hw=(4, 5)), dict(act="lrelu")),
@@ -277,9 +277,17 @@ UP_CASES = {name: CASES[name] for name in ("up-lrelu", "up-crop", "up-1x1")} | {
 }
 
 
+UP_TRANSPOSED = "triton:up_transposed"
+
+
 @pytest.fixture
 def transposed_up(monkeypatch):
-    monkeypatch.setattr(kernels, "UP_BY_TRANSPOSED_CONVOLUTION", True)
+    """The calls of the transposed-first composition while the test runs (it must run)."""
+    calls = []
+    original = kernels._convolve_then_upsample
+    monkeypatch.setattr(kernels, "_convolve_then_upsample", lambda *args: calls.append(1) or original(*args))
+    yield calls
+    assert calls, "the up_transposed variant did not run"
 
 
 @pytest.mark.parametrize("case", UP_CASES)
@@ -288,7 +296,7 @@ def test_up_by_transposed_convolution_matches_reference(case, transposed_up):
     tensors, kwargs = make_inputs(resampling, **shape)
     truth, _ = run("ref", tensors, **kwargs, **op_kwargs)
     dy = randn(truth.shape, 6)
-    out, grads = run("triton", tensors, dy, **kwargs, **op_kwargs)
+    out, grads = run(UP_TRANSPOSED, tensors, dy, **kwargs, **op_kwargs)
     _, grads_truth = run("ref", tensors, dy, **kwargs, **op_kwargs)
     torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
     for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, grads_truth):
@@ -303,7 +311,7 @@ def test_up_by_transposed_convolution_low_precision_within_baseline(dtype, trans
     kwargs |= dict(act="lrelu", clamp=1.0)
     truth, _ = run("ref", [t.double() for t in tensors], **(kwargs | dict(resample_filter=F1331.double())))
     baseline, _ = run("ref", tensors, **kwargs)
-    out, _ = run("triton", tensors, **kwargs)
+    out, _ = run(UP_TRANSPOSED, tensors, **kwargs)
     assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
     assert_error_within_baseline(out, truth, baseline, "y")
 
@@ -317,8 +325,93 @@ def test_up_by_transposed_convolution_second_order(transposed_up):
         dx, dstyles = torch.autograd.grad(y.square().sum(), [inputs[0], inputs[2]], create_graph=True)
         return torch.autograd.grad(dx.square().sum() + dstyles.sum(), inputs)
 
-    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], second_order("triton"), second_order("ref")):
+    names = ["x", "weight", "styles", "noise", "bias"]
+    for name, g, t in zip(names, second_order(UP_TRANSPOSED), second_order("ref")):
         torch.testing.assert_close(g, t, rtol=1e-9, atol=1e-9, msg=lambda m: f"d{name}: {m}")
+
+
+# The variants: which of them variants() lists for a call, and each one's values and first and
+# second derivatives against the reference, on a call it applies to.
+
+
+def variants_of(x_shape, out_channels=16, up=1, down=1, channels_last=False, grad=(), enabled=True):
+    """kernels.variants() for a 3x3 layer; shapes only (meta tensors); `grad` names the tensors
+    that require grad; `enabled` is the gradient mode."""
+    batch, in_channels, h, w = x_shape
+    x = torch.empty(x_shape, device="meta")
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    weight = torch.empty([out_channels, in_channels, 3, 3], device="meta")
+    styles = torch.empty([batch, in_channels], device="meta")
+    for name, t in dict(x=x, weight=weight, styles=styles).items():
+        t.requires_grad_(name in grad)
+    f = F1331.to("meta") if up > 1 or down > 1 else None
+    with torch.set_grad_enabled(enabled):
+        return kernels.variants(x, weight, styles, None, up, down, (1, 1, 1, 1), f, True, up == 1, True)
+
+
+def test_variants_lists_what_changes_the_call():
+    small = {"per_tap_loop", "premodulate"}  # every call has a dilate-1 convolution to loop over
+    # NCHW x: with >= 16 channels the rule copies it to channels_last; channels_last x and few
+    # channels are read as they are, unless the x-gradient's dz (16 out channels) would be copied.
+    assert set(variants_of([2, 20, 8, 8])) == small | {"nchw_direct"}
+    assert set(variants_of([2, 20, 8, 8], channels_last=True)) == small
+    assert set(variants_of([2, 20, 8, 8], channels_last=True, grad=("x",))) == small
+    assert set(variants_of([2, 3, 8, 8])) == small
+    assert set(variants_of([2, 3, 8, 8], grad=("styles",))) == small | {"nchw_direct"}
+    assert set(variants_of([2, 3, 8, 8], out_channels=8, grad=("x",))) == small
+    # up=2 alone can go by the transposed convolution.
+    assert set(variants_of([2, 20, 8, 8], up=2, channels_last=True)) == small | {"up_transposed"}
+    assert set(variants_of([2, 20, 8, 8], up=2, down=2, channels_last=True)) == small
+    assert set(variants_of([2, 20, 8, 8], down=2, channels_last=True)) == small
+    # From 64^2 output pixels the rule premodulates: the variant modulates in the loop.
+    large = {"per_tap_loop", "modulate_in_loop"}
+    assert set(variants_of([2, 20, 64, 64], channels_last=True)) == large
+    assert set(variants_of([2, 20, 32, 32], up=2, channels_last=True)) == large | {"up_transposed"}
+    assert set(variants_of([2, 20, 63, 64], channels_last=True)) == small
+    # The Triton weight gradient where the weight gets one.
+    assert set(variants_of([2, 20, 8, 8], channels_last=True, grad=("weight",))) == small | {"triton_wgrad"}
+    assert set(variants_of([2, 20, 8, 8], channels_last=True, grad=("weight",), enabled=False)) == small
+    assert set(variants_of([2, 3, 8, 8], grad=("x", "weight"), enabled=False)) == small
+    assert set(kernels.VARIANTS) == small | large | {"nchw_direct", "up_transposed", "triton_wgrad"}
+
+
+# variant: (a MODCONV_GRAD_CASES case it applies to, PREMODULATE_MIN_PIXELS for the test)
+VARIANT_CASES = {
+    "nchw_direct": ("up-demod", None),
+    "per_tap_loop": ("down-nodemod-tanh", None),
+    "modulate_in_loop": ("same-lrelu-clamp", 1),  # every layer premodulated by the rule
+    "premodulate": ("down-nodemod-tanh", None),
+    "up_transposed": ("up-demod", None),
+    "triton_wgrad": ("same-lrelu-clamp", None),
+}
+
+
+@pytest.mark.parametrize("variant", kernels.VARIANTS)
+def test_variant_matches_reference_to_second_order(variant, monkeypatch):
+    # Forward and first derivatives of every input (float64, the tolerances of
+    # test_gradients_match_reference), then second order as R1 and path length take it.
+    case, min_pixels = VARIANT_CASES[variant]
+    if min_pixels is not None:
+        monkeypatch.setattr(_implicit_gemm, "PREMODULATE_MIN_PIXELS", min_pixels)
+    resampling, op_kwargs = GRAD_CASES[case]
+    tensors, kwargs = make_inputs(resampling, i=16, o=16, hw=(5, 6))
+    x, weight, styles = (t.detach().requires_grad_() for t in tensors[:3])
+    args = (kwargs["up"], kwargs["down"], (1, 1, 1, 1), kwargs["resample_filter"], op_kwargs.get("demodulate", True),
+            kwargs["flip_weight"], True)  # fmt: skip
+    assert variant in kernels.variants(x, weight, styles, tensors[3], *args)
+    impl = f"triton:{variant}"
+    dy = randn(run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
+    launches = record_launches(monkeypatch, with_sizes=True)
+    run("triton", tensors, dy, **kwargs, **op_kwargs)
+    default, launches[:] = list(launches), []
+    out, grads = run(impl, tensors, dy, **kwargs, **op_kwargs)
+    assert launches != default, "the variant launched what the default rule launches"
+    truth, truth_grads = run("ref", tensors, dy, **kwargs, **op_kwargs)
+    torch.testing.assert_close(out, truth, rtol=1e-12, atol=1e-12)
+    for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth_grads):
+        torch.testing.assert_close(g, t, rtol=1e-10, atol=1e-10, msg=lambda m: f"d{name}: {m}")
+    kernel_checks.check_modconv_second_order(functools.partial(triton_layer, impl=impl), case)
+
 
 # The op with dilate > 1, whose programs each cover one phase of the output and skip the taps
 # that meet only inserted zeros (_implicit_gemm's module docstring), against its definition.
@@ -360,10 +453,10 @@ def dilated_inputs(case, dtype=torch.float64, param_dtype=torch.float64, i=20, o
 
 
 def dilated_op(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size,
-               act, alpha, gain, clamp, store_u=True):  # fmt: skip
+               act, alpha, gain, clamp, store_u=True, options=0):  # fmt: skip
     """(y, u) of the op; u is empty unless store_u."""
     return _implicit_gemm._conv_op(x, weight, in_scale, out_scale, noise, bias, stride, dilate, list(padding),
-                                   list(out_size), act, alpha, gain, clamp, store_u)  # fmt: skip
+                                   list(out_size), act, alpha, gain, clamp, store_u, options)  # fmt: skip
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])

@@ -46,6 +46,7 @@ def test_matches_reference(case, dtype):
 
 
 def gradient(impl, x, f, dy, up, down, padding, flip, gain):
+    """dx of upfirdn2d by impl ('ref', 'triton' or a candidate 'triton:<variant>')."""
     x = x.detach().requires_grad_()
     y = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl=impl)
     return torch.autograd.grad(y, x, dy)[0]
@@ -102,20 +103,24 @@ def test_layouts(layout):
 @pytest.mark.parametrize("case", ["upsample2d 4-tap separable", "downsample2d 4x4", "10-tap separable, two passes"])
 def test_nchw_with_many_channels(case, via_channels_last, monkeypatch):
     # An NCHW x with >= 16 channels is read through a channels_last copy (the kernel's fast
-    # layout) unless the switch is off; either way the output and the gradient are NCHW and
-    # match the reference. The recorder proves which layout the kernel read.
-    monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
+    # layout) unless the call takes the variant 'nchw_direct', for its gradient too; either way
+    # the output and the gradient are NCHW and match the reference. The recorder proves which
+    # layout the kernel read.
     read = record_kernel_layouts(monkeypatch)
+    impl = "triton" if via_channels_last else "triton:nchw_direct"
     up, down, padding, f_shape, flip, gain = CASES[case]
     x, f = randn([2, 17, 7, 9], torch.float32), random_filter(f_shape)
     args = (up, down, padding, flip, gain)
-    out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl="triton")
+    assert kernels.variants(x, f, *args) == ("nchw_direct",)
+    out = upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain, impl=impl)
     truth = _upfirdn2d_ref(x.double(), f.double(), *args)
     assert_error_within_baseline(out, truth, _upfirdn2d_ref(x, f, *args), "y", magnitude(x, f, *args))
     assert out.is_contiguous()
     assert read and all(_launch.is_channels_last(t) == via_channels_last for t in read)
+    read.clear()
     dy = randn(out.shape, torch.float32, seed=2)
-    dx = gradient("triton", x, f, dy, *args)
+    dx = gradient(impl, x, f, dy, *args)
+    assert len(read) >= 2 and all(_launch.is_channels_last(t) == via_channels_last for t in read)
     truth = gradient("ref", x.double(), f.double(), dy.double(), *args)
     scale = gradient("ref", x.double(), f.double().abs(), dy.double().abs(), *args).max().item()
     assert dx.is_contiguous()
@@ -127,6 +132,29 @@ def test_few_channels_stay_nchw(monkeypatch):
     x, f = randn([2, _launch.VIA_CHANNELS_LAST_MIN_CHANNELS - 1, 6, 5], torch.float32), random_filter((4,))
     upfirdn2d(x, f, up=2, padding=(2, 1, 2, 1), gain=4.0, impl="triton")
     assert read and not any(_launch.is_channels_last(t) for t in read)
+    # So 'nchw_direct' would change nothing: the tuner is not offered it, nor for channels_last x.
+    args = ((2, 2), (1, 1), (2, 1, 2, 1), False, 4.0)
+    assert kernels.variants(x, f, *args) == ()
+    assert kernels.variants(randn([2, 17, 6, 5]).to(memory_format=torch.channels_last), f, *args) == ()
+
+
+@pytest.mark.parametrize("case", ["upsample2d 4-tap separable", "up 3x2, down 2x3, crop"])
+def test_nchw_direct_gradgradcheck(case):
+    # The variant governs the backward's upfirdn2d and the one of that, in float64.
+    up, down, padding, f_shape, flip, gain = CASES[case]
+    x, f = randn([1, 16, 4, 5]).requires_grad_(), random_filter(f_shape).double()
+
+    def fn(x):
+        return upfirdn2d(x, f, up=up, down=down, padding=padding, flip_filter=flip, gain=gain,
+                         impl="triton:nchw_direct")  # fmt: skip
+
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+
+
+def test_unknown_variant_is_rejected():
+    x, f = randn([1, 2, 4, 5]), random_filter((4,))
+    with pytest.raises(ValueError, match="no variant 'per_tap_loop'"):
+        kernels.upfirdn2d(x, f, (1, 1), (1, 1), (0, 0, 0, 0), False, 1.0, variant="per_tap_loop")
 
 
 @pytest.mark.gpu

@@ -2,8 +2,9 @@
 against its definition, the weight gradient of F.conv2d on the padded, scaled input in
 float64: strides, kernel sizes, padding of both signs, layouts of x and g, with and without
 in_scale, several tiles and K splits; low precision within twice PyTorch's own error; and
-modulated_conv2d's gradients with the kernel switched on (_implicit_gemm.TRITON_WEIGHT_GRAD)."""
+modulated_conv2d's gradients by the variant that takes the kernel ('triton:triton_wgrad')."""
 
+import functools
 import textwrap
 
 import pytest
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 import tests.ops.test_triton_modulated_conv2d as conv_tests
 from stylegan_fast.ops.triton import _implicit_gemm, _launch, _wgrad
+from tests.ops import kernel_checks
 from tests.ops.kernel_checks import assert_error_within_baseline, compiles_for_hopper, record_kernel_layouts
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,8 +54,8 @@ def weight_grad_ref(x, a, g, weight, stride, padding):
     return torch.autograd.grad(F.conv2d(xs, w, stride=stride), w, g)[0]
 
 
-def kernel(x, a, g, weight, stride, padding):
-    return _wgrad._weight_grad_op(x, a, g, weight, stride, list(padding))
+def kernel(x, a, g, weight, stride, padding, options=0):
+    return _wgrad._weight_grad_op(x, a, g, weight, stride, list(padding), options)
 
 
 def layout(t, name):
@@ -83,12 +85,11 @@ def test_layouts_float64(case, x_layout, g_layout):
 @pytest.mark.parametrize("via_channels_last", [True, False], ids=["via_nhwc", "direct"])
 @pytest.mark.parametrize("case", ["3x3-same", "4x4-stride2-crop"])
 def test_nchw_x_with_many_channels(case, via_channels_last, monkeypatch):
-    # An NCHW x of >= 16 channels is read through its channels_last copy unless the switch is
-    # off; the recorder proves which layout the kernel read.
-    monkeypatch.setattr(_launch, "NCHW_VIA_CHANNELS_LAST", via_channels_last)
+    # An NCHW x of >= 16 channels is read through its channels_last copy unless the options
+    # have NCHW_DIRECT; the recorder proves which layout the kernel read.
     read = record_kernel_layouts(monkeypatch)
     (x, a, g, weight), conv = inputs(case, c=20)
-    out = kernel(x, a, g, weight, **conv)
+    out = kernel(x, a, g, weight, **conv, options=0 if via_channels_last else _implicit_gemm.NCHW_DIRECT)
     torch.testing.assert_close(out, weight_grad_ref(x, a, g, weight, **conv), rtol=1e-10, atol=1e-10)
     assert [_launch.is_channels_last(t) for t in read] == [via_channels_last]
 
@@ -148,7 +149,7 @@ def test_not_differentiable():
 def test_registered_op_agrees_to_the_bit():
     # The torch.library op (what tracers see) and the eager path run the same host code.
     (x, a, g, weight), conv = inputs("4x4-stride2")
-    args = (x, a, g, weight, conv["stride"], list(conv["padding"]))
+    args = (x, a, g, weight, conv["stride"], list(conv["padding"]), 0)
     assert torch.equal(_wgrad._weight_grad_op.op(*args), _wgrad._weight_grad_op(*args))
 
 
@@ -192,12 +193,14 @@ def test_config_rule():
     assert _wgrad.wgrad_config(16, 16, 1, 1, 64, torch.float32)[3] == 1
 
 
-# modulated_conv2d with the kernel switched on.
+# modulated_conv2d with the variant that takes the kernel.
+
+TRITON_WGRAD = "triton:triton_wgrad"
 
 
 @pytest.fixture
 def triton_wgrad(monkeypatch):
-    """TRITON_WEIGHT_GRAD on; yields the list of the kernel's calls (its x shapes)."""
+    """Yields the list of the kernel's calls (its x shapes) while the test runs."""
     calls = []
     op = _wgrad._weight_grad_op
 
@@ -205,23 +208,25 @@ def triton_wgrad(monkeypatch):
         calls.append(tuple(x.shape))
         return op(x, *args)
 
-    monkeypatch.setattr(_implicit_gemm, "TRITON_WEIGHT_GRAD", True)
     monkeypatch.setattr(_wgrad, "_weight_grad_op", counted)
     yield calls
 
 
 def test_weight_grad_chooses_the_path(triton_wgrad):
-    # The kernel for a first-order gradient with dilate = 1; ATen when gradient mode is on
-    # (create_graph=True) or the convolution is dilated (transposed).
+    # With the option TRITON_WEIGHT_GRAD, the kernel for a first-order gradient with dilate = 1;
+    # ATen when gradient mode is on (create_graph=True) or the convolution is dilated
+    # (transposed), and without the option (the default rule).
     (x, a, g, weight), conv = inputs("3x3-same")
+    options = _implicit_gemm.TRITON_WEIGHT_GRAD
     with torch.no_grad():
-        out = _wgrad.weight_grad(x, a, g, weight, conv["stride"], 1, conv["padding"])
+        out = _wgrad.weight_grad(x, a, g, weight, conv["stride"], 1, conv["padding"], options)
     assert len(triton_wgrad) == 1
     torch.testing.assert_close(out, weight_grad_ref(x, a, g, weight, **conv), rtol=1e-10, atol=1e-10)
     with torch.enable_grad():
-        _wgrad.weight_grad(x, a, g, weight, conv["stride"], 1, conv["padding"])
+        _wgrad.weight_grad(x, a, g, weight, conv["stride"], 1, conv["padding"], options)
     with torch.no_grad():
-        _wgrad.weight_grad(x, a, randn([2, 10, 11, 15], 4), weight, 1, 2, (2, 2))
+        _wgrad.weight_grad(x, a, randn([2, 10, 11, 15], 4), weight, 1, 2, (2, 2), options)
+        _wgrad.weight_grad(x, a, g, weight, conv["stride"], 1, conv["padding"])
     assert len(triton_wgrad) == 1
 
 
@@ -231,6 +236,8 @@ def test_modulated_conv2d_gradients_match_reference(case, triton_wgrad):
     tensors, kwargs = conv_tests.make_inputs(resampling, i=16, o=16, hw=(5, 6))
     dy = conv_tests.randn(conv_tests.run("ref", tensors, **kwargs, **op_kwargs)[0].shape, 6)
     _, grads = conv_tests.run("triton", tensors, dy, **kwargs, **op_kwargs)
+    assert not triton_wgrad, "the default rule took the kernel"
+    _, grads = conv_tests.run(TRITON_WGRAD, tensors, dy, **kwargs, **op_kwargs)
     assert triton_wgrad, "the weight gradient did not take the kernel"
     _, truth = conv_tests.run("ref", tensors, dy, **kwargs, **op_kwargs)
     for name, g, t in zip(["x", "weight", "styles", "noise", "bias"], grads, truth):
@@ -240,7 +247,7 @@ def test_modulated_conv2d_gradients_match_reference(case, triton_wgrad):
 @pytest.mark.parametrize("case", ["same-lrelu-clamp", "down-nodemod-tanh"])
 def test_second_order_unchanged(case, triton_wgrad):
     # create_graph=True takes the ATen path; the backward of that backward may take the kernel.
-    conv_tests.test_second_order_matches_reference(case)
+    kernel_checks.check_modconv_second_order(functools.partial(conv_tests.triton_layer, impl=TRITON_WGRAD), case)
 
 
 def test_kernel_compiles_for_hopper():

@@ -18,13 +18,13 @@ works.
 The GEMM, per sample: M = output pixels, N = out channels, K = in channels x taps. A
 program owns a [BM pixels, BN out channels] tile and walks K in steps of one tap and BK in
 channels: it loads the x tile [BM, BK] gathered at the tap's shifted pixels (masked outside
-the image) and the weight tile [BK, BN]. With D = 1 the steps are one software-pipelined loop
-(FLAT_K_LOOP), so the next tap's tiles load while this tap's dots run; with D > 1 (below) the
-taps are a compile-time loop around a pipelined loop over the channel blocks. In
-channels_last both tiles are rows of contiguous channels, copied to shared memory in 16-byte
-pieces; an NCHW x would give one-element loads (a tap's pixels are one element off
-alignment), so NCHW inputs with enough channels are read through a channels_last copy
-(_launch.kernel_layout); y and u keep x's layout.
+the image) and the weight tile [BK, BN]. With D = 1 the steps are one software-pipelined loop,
+so the next tap's tiles load while this tap's dots run; with D > 1 (below), and for D = 1 in
+the option PER_TAP_LOOP, the taps are a compile-time loop around a pipelined loop over the
+channel blocks. In channels_last both tiles are rows of contiguous channels, copied to shared
+memory in 16-byte pieces; an NCHW x would give one-element loads (a tap's pixels are one
+element off alignment), so NCHW inputs with enough channels are read through a channels_last
+copy (_launch.kernel_layout) unless the option NCHW_DIRECT is set; y and u keep x's layout.
 
 With D > 1 most taps of an output pixel land on inserted zeros, and which ones depends only
 on the pixel's phase (oy mod D, ox mod D): row oy = qy * D + ry reads X row
@@ -37,8 +37,8 @@ D = 1 there is one phase and the phase arithmetic folds away at compile time.
 
 The style modulation is applied to the weight, formed as the reference forms it: weight *
 style in float32, rounded once to the dot dtype, so that float16 x never meets an
-unnormalised style product and x goes to tl.dot as loaded. With PREMODULATED_WEIGHT (the
-default, for layers of 64 x 64 pixels or more) a small kernel writes these per-sample
+unnormalised style product and x goes to tl.dot as loaded. By default, for layers of
+PREMODULATE_MIN_PIXELS (64 x 64) pixels or more, a small kernel writes these per-sample
 weights once per call, [N, kh, kw, O, C] in the dot dtype (N times the weight: 151 MB for
 512->512 bf16 at batch 32, a 0.1 ms write and read against ~1 ms of tensor-core work), and
 each program reads its sample's slice; both operands then go from shared memory to the
@@ -48,6 +48,12 @@ store of the tile between the copy and the wgmma, and makes every K step wait fo
 to finish before the next one may start (tests/ops/test_triton_codegen.py). The two forms
 compute the same bits. The per-sample weights exist only during the call: autograd never
 sees them.
+
+Options: each alternative to a default rule above is one bit of the op's `options` argument,
+which the backward passes on to its own convolution and weight gradient, so that a call's
+choice governs its gradients at every order. They are the variants of
+stylegan_fast.ops.triton.modulated_conv2d, which the tuner times per call
+(stylegan_fast.ops._dispatch).
 
 Epilogue: the [BM, BN] float32 (float64) accumulator is u; it is optionally stored (the
 backward needs it for the gradient of out_scale and to rebuild z for the activation's
@@ -91,24 +97,30 @@ STAGES, STAGES_FP64 = 3, 2
 # 128->128 at 256^2 fp16 2.59 against 3.40 (benchmarks/NOTES.md, sweep of 2026-11-23). With
 # NCHW x the same tiles were slower (3.63 vs 3.53 ms, 6.06 vs 4.41 ms).
 LARGE_TILE_M, LARGE_TILE_MIN_PIXELS, LARGE_TILE_MIN_OUT = 256, 64 * 64, 128
-# dilate = 1: one software-pipelined K loop over (tap, K block), the tap's offsets computed at
-# run time, instead of one pipelined loop per tap (a compile-time loop, as dilate > 1 needs
-# for skipping dead taps). Per-tap loops fill and drain the pipeline kh * kw times per tile:
-# with 128 channels (BK 64) a tap's loop has 2 steps for a 3-stage pipeline, with 32-64
-# channels one, so the high-resolution layers wait for every tile's loads.
-FLAT_K_LOOP = True
-# The first-order weight gradient (dilate = 1) by the Triton kernel of _wgrad, which applies
-# in_scale to each sample's sum, instead of xs = x * in_scale and ATen's convolution_backward.
-# Off: cuDNN's wgrad until `python -m benchmarks.sweep --only wgrad` measures the kernel faster.
-TRITON_WEIGHT_GRAD = False
-# The per-sample modulated weights written once per call by _modulate_weight_kernel, instead of
-# the weight tile multiplied by the styles in every K step (module docstring), for layers with
-# at least PREMODULATE_MIN_PIXELS output pixels per sample (and phase). Writing and reading the
-# weights costs 2 * elem_size / pixels bytes per FLOP of the convolution: at 64^2 about 6% of
-# its time at ~400 TFLOP/s and 3 TB/s, at 32^2 about 25%, more than the in-loop modulation
-# costs there; the layers below 64^2 are small and launch-bound anyway.
-PREMODULATED_WEIGHT = True
+# Option bits of the op (its `options` argument; 0 takes every default rule below). Each is
+# one variant of stylegan_fast.ops.triton.modulated_conv2d, for the tuner to time per call.
+NCHW_DIRECT = _launch.NCHW_DIRECT  # an NCHW x read as it is, not through a channels_last copy
+# dilate = 1: by default one software-pipelined K loop over (tap, K block), the tap's offsets
+# computed at run time, instead of one pipelined loop per tap (a compile-time loop, as
+# dilate > 1 needs for skipping dead taps). Per-tap loops fill and drain the pipeline kh * kw
+# times per tile: with 128 channels (BK 64) a tap's loop has 2 steps for a 3-stage pipeline,
+# with 32-64 channels one, so the high-resolution layers wait for every tile's loads. With many
+# channels per tap the per-tap loops may still win (no runtime tap arithmetic): PER_TAP_LOOP.
+PER_TAP_LOOP = 2
+# By default the per-sample modulated weights are written once per call by
+# _modulate_weight_kernel, instead of the weight tile multiplied by the styles in every K step
+# (module docstring), for layers with at least PREMODULATE_MIN_PIXELS output pixels per sample
+# (and phase). Writing and reading the weights costs 2 * elem_size / pixels bytes per FLOP of
+# the convolution: at 64^2 about 6% of its time at ~400 TFLOP/s and 3 TB/s, at 32^2 about 25%,
+# more than the in-loop modulation costs there; the layers below 64^2 are small and
+# launch-bound anyway. The threshold is an estimate: MODULATE_IN_LOOP never premodulates,
+# PREMODULATE always does.
 PREMODULATE_MIN_PIXELS = 64 * 64
+MODULATE_IN_LOOP, PREMODULATE = 4, 8
+# The first-order weight gradient (dilate = 1) is by default ATen's convolution_backward
+# (cuDNN's wgrad) on xs = x * in_scale; TRITON_WEIGHT_GRAD takes the Triton kernel of _wgrad,
+# which applies in_scale to each sample's sum and so needs no xs pass.
+TRITON_WEIGHT_GRAD = 16
 
 
 def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.dtype,
@@ -130,6 +142,14 @@ def conv_config(pixels: int, out_channels: int, in_channels: int, dtype: torch.d
     bk = min(max(_launch.next_power_of_2(in_channels), MIN_TILE), MAX_TILE_K_WIDE if wide else MAX_TILE_K_HALF)
     warps = 8 if bm * bn >= 128 * 64 else 4
     return bm, bn, bk, warps, STAGES_FP64 if dtype == torch.float64 else STAGES
+
+
+def premodulates(in_scale: torch.Tensor | None, phase_pixels: int, options: int) -> bool:
+    """Whether the convolution writes the per-sample weights first (else the K loop applies
+    in_scale): the rule by pixels per phase, or what MODULATE_IN_LOOP / PREMODULATE say."""
+    if in_scale is None or options & MODULATE_IN_LOOP:
+        return False
+    return bool(options & PREMODULATE) or phase_pixels >= PREMODULATE_MIN_PIXELS
 
 
 @triton.jit
@@ -358,11 +378,12 @@ def _strides(t: torch.Tensor | None, ndim: int) -> tuple[int, ...]:
 def _conv_op(
     x: torch.Tensor, weight: torch.Tensor, in_scale: torch.Tensor | None, out_scale: torch.Tensor | None,
     noise: torch.Tensor | None, bias: torch.Tensor | None, stride: int, dilate: int, padding: list[int],
-    out_size: list[int], act: str, alpha: float, gain: float, clamp: float | None, store_u: bool,
+    out_size: list[int], act: str, alpha: float, gain: float, clamp: float | None, store_u: bool, options: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(y, u) as in the module docstring: x [N, C, H, W]; weight [O, C, kh, kw] (correlated);
     in_scale [N, C], out_scale [N, O], noise [N, O, Ho, Wo] (any strides, 0 to broadcast),
-    bias [O], or None; padding (py, px) before; out_size (Ho, Wo). u is empty unless store_u."""
+    bias [O], or None; padding (py, px) before; out_size (Ho, Wo). u is empty unless store_u.
+    options: the option bits (NCHW_DIRECT, PER_TAP_LOOP, ...) of this call and its backward."""
     batch, in_channels, in_h, in_w = x.shape
     out_channels, _, kh, kw = weight.shape
     out_h, out_w = out_size
@@ -370,14 +391,14 @@ def _conv_op(
     u = _launch.empty_like_layout(x, out_channels, out_h, out_w) if store_u else x.new_empty([0])
     if y.numel() == 0:
         return y, u
-    x = _launch.kernel_layout(x)  # y and u keep the caller's layout
+    x = _launch.kernel_layout(x, options)  # y and u keep the caller's layout
     # The tiles cover one phase's sub-grid (the whole output when dilate = 1); every phase
     # gets as many programs as phase (0, 0), the largest.
     phase_pixels = _launch.cdiv(out_h, dilate) * _launch.cdiv(out_w, dilate)
     config = conv_config(phase_pixels, out_channels, in_channels, x.dtype, _launch.is_channels_last(x))
     bm, bn, bk, warps, stages = config
     dot = _dot_code(x)
-    if in_scale is not None and PREMODULATED_WEIGHT and phase_pixels >= PREMODULATE_MIN_PIXELS:
+    if premodulates(in_scale, phase_pixels, options):
         weight, in_scale = _premodulated(weight, in_scale, _DOT_DTYPES[dot]), None
         weight_strides = weight.stride()
     else:
@@ -398,13 +419,14 @@ def _conv_op(
         HAS_IN_SCALE=in_scale is not None, HAS_OUT_SCALE=out_scale is not None, HAS_NOISE=noise is not None,
         NOISE_PER_PIXEL=noise is not None and noise.stride(1) == 0,
         HAS_BIAS=bias is not None, HAS_CLAMP=clamp is not None, STORE_U=store_u, DOT=dot,
-        FLAT=FLAT_K_LOOP and dilate == 1, BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
+        FLAT=dilate == 1 and not options & PER_TAP_LOOP, BM=bm, BN=bn, BK=bk, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return y, u
 
 
 @_conv_op.register_fake
-def _(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size, act, alpha, gain, clamp, store_u):
+def _(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size, act, alpha, gain, clamp, store_u,
+      options):  # fmt: skip
     # Shapes only: triton_op would trace the host function, which cannot launch the
     # interpreter's raw kernel on fake tensors.
     y = _launch.empty_like_layout(x, weight.shape[0], *out_size)
@@ -412,12 +434,12 @@ def _(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_
 
 
 def scaled_conv2d(x, weight, in_scale, out_scale, noise, bias, stride, dilate, padding, out_size,
-                  act="linear", alpha=0.0, gain=1.0, clamp=None, store_u=None):  # fmt: skip
+                  act="linear", alpha=0.0, gain=1.0, clamp=None, store_u=None, options=0):  # fmt: skip
     """The op's y; store_u=None stores u exactly when the backward will need it."""
     if store_u is None:
         store_u = needs_u(x, weight, in_scale, out_scale, noise, bias, act, clamp)
     return _conv_op(x, weight, in_scale, out_scale, noise, bias, stride, dilate, list(padding), list(out_size),
-                    act, alpha, gain, clamp, store_u)[0]  # fmt: skip
+                    act, alpha, gain, clamp, store_u, options)[0]  # fmt: skip
 
 
 def needs_u(x, weight, in_scale, out_scale, noise, bias, act, clamp) -> bool:
@@ -478,7 +500,7 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dy, du):
     x, weight, a, s, noise, bias, u = ctx.saved_tensors
-    stride, dilate, (py, px), _, act, alpha, gain, clamp, _ = ctx.args
+    stride, dilate, (py, px), _, act, alpha, gain, clamp, _, options = ctx.args
     need_x, need_w, need_a, need_s, need_noise, need_bias = ctx.needs_input_grad[:6]
     kh, kw = weight.shape[2:]
     if dy is None:  # only u was used
@@ -518,17 +540,18 @@ def _backward(ctx, dy, du):
             fold = None
     d_x = d_a = d_w = None
     if need_x or need_a:
-        # The transposed convolution: stride and dilation swap, the weight flips and transposes.
+        # The transposed convolution: stride and dilation swap, the weight flips and transposes;
+        # the forward's options govern it too.
         w_t = weight.flip([2, 3]).transpose(0, 1)
         d_x, dxs = _conv_op(dz, w_t, fold, a, None, None, dilate, stride, [kh - 1 - py, kw - 1 - px],
-                            list(x.shape[2:]), "linear", 0.0, 1.0, None, need_a)  # fmt: skip
+                            list(x.shape[2:]), "linear", 0.0, 1.0, None, need_a, options)  # fmt: skip
         d_a = sum_to(dxs * x, [2, 3], a) if need_a else None
         d_x = d_x if need_x else None
     if need_w:
         g = dz if fold is None else dz * _channel(fold, dz.dtype)
         from stylegan_fast.ops.triton._wgrad import weight_grad  # it imports this module
-        d_w = weight_grad(x, a, g, weight, stride, dilate, (py, px))
-    return d_x, d_w, d_a, d_s, d_noise, d_bias, *([None] * 9)
+        d_w = weight_grad(x, a, g, weight, stride, dilate, (py, px), options)
+    return d_x, d_w, d_a, d_s, d_noise, d_bias, *([None] * 10)
 
 
 _conv_op.register_autograd(_backward, setup_context=_setup)

@@ -40,20 +40,36 @@ UPFIRDN2D_TILES = {
 # 16-byte vector; in NCHW it moves by one element, so sm_90 code for an NCHW x loads one 2-byte
 # element per instruction (the conv's x tile 32 scalar loads per thread and K step where
 # channels_last has 4 cp.async; see tests/ops/test_triton_codegen.py). Measured on an H100:
-# NCHW 8x slower for the FIR, 1.7-1.8x for the conv (benchmarks/NOTES.md). So an NCHW x with at
-# least VIA_CHANNELS_LAST_MIN_CHANNELS channels is copied to channels_last before the kernel
-# (one read and one write of x); the output keeps the caller's layout, which the kernels
-# store through shared memory. Fewer channels stay NCHW: a pixel of 3 channels is no vector.
-NCHW_VIA_CHANNELS_LAST = True
+# NCHW 8x slower for the FIR, 1.7-1.8x for the conv (benchmarks/NOTES.md). So by default an
+# NCHW x with at least VIA_CHANNELS_LAST_MIN_CHANNELS channels is copied to channels_last
+# before the kernel (one read and one write of x); the output keeps the caller's layout, which
+# the kernels store through shared memory. Fewer channels stay NCHW: a pixel of 3 channels is
+# no vector. The copy costs a pass over x, so reading x as it is stays a candidate: the variant
+# 'nchw_direct' of upfirdn2d and modulated_conv2d, the option bit NCHW_DIRECT of their ops.
 VIA_CHANNELS_LAST_MIN_CHANNELS = 16
+NCHW_DIRECT = 1
 
 
-def kernel_layout(x: torch.Tensor) -> torch.Tensor:
-    """x as the gather kernels read it best: a channels_last copy of an NCHW x with enough
-    channels (while NCHW_VIA_CHANNELS_LAST), else x itself."""
-    if NCHW_VIA_CHANNELS_LAST and x.shape[1] >= VIA_CHANNELS_LAST_MIN_CHANNELS and not is_channels_last(x):
+def via_channels_last(x: torch.Tensor) -> bool:
+    """Whether the default rule reads x through a channels_last copy: x has enough channels and
+    is not channels_last already."""
+    return x.shape[1] >= VIA_CHANNELS_LAST_MIN_CHANNELS and not x.is_contiguous(memory_format=torch.channels_last)
+
+
+def kernel_layout(x: torch.Tensor, options: int = 0) -> torch.Tensor:
+    """x as a gather kernel reads it: the channels_last copy of via_channels_last's x unless
+    `options` has NCHW_DIRECT, else x itself."""
+    if not options & NCHW_DIRECT and via_channels_last(x):
         return x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def variant_options(op: str, variant: str, options: dict[str, int]) -> int:
+    """The option bits of `variant` in a kernel module's table ('' is the default rule, 0)."""
+    if variant not in options:
+        listed = ", ".join(repr(name) for name in options if name)
+        raise ValueError(f"{op} with impl='triton' has no variant {variant!r} (its variants: {listed})")
+    return options[variant]
 
 
 def elementwise_config(numel: int) -> tuple[int, int, bool]:

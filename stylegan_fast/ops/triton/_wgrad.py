@@ -28,7 +28,9 @@ and ATen sums the partials, so the result is deterministic (no atomics).
 Launch order: the taps of one (tile, split) are consecutive programs, so the nine 3x3 taps
 read the same g tiles and overlapping x tiles at about the same time, mostly from L2.
 
-Not differentiable: the ATen path stays for create_graph=True (`weight_grad` chooses).
+Not differentiable: the ATen path stays for create_graph=True (`weight_grad` chooses). The
+ATen path is the default for first-order gradients too; this kernel runs for calls with the
+option _implicit_gemm.TRITON_WEIGHT_GRAD (modulated_conv2d's variant 'triton_wgrad').
 """
 
 import torch
@@ -147,11 +149,12 @@ def split_samples(batch: int, pixel_blocks: int, splits: int) -> tuple[int, int,
 @_launch.triton_op("stylegan_fast::triton_scaled_conv2d_weight_grad")
 def _weight_grad_op(
     x: torch.Tensor, in_scale: torch.Tensor | None, g: torch.Tensor, weight: torch.Tensor, stride: int,
-    padding: list[int],
+    padding: list[int], options: int,
 ) -> torch.Tensor:  # fmt: skip
     """dW [O, C, kh, kw] in weight's dtype (weight gives only the shape and dtype), as in the
     module docstring: x [N, C, H, W] and g [N, O, Ho, Wo] of one dtype, in any layout;
-    in_scale [N, C] or None; padding (py, px) before."""
+    in_scale [N, C] or None; padding (py, px) before; options the convolution's option bits
+    (NCHW_DIRECT: an NCHW x read as it is)."""
     batch, in_channels, in_h, in_w = x.shape
     out_channels, _, kh, kw = weight.shape
     out_h, out_w = g.shape[2:]
@@ -164,7 +167,7 @@ def _weight_grad_op(
     if k_blocks == 0 or in_channels == 0 or out_channels == 0:
         return torch.zeros_like(weight, memory_format=torch.contiguous_format)
     splits, samples_per_split, chunks, chunk_blocks = split_samples(batch, pixel_blocks, splits)
-    x = _launch.kernel_layout(x)  # an NCHW x tile would be one-element loads: a tap's pixels are off alignment
+    x = _launch.kernel_layout(x, options)  # an NCHW x tile would be one-element loads: a tap's pixels are off alignment
     # Partial sums [splits, O, C, kh, kw] in [splits, kh, kw, C, O] memory: a program's
     # [BC, BO] tile is BC rows of BO contiguous values.
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -184,7 +187,7 @@ def _weight_grad_op(
 
 
 @_weight_grad_op.register_fake
-def _(x, in_scale, g, weight, stride, padding):
+def _(x, in_scale, g, weight, stride, padding, options):
     return torch.empty_like(weight, memory_format=torch.contiguous_format)
 
 
@@ -194,13 +197,14 @@ _weight_grad_op.register_no_derivative(
 )
 
 
-def weight_grad(x, a, g, weight, stride, dilate, padding):
+def weight_grad(x, a, g, weight, stride, dilate, padding, options=0):
     """The scaled convolution's weight gradient [O, C, kh, kw] in weight's dtype: x [N, C, H, W],
-    a [N, C] or None, g [N, O, Ho, Wo], padding (py, px). This kernel when
-    _implicit_gemm.TRITON_WEIGHT_GRAD is on, dilate is 1 and gradient mode is off (a first-order
-    backward); otherwise xs = x * a and ATen's convolution_backward, differentiable."""
-    if _implicit_gemm.TRITON_WEIGHT_GRAD and dilate == 1 and not torch.is_grad_enabled():
-        return _weight_grad_op(x, a, g.to(x.dtype), weight.detach(), stride, list(padding))
+    a [N, C] or None, g [N, O, Ho, Wo], padding (py, px), options the convolution's option bits.
+    This kernel when options has _implicit_gemm.TRITON_WEIGHT_GRAD, dilate is 1 and gradient
+    mode is off (a first-order backward); otherwise xs = x * a and ATen's convolution_backward,
+    differentiable."""
+    if options & _implicit_gemm.TRITON_WEIGHT_GRAD and dilate == 1 and not torch.is_grad_enabled():
+        return _weight_grad_op(x, a, g.to(x.dtype), weight.detach(), stride, list(padding), options)
     xs = x if a is None else x * _implicit_gemm._channel(a, x.dtype)
     d_w = _implicit_gemm._weight_grad(xs, g.to(xs.dtype), weight.detach().to(xs.dtype), stride, dilate, padding)
     return d_w.to(weight.dtype)

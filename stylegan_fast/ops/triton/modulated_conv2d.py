@@ -8,7 +8,7 @@ What runs where, per call:
   upfirdn2d(impl='triton'), which is conv2d_resample's definition (filter and convolution
   commute); the convolution then runs with stride `down` and the epilogue sees the final
   output. For up=2 this convolves the upsampled image: 4x the FLOPs of a transposed
-  convolution. The other order (UP_BY_TRANSPOSED_CONVOLUTION): the transposed convolution
+  convolution. The other order (the variant 'up_transposed'): the transposed convolution
   (phase-tiled: no MACs on inserted zeros), then the FIR filter with the epilogue in one
   upfirdn2d pass;
 - the convolution with the modulation, demodulation and epilogue: one Triton kernel.
@@ -22,37 +22,81 @@ the epilogue's backward (the activation's derivative, and the gradients of noise
 the demodulation) in one Triton pass (_conv_epilogue) when the backward is not itself
 differentiated, else with differentiable ops (the bias_act Triton op, ATen reductions); the
 weight with ATen's convolution_backward (cuDNN's weight-gradient kernels), or the Triton
-kernel of _wgrad when _implicit_gemm.TRITON_WEIGHT_GRAD is on (off until measured faster).
+kernel of _wgrad (the variant 'triton_wgrad').
+
+Variants (see stylegan_fast.ops._dispatch): each flips one decision of the default rule for a
+call, its backward included, so that the tuner can time both sides on the user's GPU:
+- 'nchw_direct': the convolution kernels read an NCHW input (x, and the x-gradient's dz) as it
+  is instead of through a channels_last copy (_launch.kernel_layout); the FIR passes of the
+  call keep their own default;
+- 'per_tap_loop': a K loop per tap instead of the flat loop (_implicit_gemm.PER_TAP_LOOP);
+- 'modulate_in_loop', 'premodulate': the styles applied in the K loop, or the per-sample
+  weights written first, whatever the layer's size (_implicit_gemm.PREMODULATE_MIN_PIXELS);
+- 'up_transposed': up > 1, down = 1 by the transposed convolution first;
+- 'triton_wgrad': the first-order weight gradient by the Triton kernel of _wgrad.
+A variant that does not apply to a call (`variants` does not list it) computes it by the
+default rule.
 """
 
 import torch
 
 from stylegan_fast.ops.conv2d_resample import _resampling_padding, output_size
 from stylegan_fast.ops.modulated_conv2d import demodulation_coefficients, prenormalised
-from stylegan_fast.ops.triton import _implicit_gemm
+from stylegan_fast.ops.triton import _implicit_gemm, _launch
 from stylegan_fast.ops.triton.upfirdn2d import upfirdn2d_bias_act
 from stylegan_fast.ops.upfirdn2d import filter_size, upfirdn2d
 
-# up=2 layers: True runs the transposed convolution first (1/4 of the MACs: the kernel skips
-# the zeros it inserts), then the FIR filter with the noise, bias and activation in its
-# epilogue (one more pass over the output, 2x2 larger than the convolution's input); False
-# filters the input first and convolves the upsampled image with the epilogue fused (4x the
-# MACs). Not yet measured against each other: `python -m benchmarks.sweep --only up` on a GPU.
-UP_BY_TRANSPOSED_CONVOLUTION = False
+VARIANTS = ("nchw_direct", "per_tap_loop", "modulate_in_loop", "premodulate", "up_transposed", "triton_wgrad")
+# The convolution's option bits of each variant ('up_transposed' changes the composition, not
+# the kernels' options).
+OPTIONS = {"": 0, "nchw_direct": _implicit_gemm.NCHW_DIRECT, "per_tap_loop": _implicit_gemm.PER_TAP_LOOP,
+            "modulate_in_loop": _implicit_gemm.MODULATE_IN_LOOP, "premodulate": _implicit_gemm.PREMODULATE,
+            "up_transposed": 0, "triton_wgrad": _implicit_gemm.TRITON_WEIGHT_GRAD}  # fmt: skip
+
+
+def variants(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
+             fused_modconv) -> tuple[str, ...]:  # fmt: skip
+    """The variants that compute this call differently from the default rule (arguments as
+    modulated_conv2d's): 'nchw_direct' where a convolution kernel would copy an NCHW input (x
+    with enough channels, or with gradients for x or styles the out channels' dz);
+    'per_tap_loop' always (the default path's convolution has dilate 1); whichever of
+    'modulate_in_loop' and 'premodulate' flips the premodulation rule for the forward
+    convolution's pixels (the backward's differ by the kernel's border); 'up_transposed' for
+    up > 1 with down = 1; 'triton_wgrad' where weight gets a gradient."""
+    grad = torch.is_grad_enabled()
+    out_channels, _, kh, kw = weight.shape
+    found = []
+    if not _launch.is_channels_last(x):
+        dz_copied = grad and (x.requires_grad or styles.requires_grad)
+        dz_copied = dz_copied and out_channels >= _launch.VIA_CHANNELS_LAST_MIN_CHANNELS
+        if _launch.via_channels_last(x) or dz_copied:
+            found.append("nchw_direct")
+    found.append("per_tap_loop")
+    out_h, out_w = output_size(x.shape[2], x.shape[3], kh, kw, resample_filter, up, down, padding)
+    premodulated = _implicit_gemm.premodulates(styles, out_h * out_w, 0)
+    found.append("modulate_in_loop" if premodulated else "premodulate")
+    if up > 1 and down == 1:
+        found.append("up_transposed")
+    if grad and weight.requires_grad:
+        found.append("triton_wgrad")
+    return tuple(found)
 
 
 def modulated_conv2d(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,
-                     fused_modconv):  # fmt: skip
+                     fused_modconv, variant=""):  # fmt: skip
     """modulated_conv2d with the Triton kernel; arguments as normalised by
-    stylegan_fast.ops.modulated_conv2d (padding (x0, x1, y0, y1)). Differentiable to any order."""
+    stylegan_fast.ops.modulated_conv2d (padding (x0, x1, y0, y1)); variant '' (the default
+    rule) or one of VARIANTS. Differentiable to any order."""
     return modulated_conv2d_bias_act(x, weight, styles, noise, None, "linear", 0.0, 1.0, None, up, down, padding,
-                                     resample_filter, demodulate, flip_weight, fused_modconv)  # fmt: skip
+                                     resample_filter, demodulate, flip_weight, fused_modconv, variant)  # fmt: skip
 
 
 def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, clamp, up, down, padding,
-                              resample_filter, demodulate, flip_weight, fused_modconv):  # fmt: skip
+                              resample_filter, demodulate, flip_weight, fused_modconv, variant=""):  # fmt: skip
     """bias_act(modulated_conv2d(...)) in one kernel; arguments as normalised by
-    stylegan_fast.ops.modulated_conv2d_bias_act (alpha, gain floats; clamp float or None)."""
+    stylegan_fast.ops.modulated_conv2d_bias_act (alpha, gain floats; clamp float or None);
+    variant '' (the default rule) or one of VARIANTS, for the forward and every backward."""
+    options = _launch.variant_options("modulated_conv2d", variant, OPTIONS)
     batch_size = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
     out_h, out_w = output_size(x.shape[2], x.shape[3], kh, kw, resample_filter, up, down, padding)
@@ -64,7 +108,7 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
     if not flip_weight:
         weight = weight.flip([2, 3])
 
-    if up > 1 and down == 1 and UP_BY_TRANSPOSED_CONVOLUTION:
+    if up > 1 and down == 1 and variant == "up_transposed":
         return _convolve_then_upsample(x, weight, styles, dcoefs, noise, bias, act, alpha, gain, clamp, up, padding,
                                        resample_filter)  # fmt: skip
     x, stride, pad = _resample_first(x, kh, kw, up, down, padding, resample_filter)
@@ -73,7 +117,8 @@ def modulated_conv2d_bias_act(x, weight, styles, noise, bias, act, alpha, gain, 
     if bias is not None:
         bias = bias.to(x.dtype)
     return _implicit_gemm.scaled_conv2d(
-        x, weight, styles, dcoefs, noise, bias, stride, 1, pad, (out_h, out_w), act, alpha, gain, clamp
+        x, weight, styles, dcoefs, noise, bias, stride, 1, pad, (out_h, out_w), act, alpha, gain, clamp,
+        options=options,
     )
 
 

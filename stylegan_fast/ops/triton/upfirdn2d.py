@@ -14,7 +14,8 @@ scalars, once per program. 1-D filters of SEPARABLE_PASSES_MIN_TAPS or more taps
 Any input strides work (NCHW, channels_last, slices); the output is channels_last if x is.
 An NCHW x with 16 or more channels is read through a channels_last copy
 (_launch.kernel_layout): in NCHW a tap's offset of one pixel is one element, never 16-byte
-aligned, so every tap would be a scalar load.
+aligned, so every tap would be a scalar load. The variant 'nchw_direct' reads such an x as it
+is, saving the copy's pass over memory; the tuner times both per call (`variants`).
 Arithmetic runs in float32 (float64 for float64 inputs), rounded once on the store.
 
 The gradient with respect to x is upfirdn2d of dy with up and down swapped, the filter
@@ -36,6 +37,10 @@ from stylegan_fast.ops.triton.bias_act import _grad_op as _bias_act_grad
 # round trip of the intermediate) against taps^2. Below it, StyleGAN2's 4-tap filter stays in
 # one pass (16 loads, no intermediate). Not measured yet.
 SEPARABLE_PASSES_MIN_TAPS = 8
+
+# The variants (see stylegan_fast.ops._dispatch) and the option bits of the ops for each.
+VARIANTS = ("nchw_direct",)
+OPTIONS = {"": 0, "nchw_direct": _launch.NCHW_DIRECT}
 
 
 @triton.jit
@@ -114,13 +119,22 @@ def _upfirdn2d_forward_kernel(
             tl.store(y_base + oy * syh + ox * syw, out.to(y_ptr.dtype.element_ty), mask=out_ok)
 
 
-def upfirdn2d(x, f, up, down, padding, flip_filter, gain):
+def upfirdn2d(x, f, up, down, padding, flip_filter, gain, variant=""):
     """upfirdn2d with the Triton kernel; arguments as normalised by stylegan_fast.ops.upfirdn2d:
     x [N, C, H, W]; f a 1-D (separable) or 2-D filter; up, down (x, y) int pairs; padding
-    (x0, x1, y0, y1); gain a float. Differentiable to any order with respect to x."""
+    (x0, x1, y0, y1); gain a float; variant '' (the default rule) or one of VARIANTS, for the
+    forward and the backward. Differentiable to any order with respect to x."""
+    options = _launch.variant_options("upfirdn2d", variant, OPTIONS)
     if f.requires_grad and torch.is_grad_enabled():
         raise ValueError("upfirdn2d with impl='triton' has no gradient with respect to f: detach f or use impl='ref'")
-    return _forward_op(x, f, list(up), list(down), list(padding), flip_filter, gain)
+    return _forward_op(x, f, list(up), list(down), list(padding), flip_filter, gain, options)
+
+
+def variants(x, f, up, down, padding, flip_filter, gain) -> tuple[str, ...]:
+    """The variants that compute this call differently from the default rule: 'nchw_direct'
+    where the rule reads x (and the gradient, which has x's layout and channels) through a
+    channels_last copy."""
+    return ("nchw_direct",) if _launch.via_channels_last(x) else ()
 
 
 def _taps(f):
@@ -168,11 +182,11 @@ def _run(x, f, taps, f_strides, separable, up, down, padding, flip_filter, gain,
     return y
 
 
-def _filter(x, f, up, down, padding, flip_filter, gain, epilogue=None):
+def _filter(x, f, up, down, padding, flip_filter, gain, epilogue=None, options=0):
     """upfirdn2d(x) (with the epilogue on its output) in x's layout: one launch, or two 1-D
-    passes for long filters. The kernel reads _launch.kernel_layout(x)."""
+    passes for long filters. The kernel reads _launch.kernel_layout(x, options)."""
     f = f.contiguous()
-    like, x = x, _launch.kernel_layout(x)
+    like, x = x, _launch.kernel_layout(x, options)
     if f.ndim == 2:
         return _run(x, f, _taps(f), (1, f.shape[1]), False, up, down, padding, flip_filter, gain, x.dtype, epilogue,
                     like)  # fmt: skip
@@ -190,9 +204,10 @@ def _filter(x, f, up, down, padding, flip_filter, gain, epilogue=None):
 @_launch.triton_op("stylegan_fast::triton_upfirdn2d")
 def _forward_op(
     x: torch.Tensor, f: torch.Tensor, up: list[int], down: list[int], padding: list[int], flip_filter: bool,
-    gain: float,
+    gain: float, options: int,
 ) -> torch.Tensor:  # fmt: skip
-    return _filter(x, f, up, down, padding, flip_filter, gain)
+    """upfirdn2d(x); options: OPTIONS bits (the backward's upfirdn2d takes the same)."""
+    return _filter(x, f, up, down, padding, flip_filter, gain, options=options)
 
 
 @_launch.triton_op("stylegan_fast::triton_upfirdn2d_bias_act")
@@ -211,7 +226,7 @@ def _fused_op(
 
 
 @_forward_op.register_fake
-def _(x, f, up, down, padding, flip_filter, gain):
+def _(x, f, up, down, padding, flip_filter, gain, options):
     # Shapes only: triton_op would trace the host function, which cannot launch the
     # interpreter's raw kernel on fake tensors.
     out_h, out_w = _output_size(x, _taps(f), up, down, padding)
@@ -225,20 +240,21 @@ def _(x, f, up, down, padding, flip_filter, gain, noise, bias, act, alpha, act_g
     return y, (_launch.empty_like_layout(x, x.shape[1], out_h, out_w) if store_z else x.new_empty([0]))
 
 
-def _adjoint(dy, f, in_h, in_w, up, down, padding, flip_filter, gain):
+def _adjoint(dy, f, in_h, in_w, up, down, padding, flip_filter, gain, options=0):
     """The gradient of upfirdn2d with respect to x: upfirdn2d of dy with up and down swapped."""
-    return _forward_op(dy, f, *adjoint_arguments(f, (in_h, in_w), dy.shape[2:], up, down, padding, flip_filter), gain)
+    adjoint = adjoint_arguments(f, (in_h, in_w), dy.shape[2:], up, down, padding, flip_filter)
+    return _forward_op(dy, f, *adjoint, gain, options)
 
 
 def _setup(ctx, inputs, output):
-    x, f, up, down, padding, flip_filter, gain = inputs
+    x, f, up, down, padding, flip_filter, gain, options = inputs
     ctx.save_for_backward(f)
-    ctx.args = (x.shape[2], x.shape[3], up, down, padding, flip_filter, gain)
+    ctx.args = (x.shape[2], x.shape[3], up, down, padding, flip_filter, gain, options)
 
 
 def _backward(ctx, dy):
     (f,) = ctx.saved_tensors
-    return _adjoint(dy, f, *ctx.args), None, None, None, None, None, None
+    return _adjoint(dy, f, *ctx.args), None, None, None, None, None, None, None
 
 
 def _setup_fused(ctx, inputs, output):
