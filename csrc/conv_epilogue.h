@@ -23,6 +23,8 @@
 // layout); noise is read through its own strides (stride 0 broadcasts).
 #pragma once
 
+#include <string>
+
 #include <ATen/core/Tensor.h>
 
 #include "bias_act.h"
@@ -77,6 +79,13 @@ SGF_HD T pre_activation(const Params<scalar_t>& p, T u, int64_t n, int64_t o, in
   return z;
 }
 
+// y = clamp(act(z) * gain, -clamp, clamp).
+template <typename T, typename scalar_t>
+SGF_HD T activated(const Params<scalar_t>& p, T z) {
+  return bias_act::element<T>(Order::kForward, p.act, z, T(0), T(0), static_cast<T>(p.alpha), static_cast<T>(p.gain),
+                              p.has_clamp, static_cast<T>(p.clamp));
+}
+
 // Elements [start, start + VEC): for VEC > 1 the pointers of the pass are VEC-element aligned
 // and the innermost dimension (pixels, or channels for channels_last) is a multiple of VEC,
 // so that the vector's elements share n and the outer coordinate.
@@ -92,9 +101,7 @@ SGF_UNROLL
   for (int k = 0; k < VEC; ++k) {
     const T z = pre_activation<T>(p, static_cast<T>(u.v[k]), n, p.channels_last ? o + k : o,
                                   p.channels_last ? pixel : pixel + k);
-    y.v[k] = static_cast<scalar_t>(bias_act::element<T>(Order::kForward, p.act, z, T(0), T(0),
-                                                        static_cast<T>(p.alpha), static_cast<T>(p.gain),
-                                                        p.has_clamp, static_cast<T>(p.clamp)));
+    y.v[k] = static_cast<scalar_t>(activated(p, z));
   }
   *reinterpret_cast<V*>(p.out + start) = y;
 }
@@ -181,6 +188,13 @@ Params<scalar_t> params_of(const Pass& pass) {
       pass.has_clamp, pass.need_z,
   };
 }
+
+// Checks the arguments of an epilogue over tensors shaped and laid out as `like` (NCHW or
+// channels_last) and describes its pass, without its tensors u, dy, out and dz
+// (conv_epilogue_binding.cpp); `op` names the caller in the messages.
+Pass make_pass(const char* op, const at::Tensor& like, const c10::optional<at::Tensor>& s,
+               const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& bias, const std::string& act,
+               double alpha, double gain, c10::optional<double> clamp);
 
 // Whether the pass may use 16-byte vectors: every streamed tensor 16-byte aligned, and the
 // innermost dimension a multiple of the vector.

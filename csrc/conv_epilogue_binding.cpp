@@ -51,65 +51,6 @@ void check_like(const char* op, const char* name, const at::Tensor& t, const at:
               dtype_name(like.scalar_type()), " as the other tensors, got ", dtype_name(t.scalar_type()));
 }
 
-// Checks the arguments shared by both ops and describes a pass over tensors shaped and laid
-// out as `like` (already in a kernel layout).
-Pass make_pass(const char* op, const at::Tensor& like, const c10::optional<at::Tensor>& s,
-               const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& bias, const std::string& act,
-               double alpha, double gain, c10::optional<double> clamp) {
-  const auto type = like.scalar_type();
-  TORCH_CHECK(type == at::kFloat || type == at::kHalf || type == at::kBFloat16 || type == at::kDouble, op,
-              ": tensors must be float16, bfloat16, float32 or float64, got ", dtype_name(type));
-  TORCH_CHECK(like.dim() == 4, op, ": u and dy must be [N, O, H, W], got shape ", like.sizes());
-  TORCH_CHECK(!clamp.has_value() || *clamp >= 0, op, ": clamp must be None or >= 0, got ", clamp.value_or(0));
-  Pass pass;
-  pass.batch = like.size(0);
-  pass.channels = like.size(1);
-  pass.pixels = like.size(2) * like.size(3);
-  pass.channels_last = is_channels_last(like);
-  pass.act = bias_act::parse_act(op, act);
-  pass.alpha = alpha;
-  pass.gain = gain;
-  pass.clamp = clamp.value_or(0.0);
-  pass.has_clamp = clamp.has_value();
-  pass.need_z = pass.act != Act::kLinear || pass.has_clamp;
-  if (s.has_value() && s->defined()) {
-    check_like(op, "s", *s, like);
-    TORCH_CHECK(s->dim() == 2 && s->size(0) == pass.batch && s->size(1) == pass.channels, op, ": s must have shape [",
-                pass.batch, ", ", pass.channels, "] ([N, O]), got ", s->sizes());
-    pass.s = s->contiguous();
-  }
-  if (bias.has_value() && bias->defined()) {
-    check_like(op, "bias", *bias, like);
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == pass.channels, op, ": bias must have shape [", pass.channels,
-                "] ([O]), got ", bias->sizes());
-    pass.bias = bias->contiguous();
-  }
-  if (noise.has_value() && noise->defined()) {
-    check_like(op, "noise", *noise, like);
-    bool broadcasts = noise->dim() <= 4;
-    for (int64_t i = 1; broadcasts && i <= noise->dim(); ++i) {
-      const int64_t size = noise->size(-i);
-      broadcasts = size == 1 || size == like.size(4 - i);
-    }
-    TORCH_CHECK(broadcasts, op, ": noise must broadcast to ", like.sizes(), " ([N, O, H, W]), got shape ",
-                noise->sizes());
-    // Pixels must be evenly spaced (pixel p = h * W + w at p * stride): true of NCHW,
-    // channels_last and their broadcasts; anything else is copied.
-    const int64_t h = like.size(2), w = like.size(3);
-    auto even = [&](const at::Tensor& e) { return w == 1 || h == 1 || e.stride(2) == w * e.stride(3); };
-    at::Tensor e = noise->expand(like.sizes());
-    if (!even(e)) {
-      e = noise->contiguous().expand(like.sizes());
-      e = even(e) ? e : e.contiguous();
-    }
-    pass.noise = e;
-    pass.noise_sn = e.stride(0);
-    pass.noise_so = e.stride(1);
-    pass.noise_sp = w == 1 ? e.stride(2) : e.stride(3);
-  }
-  return pass;
-}
-
 template <typename scalar_t>
 void run_forward_host(const Pass& pass) {
   const Params<scalar_t> p = params_of<scalar_t>(pass);
@@ -257,6 +198,63 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_op(
 }
 
 }  // namespace
+
+Pass make_pass(const char* op, const at::Tensor& like, const c10::optional<at::Tensor>& s,
+               const c10::optional<at::Tensor>& noise, const c10::optional<at::Tensor>& bias, const std::string& act,
+               double alpha, double gain, c10::optional<double> clamp) {
+  const auto type = like.scalar_type();
+  TORCH_CHECK(type == at::kFloat || type == at::kHalf || type == at::kBFloat16 || type == at::kDouble, op,
+              ": tensors must be float16, bfloat16, float32 or float64, got ", dtype_name(type));
+  TORCH_CHECK(like.dim() == 4, op, ": u and dy must be [N, O, H, W], got shape ", like.sizes());
+  TORCH_CHECK(!clamp.has_value() || *clamp >= 0, op, ": clamp must be None or >= 0, got ", clamp.value_or(0));
+  Pass pass;
+  pass.batch = like.size(0);
+  pass.channels = like.size(1);
+  pass.pixels = like.size(2) * like.size(3);
+  pass.channels_last = is_channels_last(like);
+  pass.act = bias_act::parse_act(op, act);
+  pass.alpha = alpha;
+  pass.gain = gain;
+  pass.clamp = clamp.value_or(0.0);
+  pass.has_clamp = clamp.has_value();
+  pass.need_z = pass.act != Act::kLinear || pass.has_clamp;
+  if (s.has_value() && s->defined()) {
+    check_like(op, "s", *s, like);
+    TORCH_CHECK(s->dim() == 2 && s->size(0) == pass.batch && s->size(1) == pass.channels, op, ": s must have shape [",
+                pass.batch, ", ", pass.channels, "] ([N, O]), got ", s->sizes());
+    pass.s = s->contiguous();
+  }
+  if (bias.has_value() && bias->defined()) {
+    check_like(op, "bias", *bias, like);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == pass.channels, op, ": bias must have shape [", pass.channels,
+                "] ([O]), got ", bias->sizes());
+    pass.bias = bias->contiguous();
+  }
+  if (noise.has_value() && noise->defined()) {
+    check_like(op, "noise", *noise, like);
+    bool broadcasts = noise->dim() <= 4;
+    for (int64_t i = 1; broadcasts && i <= noise->dim(); ++i) {
+      const int64_t size = noise->size(-i);
+      broadcasts = size == 1 || size == like.size(4 - i);
+    }
+    TORCH_CHECK(broadcasts, op, ": noise must broadcast to ", like.sizes(), " ([N, O, H, W]), got shape ",
+                noise->sizes());
+    // Pixels must be evenly spaced (pixel p = h * W + w at p * stride): true of NCHW,
+    // channels_last and their broadcasts; anything else is copied.
+    const int64_t h = like.size(2), w = like.size(3);
+    auto even = [&](const at::Tensor& e) { return w == 1 || h == 1 || e.stride(2) == w * e.stride(3); };
+    at::Tensor e = noise->expand(like.sizes());
+    if (!even(e)) {
+      e = noise->contiguous().expand(like.sizes());
+      e = even(e) ? e : e.contiguous();
+    }
+    pass.noise = e;
+    pass.noise_sn = e.stride(0);
+    pass.noise_so = e.stride(1);
+    pass.noise_sp = w == 1 ? e.stride(2) : e.stride(3);
+  }
+  return pass;
+}
 
 bool vectorised(const Pass& pass) {
   const int64_t vec = 16 / pass.out.element_size();

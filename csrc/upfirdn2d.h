@@ -59,29 +59,13 @@ void with_config(const Params<scalar_t>& p, Body&& body) {
   }
 }
 
-// Output element `index` (its memory offset in y), for the case C of p.
+// Output pixel (n, c, oy, ox) before its rounding to scalar_t, for the case C of p (y unused).
 template <typename C, typename scalar_t>
-SGF_HD void output(const Params<scalar_t>& p, int64_t index) {
+SGF_HD accum_t<scalar_t> filtered(const Params<scalar_t>& p, int64_t n, int64_t c, int64_t oy, int64_t ox) {
   using T = accum_t<scalar_t>;
   const int upx = C::up ? C::up : p.upx, upy = C::up ? C::up : p.upy;
   const int downx = C::down ? C::down : p.downx, downy = C::down ? C::down : p.downy;
   const int fw = C::taps ? C::taps : p.fw, fh = C::taps ? C::taps : p.fh;
-  int64_t ox, oy, c, n, rest;
-  if (p.channels_last) {
-    rest = divide(index, p.c);
-    c = index - rest * p.c;
-    const int64_t row = divide(rest, p.out_w);
-    ox = rest - row * p.out_w;
-    n = divide(row, p.out_h);
-    oy = row - n * p.out_h;
-  } else {
-    rest = divide(index, p.out_w);
-    ox = index - rest * p.out_w;
-    const int64_t plane = divide(rest, p.out_h);
-    oy = rest - plane * p.out_h;
-    n = divide(plane, p.c);
-    c = plane - n * p.c;
-  }
   const scalar_t* x = p.x + n * p.sxn + c * p.sxc;
   const int64_t start_y = oy * downy - p.pady0;  // upsampled row of tap 0
   const int64_t start_x = ox * downx - p.padx0;
@@ -102,7 +86,59 @@ SGF_HD void output(const Params<scalar_t>& p, int64_t index) {
       acc += static_cast<T>(x[iy * p.sxh + ix * p.sxw]) * tap;
     }
   }
-  p.y[index] = static_cast<scalar_t>(acc * static_cast<T>(p.gain));
+  return acc * static_cast<T>(p.gain);
+}
+
+// Output element `index` (its memory offset in y), for the case C of p.
+template <typename C, typename scalar_t>
+SGF_HD void output(const Params<scalar_t>& p, int64_t index) {
+  int64_t ox, oy, c, n, rest;
+  if (p.channels_last) {
+    rest = divide(index, p.c);
+    c = index - rest * p.c;
+    const int64_t row = divide(rest, p.out_w);
+    ox = rest - row * p.out_w;
+    n = divide(row, p.out_h);
+    oy = row - n * p.out_h;
+  } else {
+    rest = divide(index, p.out_w);
+    ox = index - rest * p.out_w;
+    const int64_t plane = divide(rest, p.out_h);
+    oy = rest - plane * p.out_h;
+    n = divide(plane, p.c);
+    c = plane - n * p.c;
+  }
+  p.y[index] = static_cast<scalar_t>(filtered<C>(p, n, c, oy, ox));
+}
+
+// The host side of one upfirdn2d, checked: x, the filter in the accumulator type, the
+// output's size and layout (channels_last if x is, else contiguous).
+struct Pass {
+  at::Tensor x, f;
+  int64_t out_h = 0, out_w = 0;
+  int upx = 1, upy = 1, downx = 1, downy = 1, padx0 = 0, pady0 = 0;
+  bool flip = false, channels_last = false;
+  double gain = 1;
+};
+
+// Checks upfirdn2d's arguments (upfirdn2d_binding.cpp); `op` names the caller in the messages.
+Pass make_pass(const char* op, const at::Tensor& x, const at::Tensor& f, at::IntArrayRef up, at::IntArrayRef down,
+               at::IntArrayRef padding, bool flip_filter, double gain);
+
+// An uninitialised [N, C, out_h, out_w] output of the pass, in its layout.
+at::Tensor empty_output(const Pass& pass);
+
+template <typename scalar_t>
+Params<scalar_t> params_of(const Pass& pass, scalar_t* y) {
+  const at::Tensor& x = pass.x;
+  return Params<scalar_t>{
+      x.const_data_ptr<scalar_t>(), pass.f.const_data_ptr<accum_t<scalar_t>>(), y,
+      x.size(0), x.size(1), x.size(2), x.size(3), pass.out_h, pass.out_w,
+      x.stride(0), x.stride(1), x.stride(2), x.stride(3),
+      pass.upx, pass.upy, pass.downx, pass.downy, pass.padx0, pass.pady0,
+      static_cast<int>(pass.f.size(-1)), static_cast<int>(pass.f.size(0)),
+      pass.f.dim() == 1, pass.flip, pass.channels_last, pass.gain,
+  };
 }
 
 void run_cuda(const Params<float>& p);
