@@ -120,31 +120,15 @@ def _conv2d_resample_ref(
         x = upfirdn2d(x, down=down, padding=[px0, px1, py0, py1], **resample)
         return _conv(x, w, groups=groups, flip_weight=flip_weight)
 
-    # 1x1 weight, upsampling only: convolve first, on fewer pixels.
-    if kh == kw == 1 and up > 1 and down == 1:
-        x = _conv(x, w, groups=groups, flip_weight=flip_weight)
-        return upfirdn2d(x, up=up, padding=[px0, px1, py0, py1], gain=up**2, **resample)
-
     # Downsampling only: filter, then a strided convolution does the convolving and subsampling.
     if down > 1 and up == 1:
         x = upfirdn2d(x, padding=[px0, px1, py0, py1], **resample)
         return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
 
-    # Upsampling: a transposed convolution with stride `up` inserts the zeros and convolves
-    # (a true convolution: hence the inverted flip_weight). Its output starts kw - 1 pixels
-    # before, and ends kw - up pixels after, the zero-inserted image, which the padding
-    # makes up for. Then filter (and downsample).
+    # Upsampling: convolve, then filter (and downsample).
     if up > 1:
-        if groups == 1:
-            w = w.transpose(0, 1)
-        else:
-            w = w.reshape(groups, out_channels // groups, in_channels_per_group, kh, kw)
-            w = w.transpose(1, 2).reshape(groups * in_channels_per_group, out_channels // groups, kh, kw)
-        px0, px1, py0, py1 = px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)
-        # Crop what both sides have in common inside the transposed convolution.
-        pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
-        x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
-        x = upfirdn2d(x, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, **resample)
+        x, fir_up, fir_padding = upsampling_conv(x, w, f, up, down, padding, groups, flip_weight)
+        x = upfirdn2d(x, up=fir_up, padding=fir_padding, gain=up**2, **resample)
         if down > 1:
             x = upfirdn2d(x, down=down, **resample)
         return x
@@ -156,6 +140,44 @@ def _conv2d_resample_ref(
     # No resampling, any other padding: pad (or crop), then convolve.
     x = upfirdn2d(x, None, padding=[px0, px1, py0, py1], impl=impl)
     return _conv(x, w, groups=groups, flip_weight=flip_weight)
+
+
+def upsampling_conv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    f: torch.Tensor | None,
+    up: int,
+    down: int,
+    padding: tuple[int, int, int, int],
+    groups: int,
+    flip_weight: bool,
+) -> tuple[torch.Tensor, int, list[int]]:
+    """The convolution of conv2d_resample with up > 1 (arguments as it normalises them), and
+    how its first FIR step goes on: (t, fir_up, fir_padding) such that
+    upfirdn2d(t, f, up=fir_up, padding=fir_padding, gain=up**2, flip_filter=flip_filter) is
+    conv2d_resample's result before its downsampling (when down > 1). t is in x's dtype."""
+    out_channels, in_channels_per_group, kh, kw = w.shape
+    fw, fh = filter_size(f)
+    px0, px1 = _resampling_padding(fw, up, down, padding[0], padding[1])
+    py0, py1 = _resampling_padding(fh, up, down, padding[2], padding[3])
+
+    # 1x1 weight, upsampling only: convolve first, on fewer pixels; the filter upsamples.
+    if kh == kw == 1 and down == 1:
+        return _conv(x, w, groups=groups, flip_weight=flip_weight), up, [px0, px1, py0, py1]
+
+    # A transposed convolution with stride `up` inserts the zeros and convolves (a true
+    # convolution: hence the inverted flip_weight). Its output starts kw - 1 pixels before,
+    # and ends kw - up pixels after, the zero-inserted image, which the padding makes up for.
+    if groups == 1:
+        w = w.transpose(0, 1)
+    else:
+        w = w.reshape(groups, out_channels // groups, in_channels_per_group, kh, kw)
+        w = w.transpose(1, 2).reshape(groups * in_channels_per_group, out_channels // groups, kh, kw)
+    px0, px1, py0, py1 = px0 - (kw - 1), px1 - (kw - up), py0 - (kh - 1), py1 - (kh - up)
+    # Crop what both sides have in common inside the transposed convolution.
+    pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
+    t = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
+    return t, 1, [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt]
 
 
 def _conv(
