@@ -31,9 +31,8 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from stylegan_fast.train.loop import TrainOptions, train
-
+def _overrides(args: argparse.Namespace) -> dict:
+    """The config fields that --set and --augment change."""
     from stylegan_fast.models.configs import parse_overrides
 
     try:
@@ -42,28 +41,27 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--set: {error}") from error
     if args.augment is not None:
         overrides["augment"] = args.augment
+    return overrides
+
+
+def _train(args: argparse.Namespace) -> int:
+    from stylegan_fast.train.loop import TrainOptions, train
+
     fields = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
-    train(TrainOptions(**fields, overrides=overrides))
+    train(TrainOptions(**fields, overrides=_overrides(args)))
     return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from stylegan_fast.models.configs import parse_overrides
+    from stylegan_fast.info import format_entries
     from stylegan_fast.ops import tuner
     from stylegan_fast.train.loop import TrainOptions
-    from stylegan_fast.info import format_entries
     from stylegan_fast.train.tuning import tune_training
 
-    try:
-        overrides = parse_overrides(args.set)
-    except ValueError as error:
-        raise ValueError(f"--set: {error}") from error
-    if args.augment is not None:
-        overrides["augment"] = args.augment
     opts = TrainOptions(data=args.data, outdir="", cfg=args.cfg, resolution=args.resolution, batch=args.batch,
-                        batch_gpu=args.batch_gpu, device=args.device, workers=0, overrides=overrides)  # fmt: skip
+                        batch_gpu=args.batch_gpu, device=args.device, workers=0, overrides=_overrides(args))  # fmt: skip
     entries = tune_training(opts, log=lambda message: print(message, file=sys.stderr))
     path = tuner.active().cache_path(_torch_device(args.device))
     if args.json:
