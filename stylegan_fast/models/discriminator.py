@@ -9,6 +9,7 @@ Module, parameter and buffer names, constructor arguments and defaults follow St
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -115,9 +116,9 @@ class DiscriminatorBlock(nn.Module):
 
         # Main layers.
         if self.architecture == "resnet":
-            y = self.skip(x, gain=np.sqrt(0.5))
+            y = self.skip(x, gain=math.sqrt(0.5))
             x = self.conv0(x)
-            x = self.conv1(x, gain=np.sqrt(0.5))
+            x = self.conv1(x, gain=math.sqrt(0.5))
             x = y.add_(x)
         else:
             x = self.conv0(x)
@@ -219,7 +220,7 @@ class DiscriminatorEpilogue(nn.Module):
         # Conditioning: project onto the label embedding.
         if self.cmap_dim > 0:
             check_shape("cmap", cmap, [None, self.cmap_dim])
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
         return x
 
     def extra_repr(self) -> str:

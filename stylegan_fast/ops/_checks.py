@@ -6,6 +6,9 @@ wrong value) with a message that names the argument and says what was expected.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -124,3 +127,21 @@ def is_dense(t: torch.Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+def boolean(name: str, value) -> bool:
+    """Check a switch: True or False (numpy's bools and the ints 0 and 1 too)."""
+    numpy_bool = getattr(getattr(value, "dtype", None), "kind", None) == "b" and getattr(value, "ndim", None) == 0
+    if (isinstance(value, int) or numpy_bool) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def real(name: str, value, finite: bool = True) -> float:
+    """Check a real number (an int or float, not a bool or a string); finite unless told."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value

@@ -69,17 +69,23 @@ def bias_act(
         _checks.same_device(x=x, b=b)
         if b.shape[0] != x.shape[dim]:
             raise ValueError(f"b must have x.shape[{dim}] = {x.shape[dim]} elements, got {b.shape[0]}")
+    alpha, gain, clamp = activation_args(act, alpha, gain, clamp)
+    return _dispatch.call("bias_act", impl, (x, b, dim, act, alpha, gain, clamp), _run)
+
+
+def activation_args(act: str, alpha, gain, clamp) -> tuple[float, float, float | None]:
+    """(alpha, gain, clamp) checked, with the activation's defaults for None: what bias_act
+    and the fused convolution take."""
     if act not in ACTIVATIONS:
         raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
     spec = ACTIVATIONS[act]
-    alpha = float(spec.def_alpha if alpha is None else alpha)
-    gain = float(spec.def_gain if gain is None else gain)
+    alpha = _checks.real("alpha", spec.def_alpha if alpha is None else alpha)
+    gain = _checks.real("gain", spec.def_gain if gain is None else gain)
     if clamp is not None:
-        clamp = float(clamp)
+        clamp = _checks.real("clamp", clamp, finite=False)
         if not clamp >= 0:
             raise ValueError(f"clamp must be None or >= 0, got {clamp}")
-
-    return _dispatch.call("bias_act", impl, (x, b, dim, act, alpha, gain, clamp), _run)
+    return alpha, gain, clamp
 
 
 def _run(candidate: str, x, b, dim, act, alpha, gain, clamp) -> torch.Tensor:

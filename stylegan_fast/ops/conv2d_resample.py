@@ -70,7 +70,8 @@ def conv2d_resample(
     if height < 1 or width < 1:
         raise ValueError(f"padding={list(padding)} leaves an empty output of {height}x{width} (height x width)")
     impl = _dispatch.validated("upfirdn2d", impl, x.device)
-    return _conv2d_resample_ref(x, w, f, up, down, padding, groups, bool(flip_weight), bool(flip_filter), impl)
+    flip_weight, flip_filter = _checks.boolean("flip_weight", flip_weight), _checks.boolean("flip_filter", flip_filter)
+    return _conv2d_resample_ref(x, w, f, up, down, padding, groups, flip_weight, flip_filter, impl)
 
 
 def output_size(height: int, width: int, kh: int, kw: int, f, up: int, down: int, padding) -> tuple[int, int]:

@@ -21,7 +21,7 @@ import math
 import torch
 
 from stylegan_fast.ops import _checks, _dispatch
-from stylegan_fast.ops.bias_act import ACTIVATIONS, _bias_act_ref, bias_act
+from stylegan_fast.ops.bias_act import _bias_act_ref, activation_args, bias_act
 from stylegan_fast.ops.conv2d_resample import conv2d_resample, output_size
 
 
@@ -119,14 +119,7 @@ def modulated_conv2d_bias_act(
         _checks.same_device(x=x, bias=bias)
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"bias must have weight.shape[0] = {weight.shape[0]} elements, got {bias.shape[0]}")
-    if act not in ACTIVATIONS:
-        raise ValueError(f"act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
-    alpha = float(ACTIVATIONS[act].def_alpha if alpha is None else alpha)
-    gain = float(ACTIVATIONS[act].def_gain if gain is None else gain)
-    if clamp is not None:
-        clamp = float(clamp)
-        if not clamp >= 0:
-            raise ValueError(f"clamp must be None or >= 0, got {clamp}")
+    alpha, gain, clamp = activation_args(act, alpha, gain, clamp)
 
     x, weight, styles, noise, *rest = args
     return _dispatch.call("modulated_conv2d", impl, (x, weight, styles, noise, bias, act, alpha, gain, clamp, *rest),
@@ -183,7 +176,8 @@ def _normalised_args(x, weight, styles, noise, up, down, padding, resample_filte
         raise ValueError(f"padding={list(padding)} leaves an empty output of {height}x{width} (height x width)")
     if noise is not None:
         _checks.broadcastable("noise", noise, (batch_size, out_channels, height, width), "the output [N, O, Ho, Wo]")
-    flags = bool(demodulate), bool(flip_weight), bool(fused_modconv)
+    flags = (_checks.boolean("demodulate", demodulate), _checks.boolean("flip_weight", flip_weight),
+             _checks.boolean("fused_modconv", fused_modconv))  # fmt: skip
     return (x, weight, styles, noise, up, down, padding, resample_filter, *flags)
 
 

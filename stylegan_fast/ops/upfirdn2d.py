@@ -45,9 +45,16 @@ def setup_filter(
     Returns:
         A float32 tensor on `device`: [taps] if separable, else [fh, fw].
     """
-    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
+    try:
+        f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"f must be a number or an array-like of numbers (a list, array or tensor), got {f!r}") from None
     if f.ndim > 2 or f.numel() == 0:
         raise ValueError(f"f must be a scalar or a non-empty 1-D or 2-D filter, got shape {tuple(f.shape)}")
+    if not torch.isfinite(f).all():
+        raise ValueError(f"f must have finite taps, got {f.tolist()}")
+    gain = _checks.real("gain", gain)
+    normalize, flip_filter = _checks.boolean("normalize", normalize), _checks.boolean("flip_filter", flip_filter)
     if f.ndim == 0:
         f = f[None]
     if separable is None:
@@ -57,6 +64,8 @@ def setup_filter(
     if f.ndim == 1 and not separable:
         f = torch.outer(f, f)
     if normalize:
+        if f.sum() == 0:
+            raise ValueError(f"f's taps sum to 0, so it cannot be normalised: pass normalize=False for such a filter, got {f.tolist()}")
         f = f / f.sum()
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
@@ -111,8 +120,9 @@ def upfirdn2d(
     down = _checks.positive_pair("down", down)
     padding = _checks.padding4(padding)
     _check_not_empty(x, f, up, padding)
-    flip_filter = bool(flip_filter)
-    gain = float(gain)
+    _check_representable(x, up, padding)
+    flip_filter = _checks.boolean("flip_filter", flip_filter)
+    gain = _checks.real("gain", gain)
 
     return _dispatch.call("upfirdn2d", impl, (x, f, up, down, padding, flip_filter, gain), _run)
 
@@ -213,6 +223,15 @@ def _check_not_empty(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], padd
             f"padding={list(padding)} leaves no output pixels: x upsampled by {list(up)} and padded "
             f"is {height}x{width} (height x width), smaller than the {fh}x{fw} filter f"
         )
+
+
+def _check_representable(x: torch.Tensor, up: tuple[int, int], padding: tuple[int, ...]) -> None:
+    """The upsampled, padded image must have a size a tensor can have (fewer than 2^63 elements)."""
+    width = x.shape[3] * up[0] + max(padding[0], 0) + max(padding[1], 0)
+    height = x.shape[2] * up[1] + max(padding[2], 0) + max(padding[3], 0)
+    if x.shape[0] * x.shape[1] * height * width >= 2**63:
+        raise ValueError(f"up={list(up)} with padding={list(padding)} makes x of shape {tuple(x.shape)} a "
+                         f"{height}x{width} image per channel, more elements than a tensor can hold")  # fmt: skip
 
 
 def _upfirdn2d_ref(
