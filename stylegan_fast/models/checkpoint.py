@@ -46,7 +46,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from stylegan_fast._atomic import atomic_path
+from stylegan_fast._atomic import atomic_path, current_umask
 from stylegan_fast.models.discriminator import Discriminator
 from stylegan_fast.models.stylegan1 import StyleGAN1Generator
 from stylegan_fast.models.stylegan2 import Generator
@@ -78,6 +78,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~current_umask())  # safetensors creates 0600; honour the umask as every other file does
 
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -131,7 +132,9 @@ def load_networks(
 ) -> tuple[dict[str, nn.Module], dict]:
     """Rebuild the networks saved by `save_networks`: ({name: network on `device`}, config).
 
-    `impl` ('auto', 'ref', 'triton' or 'cuda') is given to every rebuilt network.
+    The networks come back in eval mode, ready for inference (in training mode a generator's
+    forward pass would move its w_avg); call .train() to train them. `impl` ('auto', 'ref',
+    'triton', 'cuda' or a candidate name) is given to every rebuilt network.
     """
     tensors, meta = load_tensors(path)
     if not isinstance(meta, dict) or meta.get("kind") != "networks" or not isinstance(meta.get("networks"), dict):
@@ -157,7 +160,7 @@ def load_networks(
             net.load_state_dict(state)
         except RuntimeError as error:
             raise CheckpointError(f"{path}: network {name!r}: {error}") from error
-        nets[name] = net.to(device)
+        nets[name] = net.to(device).eval()
     return nets, meta.get("config")
 
 

@@ -44,7 +44,8 @@ def test_round_trip_is_exact(tmp_path, make_tiny, cfg):
     for name in nets:
         assert type(loaded[name]) is type(nets[name])
         _assert_same_state(loaded[name], nets[name])
-    G, G2 = nets["G_ema"].eval(), loaded["G_ema"].eval()
+        assert not any(m.training for m in loaded[name].modules())  # ready for inference: w_avg stays put
+    G, G2 = nets["G_ema"].eval(), loaded["G_ema"]
     z, c = torch.randn(2, 16), torch.randn(2, 2)
     assert torch.equal(G(z, c, noise_mode="const"), G2(z, c, noise_mode="const"))
     assert all(module.impl == "ref" for module in G2.modules() if hasattr(module, "impl"))
@@ -172,3 +173,16 @@ def test_stylegan1_checkpoints_without_upsampling_load_with_the_fir_upsampling_t
     assert torch.equal(loaded["G"].eval()(z, None, noise_mode="const"), G.eval()(z, None, noise_mode="const"))
     save_networks(tmp_path / "new.safetensors", {"G": StyleGAN1Generator(16, 0, 16, 8, 3)}, {})
     assert load_networks(tmp_path / "new.safetensors")[0]["G"].synthesis.b8.layer0.upsampling == "nearest_blur"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_files_honour_the_umask(tmp_path, make_tiny, umask):
+    import os
+
+    G, _ = make_tiny(resolution=16)
+    previous = os.umask(umask)
+    try:
+        save_networks(tmp_path / "g.safetensors", {"G": G}, {})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "g.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
