@@ -115,6 +115,9 @@ class Trainer:
 
         labels = opts.labels if opts.cond else False
         self.dataset = open_dataset(opts.data, resolution=opts.resolution, channels=3, mirror=opts.mirror, labels=labels)
+        if opts.cond and self.dataset.label_dim == 0:
+            raise ValueError(f"--cond needs labels, and {opts.data} has none (no dataset.json with \"labels\", or its "
+                             "labels are null); give them with --labels FILE, or train without --cond")  # fmt: skip
         self.loader = make_loader(
             self.dataset, self.batch // W, seed=opts.seed, rank=self.process.rank, world_size=W, num_workers=opts.workers
         )
@@ -225,9 +228,11 @@ class Trainer:
         if self.ada is not None:
             stats["augment/p"] = [self.ada.probability.to(torch.float32)]  # a copy: the p this step ran with
         self._update_running_means(sums)
+        # The ramp-up sees the images trained on before this step, as the standard trainer's does
+        # (the first step's beta is 0: G_ema becomes G).
+        update_ema(self.G_ema, self.G, ema_beta(self.batch, self.config.ema_kimg, self.config.ema_rampup, self.cur_nimg))
         self.cur_nimg += self.batch
         self.step += 1
-        update_ema(self.G_ema, self.G, ema_beta(self.batch, self.config.ema_kimg, self.config.ema_rampup, self.cur_nimg))
         return {key: torch.stack(values).mean() for key, values in stats.items()}
 
     def _run_phases(self, real, real_c, stats: dict, sums: dict) -> None:

@@ -63,6 +63,24 @@ def test_lazy_regularisation_schedule_and_adam_correction(data, tmp_path):
     assert d_group["lr"] == pytest.approx(lrate * 3 / 4) and d_group["betas"][1] == pytest.approx(0.99 ** (3 / 4))
 
 
+def test_ema_ramp_up_sees_the_images_before_each_step(data, tmp_path):
+    # As the standard trainer: the first step's beta is 0 (G_ema becomes G), the second's
+    # 0.5 ** (batch / (batch * rampup)).
+    trainer = Trainer(options(data, tmp_path, overrides={**TINY, "ema_rampup": 0.05, "ema_kimg": 10}))
+    betas = []
+    import stylegan_fast.train.loop as loop
+
+    real_update = loop.update_ema
+    loop.update_ema = lambda ema, net, beta: (betas.append(beta), real_update(ema, net, beta))[1]
+    try:
+        trainer.train_step()
+        assert all(torch.equal(a, b) for a, b in zip(trainer.G_ema.parameters(), trainer.G.parameters()))
+        trainer.train_step()
+    finally:
+        loop.update_ema = real_update
+    assert betas == [0.0, pytest.approx(0.5 ** (4 / (4 * 0.05)))]
+
+
 def test_ema_beta_and_update():
     assert ema_beta(32, ema_kimg=10, rampup=None, cur_nimg=0) == pytest.approx(0.5 ** (32 / 10000))
     assert ema_beta(32, ema_kimg=10, rampup=0.05, cur_nimg=64000) == pytest.approx(0.5 ** (32 / 3200))
@@ -532,3 +550,10 @@ def test_resume_accepts_snapshots_written_before_an_argument_existed(data, tmp_p
     save_tensors(tmp_path / "old.safetensors", tensors, _json.loads(_json.dumps(meta)))
     resumed = Trainer(options(data, tmp_path / "b", resume=str(tmp_path / "old.safetensors")))
     assert resumed.step == trainer.step
+
+
+def test_cond_without_labels_is_refused_before_anything_is_written(data, tmp_path):
+    # The .npz of `data` has images only.
+    with pytest.raises(ValueError, match="--cond needs labels, and .*images.npz has none"):
+        train(options(data, tmp_path, cond=True))
+    assert not (tmp_path / "runs").exists()
