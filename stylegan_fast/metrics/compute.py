@@ -272,6 +272,9 @@ def compute_metrics(
             sampler = _label_sampler(G, labels, data)
             if ppl_samples != DEFAULT_NUM_SAMPLES:
                 deviations = deviations + [f"ppl_samples={ppl_samples} (protocol: {DEFAULT_NUM_SAMPLES})"]
+            perceptual = getattr(distance, "description", None)
+            if not getattr(distance, "standard", True):
+                deviations = deviations + [f"perceptual distance: {perceptual} (protocol: LPIPS v0.1 on VGG16; give --lpips)"]
             for name in wants_ppl:
                 start = time.perf_counter()
                 space, sampling, crop = parse_ppl_metric(name)
@@ -286,7 +289,7 @@ def compute_metrics(
                 results[name] = _record(
                     name, value, deviations, common, seconds=time.perf_counter() - start,
                     num_samples=ppl_samples, epsilon=DEFAULT_EPSILON,
-                    vgg16=None if callable(vgg16) else os.fspath(vgg16),
+                    vgg16=None if callable(vgg16) else os.fspath(vgg16), perceptual=perceptual,
                 )  # fmt: skip
     return {name: results[name] for name in names}
 

@@ -168,9 +168,15 @@ def load_perceptual(
         if lpips_path is not None:
             raise ValueError(f"lpips_path applies to a VGG16 state dict; {path} is TorchScript with its own weights")
         distance = TorchScriptVGG16(_weights.load_torchscript(path, device))
+        distance.description, distance.standard = f"LPIPS of the TorchScript {os.fspath(path)}", True
     else:
         state = _weights.load_state_dict(path, "path", "torchvision's VGG16 state dict or NVIDIA's vgg16.pt")
         distance = LPIPS(_lin_weights(lpips_path) if lpips_path is not None else None)
         distance.load_vgg16(state, path)
+        if lpips_path is not None:
+            distance.description, distance.standard = f"LPIPS v0.1 ({os.fspath(lpips_path)}) on {os.fspath(path)}", True
+        else:  # what the published PPL is not: say so wherever the number goes
+            distance.description = f"VGG16 {os.fspath(path)} with the five layers' channels weighted equally, not LPIPS"
+            distance.standard = False
     distance.path = os.fspath(path)
     return distance.to(device).eval().requires_grad_(False)

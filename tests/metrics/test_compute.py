@@ -360,6 +360,7 @@ def test_cli_appends_json_lines_and_prints_a_summary(files, tmp_path, capsys):
     assert records[0]["value"] == records[3]["value"]
     assert "truncation_psi=0.7 (protocol: 1)" in records[2]["deviations"]
     assert records[2]["vgg16"] == str(files["vgg16"])
+    assert records[2]["perceptual"] == f"LPIPS of the TorchScript {files['vgg16']}"
     printed = capsys.readouterr().out
     assert "fid50k_full" in printed and "ppl2_wend" in printed and "non-standard" in printed
 

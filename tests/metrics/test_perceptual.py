@@ -210,3 +210,22 @@ def test_bad_inputs(plain, images):
         plain((x * 100).long(), y)
     with pytest.raises(ValueError, match="at least 16x16"):
         plain(x[:, :, :8, :8], y[:, :, :8, :8])
+
+
+def test_says_whether_it_is_the_published_distance(files, plain, tmp_path, images):
+    # Without LPIPS's linear weights the distance is not the one PPL is published with, and
+    # path lengths measured with it are marked as a deviation.
+    from stylegan_fast.metrics.compute import compute_metrics
+    from stylegan_fast.models import make_networks
+
+    assert not plain.standard and "not LPIPS" in plain.description
+    lpips = load_perceptual(files["vgg"], lpips_path=files["lin"])
+    assert lpips.standard and lpips.description.startswith("LPIPS v0.1 (")
+    torch.manual_seed(0)
+    G, _ = make_networks("small", 32, impl="ref")  # PPL crops: 32x32 leaves VGG16 16x16
+    for distance, standard in ((plain, False), (lpips, True)):
+        (record,) = compute_metrics(G.eval(), None, ["ppl_wend"], vgg16=distance, ppl_samples=2, batch=2,
+                                    device="cpu").values()  # fmt: skip
+        assert record["perceptual"] == distance.description
+        marked = [d for d in record["deviations"] if d.startswith("perceptual distance: ")]
+        assert marked == ([] if standard else [f"perceptual distance: {plain.description} (protocol: LPIPS v0.1 on VGG16; give --lpips)"])
