@@ -37,9 +37,25 @@ def test_info_text_names_each_op_and_the_extension_state(capsys):
     assert "extension _C" in text
 
 
-def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "stylegan_fast.cli", "info", "--json"], capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("module", ["stylegan_fast.cli", "stylegan_fast"])
+def test_module_entry_point_runs(module):
+    result = subprocess.run([sys.executable, "-m", module, "info", "--json"], capture_output=True, text=True, check=True)
     assert "modulated_conv2d" in json.loads(result.stdout)["ops"]
+
+
+def test_module_entry_point_reports_user_errors_with_status_2():
+    result = subprocess.run([sys.executable, "-m", "stylegan_fast", "generate", "--network", "missing.safetensors",
+                             "--seeds", "0", "--outdir", "out"], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "missing.safetensors" in result.stderr
+
+
+def test_the_licence_is_apache_2_and_in_the_metadata():
+    import importlib.metadata
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert importlib.metadata.metadata("stylegan-fast")["License-Expression"] == "Apache-2.0"
 
 
 def test_unknown_command_exits_with_usage():
@@ -231,3 +247,27 @@ def test_info_shows_the_tuning_table(tmp_path, monkeypatch, capsys):
     assert f"tuning        on (STYLEGAN_FAST_TUNE=0 turns it off); table {tmp_path}" in text
     assert "  bias_act 4x8:float32 forward\n      outside a phase: triton 1 ms (ref 2 ms)" in text
     assert "  upfirdn2d 2x3:float32:grad double\n      D_reg: triton 1 ms (ref 2 ms)" in text
+
+
+def test_readme_tool_examples_run_on_the_main_jobs_network(tmp_path, capsys):
+    # The README's generate, mix and interpolate lines, with its main job's network (the
+    # 'small' config at 16x16: 6 ws), taken from the README itself.
+    import copy
+    import re
+    from pathlib import Path
+
+    import torch
+
+    from stylegan_fast.models import make_networks, save_networks
+
+    torch.manual_seed(0)
+    G, D = make_networks("small", 16, impl="ref")
+    snapshot = tmp_path / "snapshot.safetensors"
+    save_networks(snapshot, {"G": G, "D": D, "G_ema": copy.deepcopy(G)}, {})
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = re.findall(r"^stylegan-fast (generate|mix|interpolate) (.*)$", readme, flags=re.MULTILINE)
+    assert {tool for tool, _ in lines} == {"generate", "mix", "interpolate"}
+    for tool, rest in lines:
+        rest = re.sub(r"\[.*\]", "", rest).replace("SNAPSHOT", str(snapshot)).replace("DIR", str(tmp_path / tool))
+        assert cli.main([tool, *rest.split()]) == 0, (tool, rest)
+        assert any((tmp_path / tool).iterdir())
