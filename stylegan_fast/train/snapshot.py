@@ -36,15 +36,25 @@ def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[
     return tensors, state["param_groups"]
 
 
+# Adam's settings that choose an implementation, not the arithmetic's hyper-parameters.
+IMPLEMENTATION = ("fused", "foreach", "capturable", "differentiable")
+
+
 def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str, groups: list[dict]) -> None:
-    """Load what `optimizer_to_tensors` produced into `opt` (whose parameters must match)."""
+    """Load what `optimizer_to_tensors` produced into `opt` (whose parameters must match).
+
+    The hyper-parameters come from the snapshot, how the step runs from `opt` (IMPLEMENTATION:
+    a snapshot written by a non-fused Adam resumes fused)."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     head = prefix + "."
     for key, value in tensors.items():
         if key.startswith(head):
             index, name = key[len(head) :].split(".", 1)
             state.setdefault(int(index), {})[name] = value
+    groups = [{**saved, **{k: current[k] for k in IMPLEMENTATION if k in current}}
+              for saved, current in zip(groups, opt.param_groups)]  # fmt: skip
     opt.load_state_dict({"state": state, "param_groups": groups})
+
 
 
 def save_snapshot(

@@ -557,3 +557,22 @@ def test_cond_without_labels_is_refused_before_anything_is_written(data, tmp_pat
     with pytest.raises(ValueError, match="--cond needs labels, and .*images.npz has none"):
         train(options(data, tmp_path, cond=True))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_snapshot_of_a_non_fused_adam_resumes_fused():
+    from stylegan_fast.train.snapshot import optimizer_from_tensors, optimizer_to_tensors
+
+    torch.manual_seed(0)
+    old_p, new_p = torch.nn.Parameter(torch.randn(5)), torch.nn.Parameter(torch.randn(5))
+    old = torch.optim.Adam([old_p], lr=0.003, betas=(0.0, 0.9), eps=1e-8)
+    old_p.grad = torch.randn(5)
+    old.step()
+    tensors, groups = optimizer_to_tensors(old, "opt")
+    new = torch.optim.Adam([new_p], lr=0.1, betas=(0.0, 0.99), eps=1e-8, fused=True)
+    optimizer_from_tensors(new, tensors, "opt", groups)
+    group = new.param_groups[0]
+    assert group["fused"] is True and group["lr"] == 0.003 and group["betas"] == (0.0, 0.9)
+    new.found_inf = torch.zeros([])
+    new_p.grad = torch.randn(5)
+    new.step()
+    assert float(new.state[new_p]["step"]) == 2
