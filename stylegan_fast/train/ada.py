@@ -54,6 +54,7 @@ gather, grid_sample (whose input gradient is itself differentiable in torch) and
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Sequence
@@ -176,10 +177,12 @@ def recolor(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", m[:, :c, :c], x) + m[:, :c, c, None, None]
 
 
+@functools.cache
 def lowpass_filter(device: torch.device) -> torch.Tensor:
     """The [FILTER_TAPS] float32 anti-aliasing filter: a sinc with its cutoff at a quarter of
     the 2x sampling rate, under a Kaiser window that reaches zero half a tap beyond the ends.
-    Built on `device`, so that no host-to-device copy stalls the stream."""
+    Built once per device, on it (no host-to-device copy stalls the stream, and setup_filter's
+    checks read it back only then). Not to be modified."""
     t = torch.arange(FILTER_TAPS, device=device, dtype=torch.float32) - (FILTER_TAPS - 1) / 2
     window = torch.special.i0(FILTER_BETA * (1 - (2 * t / FILTER_TAPS).square()).sqrt())
     return setup_filter(torch.sinc(t / 2) * window, device=device)
