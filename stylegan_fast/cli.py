@@ -36,10 +36,10 @@ def _overrides(args: argparse.Namespace) -> dict:
     from stylegan_fast.models.configs import parse_overrides
 
     try:
-        overrides = parse_overrides(args.set)
+        overrides = parse_overrides(getattr(args, "set", []))
     except ValueError as error:
         raise ValueError(f"--set: {error}") from error
-    if args.augment is not None:
+    if getattr(args, "augment", None) is not None:
         overrides["augment"] = args.augment
     return overrides
 
@@ -47,8 +47,21 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _train(args: argparse.Namespace) -> int:
     from stylegan_fast.train.loop import TrainOptions, train
 
-    fields = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
-    train(TrainOptions(**fields, overrides=_overrides(args)))
+    # Only the options on the command line are in args (the parser suppresses defaults), so that
+    # a resumed run can tell them from the settings it was started with.
+    given = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
+    if "resume" in given:
+        from stylegan_fast.train.settings import resumed_options
+
+        opts, changes = resumed_options(given["resume"], given, _overrides(args))
+        for line in changes:
+            print(line)
+    else:
+        missing = [f"--{name}" for name in ("data", "outdir") if name not in given]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} needed (or --resume RUN)")
+        opts = TrainOptions(**given, overrides=_overrides(args))
+    train(opts)
     return 0
 
 
@@ -255,21 +268,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a StyleGAN2 (or StyleGAN) model",
         description="Train G and D with the StyleGAN2 objective. Writes config.json, stats.jsonl, sample grids and "
         "snapshots (networks + optimiser state, resumable) to a new numbered directory under --outdir. "
+        "--resume RUN continues a run with the settings it was started with, in its own directory (or in a new "
+        "one under --outdir): give only what changes, such as --kimg (the total to reach, not more). "
         "Multi-GPU: launch the same command with torchrun --nproc_per_node=N.",
+        argument_default=argparse.SUPPRESS,
     )
-    train.add_argument("--data", required=True, help="'demo:faces', 'demo:textures', an image folder, a .zip, a .npy/.npz array, "
+    train.add_argument("--data", help="'demo:faces', 'demo:textures', an image folder, a .zip, a .npy/.npz array, "
                        "cifar-10-python.tar.gz, an MNIST folder or an LMDB folder (LSUN)")
-    train.add_argument("--outdir", required=True, help="parent directory of the run directory")
-    train.add_argument("--cfg", default="small", help="config: small, stylegan2, paper256, paper512, paper1024, cifar, stylegan1 (default: small)")
-    train.add_argument("--resolution", type=int, default=32, help="training resolution, a power of two (default: 32)")
-    train.add_argument("--kimg", type=float, default=20, help="train for this many thousand real images (default: 20)")
+    train.add_argument("--outdir", help="parent directory of the run directory (with --resume: a new run directory "
+                       "under it instead of the run's own)")  # fmt: skip
+    train.add_argument("--cfg", help="config: small, stylegan2, paper256, paper512, paper1024, cifar, stylegan1 (default: small)")
+    train.add_argument("--resolution", type=int, help="training resolution, a power of two (default: 32)")
+    train.add_argument("--kimg", type=float, help="train until this many thousand real images in all, resumed runs "
+                       "included (default: 20)")  # fmt: skip
     train.add_argument("--batch", type=int, help="global batch size (default: the config's)")
     train.add_argument("--batch-gpu", dest="batch_gpu", type=int, help="images per GPU per round; smaller accumulates gradients")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--seed", type=int, help="random seed (default: 0)")
     train.add_argument("--gamma", type=float, help="R1 weight (default: the config's)")
     train.add_argument("--lrate", type=float, help="learning rate (default: the config's)")
     train.add_argument("--ema-kimg", dest="ema_kimg", type=float, help="G_ema half-life in kimg (default: the config's)")
-    train.add_argument("--loss", default="ns", choices=["ns", "wgan-gp", "lsgan"], help="adversarial loss (default: ns)")
+    train.add_argument("--loss", choices=["ns", "wgan-gp", "lsgan"], help="adversarial loss (default: ns)")
     train.add_argument("--mirror", action="store_true", help="add x-flipped copies of the images")
     train.add_argument("--augment", metavar="POLICIES",
                        help="augmentation of D's inputs: 'ada' (adaptive, StyleGAN2-ADA; tune with --set ada_target=.., "
@@ -277,30 +295,32 @@ def build_parser() -> argparse.ArgumentParser:
                             "cutout, or '' for none (default: the config's, none in the built-in ones)")  # fmt: skip
     train.add_argument("--cond", action="store_true", help="train a class-conditional model on the data's labels")
     train.add_argument("--labels", help="with --cond: a JSON labels file instead of the data's own")
-    train.add_argument("--tick-kimg", dest="tick_kimg", type=float, default=4, help="progress report interval in kimg (default: 4)")
-    train.add_argument("--snap-ticks", dest="snap_ticks", type=int, default=10, help="snapshot every this many ticks (default: 10)")
-    train.add_argument("--resume", help="snapshot file to continue from")
+    train.add_argument("--tick-kimg", dest="tick_kimg", type=float, help="progress report interval in kimg (default: 4)")
+    train.add_argument("--snap-ticks", dest="snap_ticks", type=int, help="snapshot every this many ticks (default: 10)")
+    train.add_argument("--resume", metavar="RUN_OR_SNAPSHOT",
+                       help="continue a run (its directory: the newest snapshot; or a snapshot file) with its own "
+                            "settings; options given again change it, where that does not change what is trained")  # fmt: skip
     train.add_argument("--init", metavar="FILE",
                        help="transfer learning: start from the networks in FILE (a checkpoint or snapshot, a run directory, or an "
                             "official .pkl) with fresh optimisers; their architecture comes from FILE, the hyper-parameters "
                             "from --cfg and --set")  # fmt: skip
     train.add_argument("--workers", type=int, help="data-loading worker processes (default: automatic)")
-    train.add_argument("--impl", default="auto", choices=["auto", "ref", "triton", "cuda"], help="kernel implementation (default: auto)")
+    train.add_argument("--impl", choices=["auto", "ref", "triton", "cuda"], help="kernel implementation (default: auto)")
     train.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     train.add_argument("--tensorboard", action="store_true", help="also log statistics to TensorBoard in the run directory")
     train.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
                        help="on CUDA, do not let cuDNN time its algorithms per convolution shape (it does by default)")
     train.add_argument("--compile", nargs="?", const="inductor", metavar="BACKEND",
                        help="run G and D under torch.compile in the main phases (backend: inductor unless given)")
-    train.add_argument("--metrics", type=_names, default=[], metavar="NAMES",
+    train.add_argument("--metrics", type=_names, metavar="NAMES",
                        help="measure G_ema at every snapshot, e.g. fid50k_full,kid50k_full (see the metrics command); "
                             "lines go to metric-NAME.jsonl in the run directory")  # fmt: skip
     train.add_argument("--detector", help="with FID/KID/IS: the Inception-v3 weights (see the metrics command)")
     train.add_argument("--vgg16", help="with PPL or pr50k3_full: the VGG16 weights (see the metrics command)")
     train.add_argument("--lpips", help="with PPL and a VGG16 state dict: LPIPS v0.1's linear weights")
-    train.add_argument("--metrics-num-gen", dest="metrics_num_gen", type=int, default=50000,
+    train.add_argument("--metrics-num-gen", dest="metrics_num_gen", type=int,
                        help="generated images per FID/KID (default: 50000; fewer is reported as non-standard)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="change a config field, e.g. --set channel_base=4096 --set mp_dtype='\"bfloat16\"' (JSON values)")
     train.set_defaults(run=_train)
 

@@ -147,6 +147,7 @@ class Trainer:
         self.phases, self.optimizers = self._phases()
         self.step = 0
         self.cur_nimg = 0
+        self.resumed_from: Path | None = None  # the snapshot this run continues, if any
         # Non-finite gradients, counted on the device: skipped steps in all, consecutive ones per
         # network, the longest such run since the last check_nonfinite, and the phase of the last.
         counter = functools.partial(torch.zeros, [], dtype=torch.int64, device=self.device)
@@ -389,6 +390,7 @@ class Trainer:
 
     def _resume(self, path: str) -> None:
         path = latest_snapshot(path) if Path(path).is_dir() else path
+        self.resumed_from = Path(path)
         tensors, training, saved = load_training_state(path)
         for name in ("G", "D", "G_ema"):
             net = getattr(self, name)
@@ -401,7 +403,11 @@ class Trainer:
         self.step, self.cur_nimg = training["step"], training["cur_nimg"]
         self._nonfinite_count.fill_(training["nonfinite_skips"])
         self._nonfinite_reported = training["nonfinite_skips"]
-        self.loader.load_state_dict(training["loader"])
+        try:
+            self.loader.load_state_dict(training["loader"])
+        except ValueError as error:
+            raise ValueError(f"resume: {path} was trained on another data stream ({error}); --data, --mirror and "
+                             "the number of processes must be those the run was started with") from None  # fmt: skip
         if self.ada is not None and "ada" in training:
             self.ada.load_state(training["ada"], self.device)
             self.loss.augment_p = self.ada.probability
@@ -452,9 +458,14 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     """Run a whole training job; returns the run directory (with snapshots, samples, stats)."""
     trainer = Trainer(opts, log=log)
     process = trainer.process
-    run_dir = _run_dir(opts, process)
+    # A resumed run without an outdir continues in its own directory (train/settings.py).
+    continuing = bool(opts.resume) and not opts.outdir
+    run_dir = Path(trainer.resumed_from).parent if continuing else _run_dir(opts, process)
     if process.is_main:
-        (run_dir / "config.json").write_text(json.dumps({"train": dataclasses.asdict(opts), "networks": dataclasses.asdict(trainer.config)}, indent=2))
+        _remove_unfinished_writes(run_dir, trainer.log)
+        if not continuing:
+            config = {"train": dataclasses.asdict(opts), "networks": dataclasses.asdict(trainer.config)}
+            (run_dir / "config.json").write_text(json.dumps(config, indent=2))
         grid = samples.SampleGrid(trainer.G_ema, trainer.dataset, seed=opts.seed, device=trainer.device)
         samples.save_image_grid(grid.reals(), run_dir / "reals.png", grid.shape)
     trainer.log(f"run directory {run_dir}; {len(trainer.dataset)} images at {opts.resolution}x{opts.resolution}; "
@@ -584,6 +595,15 @@ def _progress_line(record: dict, total_nimg: int) -> str:
         + (f"  augment p {record['augment/p']:.3f}" if "augment/p" in record else "")
         + (f"  skipped {record['nonfinite_skips']}" if record["nonfinite_skips"] else "")
     )
+
+
+def _remove_unfinished_writes(run_dir: Path, log: Callable[[str], None]) -> None:
+    """Delete the temporary files of snapshot writes that a crash interrupted (each as large as
+    a snapshot); the snapshots themselves are only ever renamed into place whole."""
+    for leftover in sorted(run_dir.glob(".snapshot-*.tmp")):
+        size = leftover.stat().st_size
+        leftover.unlink()
+        log(f"removed {leftover.name} ({size / 2**20:.1f} MiB), a snapshot write that a crash interrupted")
 
 
 def latest_snapshot(run_dir: str | Path) -> Path:
