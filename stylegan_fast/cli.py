@@ -494,8 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command and return its exit status. A user error (USER_ERRORS) prints one line on
-    stderr and exits with status 2, as argparse's usage errors do (with STYLEGAN_FAST_DEBUG=1 it
-    is raised instead); Ctrl-C prints one line and exits with status 130."""
+    stderr and exits with status 2, as argparse's usage errors do; a failure of the run (a full
+    disk, divergence) one line with status 1 (with STYLEGAN_FAST_DEBUG=1 both are raised
+    instead); Ctrl-C prints one line and exits with status 130."""
     argv = sys.argv[1:] if argv is None else argv
     _show_kernel_choices()
     if argv[:1] == ["bench"]:
@@ -511,6 +512,17 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get(DEBUG_VARIABLE) == "1":
             raise
         _exit(2, f"stylegan-fast {command}: error: {error} (set {DEBUG_VARIABLE}=1 for the traceback)")
+    except Exception as error:
+        if os.environ.get(DEBUG_VARIABLE) == "1" or not _is_failure_of_the_run(error):
+            raise
+        _exit(1, f"stylegan-fast {command}: failed: {error}")
+
+
+def _is_failure_of_the_run(error: Exception) -> bool:
+    """What ends a run without being a bug or the user's mistake, reported in one line with
+    status 1: the machine's (a full disk, an unwritable folder) or training's (divergence)."""
+    loop = sys.modules.get("stylegan_fast.train.loop")
+    return isinstance(error, OSError) or (loop is not None and isinstance(error, loop.TrainingDiverged))
 
 
 def _show_kernel_choices() -> None:

@@ -77,7 +77,10 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "sha256": _digest(tensors), "meta": meta_json}
 
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as error:  # a full disk, a vanished folder: the environment's, not the data's
+            raise OSError(f"cannot write {path}: {error}") from None
         os.chmod(tmp, 0o666 & ~current_umask())  # safetensors creates 0600; honour the umask as every other file does
 
 

@@ -281,6 +281,10 @@ class Discriminator(nn.Module):
             )
             setattr(self, f"b{res}", block)
             layer_idx += block.num_layers
+        freeze = block_kwargs.get("freeze_layers", 0)
+        if freeze > layer_idx:
+            raise ValueError(f"freeze_d={freeze} is more than the {layer_idx} layers of D's blocks at {img_resolution}x{img_resolution} "
+                             "(FreezeD freezes the first layers from the image side; the 4x4 epilogue always trains)")  # fmt: skip
         if c_dim > 0:
             self.mapping = MappingNetwork(
                 z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None, impl=impl, **mapping_kwargs

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import importlib.util
 import json
 import sys
 import time
@@ -88,12 +89,39 @@ class Phase:
     order: int = 1  # How often it differentiates its ops: 1 (main), 2 (regularisers: gradients of gradients).
 
 
+def _check_options(opts: "TrainOptions") -> None:
+    """The options that the config does not check, named as the command line names them."""
+    def positive(name, value, number=(int, float)):
+        if isinstance(value, bool) or not isinstance(value, number) or not value > 0:
+            kind = "an int" if number is int else "a number"
+            raise ValueError(f"--{name.replace('_', '-')} must be {kind} > 0, got {value!r}")
+
+    positive("kimg", opts.kimg)
+    positive("tick_kimg", opts.tick_kimg)
+    positive("snap_ticks", opts.snap_ticks, int)
+    positive("resolution", opts.resolution, int)
+    positive("max_nonfinite", opts.max_nonfinite, int)
+    positive("metrics_num_gen", opts.metrics_num_gen, int)
+    for name in ("batch", "batch_gpu"):
+        if getattr(opts, name) is not None:
+            positive(name, getattr(opts, name), int)
+    for name in ("g_reg_interval", "d_reg_interval", "workers"):
+        value = getattr(opts, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be an int >= 0, got {value!r}")
+    if opts.resolution & (opts.resolution - 1) or opts.resolution < 4:
+        raise ValueError(f"--resolution must be a power of two >= 4, got {opts.resolution}")
+    if opts.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install 'stylegan-fast[tensorboard]'")
+
+
 class TrainingDiverged(RuntimeError):
     """Gradients stayed non-finite for too many consecutive steps."""
 
 
 class Trainer:
     def __init__(self, opts: TrainOptions, process: distributed.Process | None = None, log: Callable[[str], None] = print):
+        _check_options(opts)
         self.opts = opts
         self.process = process or distributed.init(opts.device)
         self.device = self.process.device
@@ -104,7 +132,10 @@ class Trainer:
         self.log = log if self.process.is_main else (lambda _msg: None)
         # --init: the networks' architecture comes from the file (--set still wins).
         init_nets = self._read_init(opts.init) if opts.init and not opts.resume else None
-        self.config = get_config(opts.cfg, **{**self._init_fields(init_nets), **self._config_overrides()})
+        try:
+            self.config = get_config(opts.cfg, **{**self._init_fields(init_nets), **self._config_overrides()})
+        except TypeError as error:  # a --set value of the wrong kind: the user's, like a wrong value
+            raise ValueError(f"--set: {error}") from None
         self.batch = self.config.batch
         W = self.process.world_size
         self.batch_gpu = opts.batch_gpu or self.batch // W
@@ -112,6 +143,10 @@ class Trainer:
             raise ValueError(f"batch ({self.batch}) must be a multiple of batch_gpu ({self.batch_gpu}) x processes ({W})")
         self.rounds = self.batch // (self.batch_gpu * W)
         self.num_chunks = self.batch // self.batch_gpu
+        group = min(self.config.mbstd_group, self.batch_gpu)
+        if self.batch_gpu % group != 0:
+            raise ValueError(f"D's minibatch-stddev groups of {self.config.mbstd_group} must divide the images per process "
+                             f"and round ({self.batch_gpu}): change --batch, --batch-gpu or --set mbstd_group")  # fmt: skip
 
         labels = opts.labels if opts.cond else False
         self.dataset = open_dataset(opts.data, resolution=opts.resolution, channels=3, mirror=opts.mirror, labels=labels)
