@@ -124,6 +124,10 @@ def describe_file(path: str | os.PathLike) -> dict:
     from stylegan_fast.models.checkpoint import read_meta
     from stylegan_fast.models.configs import network_fields
 
+    if os.path.isdir(path):  # a run directory: its newest snapshot
+        from stylegan_fast.models.checkpoint import newest_snapshot
+
+        path = newest_snapshot(path)
     path = os.fspath(path)
     nets = load_network_file(path)
     description: dict = {"file": path, "kind": "official pickle" if path.endswith(".pkl") else "checkpoint"}

@@ -271,3 +271,28 @@ def test_readme_tool_examples_run_on_the_main_jobs_network(tmp_path, capsys):
         rest = re.sub(r"\[.*\]", "", rest).replace("SNAPSHOT", str(snapshot)).replace("DIR", str(tmp_path / tool))
         assert cli.main([tool, *rest.split()]) == 0, (tool, rest)
         assert any((tmp_path / tool).iterdir())
+
+
+def test_tools_take_a_run_directory_meaning_its_newest_snapshot(tmp_path, capsys):
+    import torch
+
+    from stylegan_fast.models import make_networks, save_networks
+
+    run = tmp_path / "00000-faces-small"
+    run.mkdir()
+    for seed, kimg in ((0, 4), (1, 8)):
+        torch.manual_seed(seed)
+        G, _ = make_networks("small", 16, impl="ref")
+        save_networks(run / f"snapshot-{kimg * 1000:09d}.safetensors", {"G_ema": G}, {})
+    for network, out in ((run, "from_run"), (run / "snapshot-000008000.safetensors", "from_file")):
+        assert cli.main(["generate", "--network", str(network), "--seeds", "3", "--outdir", str(tmp_path / out),
+                         "--device", "cpu"]) == 0  # fmt: skip
+    same = [np.asarray(Image.open(tmp_path / d / "seed0003.png")) for d in ("from_run", "from_file")]
+    assert np.array_equal(*same)
+    assert cli.main(["info", str(run)]) == 0 and "snapshot-000008000.safetensors: checkpoint" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "--network", str(empty), "--seeds", "0", "--outdir", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert "is a folder without snapshot-*.safetensors" in capsys.readouterr().err

@@ -185,6 +185,15 @@ def saved_network_kwargs(meta: dict, where: str = "") -> dict[str, tuple[str, di
     return saved
 
 
+def newest_snapshot(run_dir: str | os.PathLike) -> Path:
+    """The newest snapshot-*.safetensors of a run directory (what a tool or --resume given the
+    directory means)."""
+    found = sorted(Path(run_dir).glob("snapshot-*.safetensors"))
+    if not found:
+        raise FileNotFoundError(f"{os.fspath(run_dir)} is a folder without snapshot-*.safetensors (not a run directory?)")
+    return found[-1]
+
+
 def read_meta(path: str | os.PathLike) -> dict:
     """The JSON meta of a file written by `save_tensors`, from its header alone (no tensors read,
     no checksum checked: for descriptions, not for loading)."""

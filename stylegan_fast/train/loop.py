@@ -33,6 +33,7 @@ import torch
 
 from stylegan_fast.data import make_loader, open_dataset, to_float
 from stylegan_fast.compat import load_network_file
+from stylegan_fast.models.checkpoint import newest_snapshot
 from stylegan_fast.models.configs import get_config, make_networks, network_fields
 from stylegan_fast.ops import tuner
 from stylegan_fast.train import distributed, samples
@@ -643,7 +644,7 @@ def _remove_unfinished_writes(run_dir: Path, log: Callable[[str], None]) -> None
 
 def latest_snapshot(run_dir: str | Path) -> Path:
     """The newest snapshot-*.safetensors in a run directory."""
-    found = sorted(Path(run_dir).glob("snapshot-*.safetensors"))
-    if not found:
-        raise FileNotFoundError(f"resume: {run_dir} holds no snapshot-*.safetensors")
-    return found[-1]
+    try:
+        return newest_snapshot(run_dir)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"resume: {error}") from None
