@@ -496,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command and return its exit status. A user error (USER_ERRORS) prints one line on
     stderr and exits with status 2, as argparse's usage errors do; a failure of the run (a full
     disk, divergence) one line with status 1 (with STYLEGAN_FAST_DEBUG=1 both are raised
-    instead); Ctrl-C prints one line and exits with status 130."""
+    instead); Ctrl-C prints one line and exits with status 130, and training stopped by SIGTERM
+    or SIGINT says where its snapshot is and exits with 128 + the signal's number."""
     argv = sys.argv[1:] if argv is None else argv
     _show_kernel_choices()
     if argv[:1] == ["bench"]:
@@ -513,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _exit(2, f"stylegan-fast {command}: error: {error} (set {DEBUG_VARIABLE}=1 for the traceback)")
     except Exception as error:
+        interrupt = sys.modules.get("stylegan_fast.train.interrupt")
+        if interrupt is not None and isinstance(error, interrupt.Interrupted):  # a clean stop at a signal
+            _exit(error.exit_status, f"stylegan-fast {command}: {error}")
         if os.environ.get(DEBUG_VARIABLE) == "1" or not _is_failure_of_the_run(error):
             raise
         _exit(1, f"stylegan-fast {command}: failed: {error}")

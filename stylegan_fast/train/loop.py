@@ -39,6 +39,7 @@ from stylegan_fast.ops import tuner
 from stylegan_fast.train import distributed, samples
 from stylegan_fast.train.augment import ADA, AdaptiveAugmentation
 from stylegan_fast.train.ema import ema_beta, update_ema
+from stylegan_fast.train.interrupt import Interrupted, StopRequest
 from stylegan_fast.train.loss import StyleGAN2Loss
 from stylegan_fast.train.snapshot import load_training_state, optimizer_from_tensors, save_snapshot
 
@@ -507,6 +508,15 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     trainer.log(f"run directory {run_dir}; {len(trainer.dataset)} images at {opts.resolution}x{opts.resolution}; "
         f"batch {trainer.batch} = {process.world_size} processes x {trainer.rounds} rounds x {trainer.batch_gpu}")  # fmt: skip
 
+    with StopRequest(process.world_size).installed() as stop:
+        _train_ticks(trainer, opts, run_dir, grid if process.is_main else None, stop, log)
+    distributed.barrier(process)
+    return run_dir
+
+
+def _train_ticks(trainer: Trainer, opts: TrainOptions, run_dir: Path, grid, stop: StopRequest, log) -> None:
+    """The steps until opts.kimg, with a progress line, stats and snapshots at each tick."""
+    process = trainer.process
     total_nimg = int(opts.kimg * 1000)
     tick_nimg = max(int(opts.tick_kimg * 1000), 1)
     tick, tick_start_nimg, tick_start_time = 0, trainer.cur_nimg, time.perf_counter()
@@ -518,6 +528,11 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
         step_stats = trainer.train_step()
         for key, value in step_stats.items():
             tick_stats.setdefault(key, []).append(value)
+        signum = stop.agreed()
+        if signum:
+            if live:
+                print()
+            raise Interrupted(signum, _save(trainer, run_dir, grid))
         done = trainer.cur_nimg >= total_nimg
         if not done and trainer.cur_nimg < tick_start_nimg + tick_nimg:
             if live:
@@ -550,12 +565,10 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
             board.flush()
         trainer.log(_progress_line(record, total_nimg))
         if done or tick % opts.snap_ticks == 0:
-            _save(trainer, run_dir, grid if process.is_main else None)
+            _save(trainer, run_dir, grid)
         if done:
-            break
+            return
         tick_stats, tick_start_nimg, tick_start_time = {}, trainer.cur_nimg, time.perf_counter()
-    distributed.barrier(process)
-    return run_dir
 
 
 def _tick_means(tick_stats: dict[str, list[torch.Tensor]], process: distributed.Process) -> dict[str, float]:
@@ -576,7 +589,8 @@ def _tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir))
 
 
-def _save(trainer: Trainer, run_dir: Path, grid) -> None:
+def _save(trainer: Trainer, run_dir: Path, grid) -> Path:
+    """Write the snapshot and sample grid of now (and measure the metrics); returns the snapshot."""
     tag = f"{trainer.cur_nimg:09d}"  # images seen: unique even when ticks are shorter than a kimg
     path = run_dir / f"snapshot-{tag}.safetensors"
     if trainer.process.is_main:
@@ -586,6 +600,7 @@ def _save(trainer: Trainer, run_dir: Path, grid) -> None:
     if trainer.metric_nets:
         _measure(trainer, run_dir, path)
     distributed.barrier(trainer.process)
+    return path
 
 
 def _measure(trainer: Trainer, run_dir: Path, snapshot: Path) -> None:
