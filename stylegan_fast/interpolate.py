@@ -14,6 +14,7 @@ seed, which is not repeated, so the frames play as a seamless loop: K * frames f
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +170,34 @@ def save_gif(paths: list[Path], dest: str | Path, fps: float) -> None:
     first.save(dest, save_all=True, append_images=rest, duration=round(1000 / fps), loop=0)
 
 
+def save_mp4(paths: list[Path], dest: str | Path, fps: float) -> None:
+    """Write the images at `paths` as an H.264 MP4 at `fps` frames per second (yuv420p, which
+    every player reads), through the ffmpeg that the imageio-ffmpeg wheel carries."""
+    fps = check_fps(fps)
+    if not paths:
+        raise ValueError("save_mp4 needs at least one frame")
+    import imageio_ffmpeg
+
+    with Image.open(paths[0]) as image:
+        size = image.size
+    # macro_block_size 2: yuv420p needs even sides, and the frames' powers of two have them.
+    writer = imageio_ffmpeg.write_frames(str(dest), size, fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                         quality=8, macro_block_size=2, ffmpeg_log_level="error")  # fmt: skip
+    writer.send(None)
+    try:
+        for path in paths:
+            with Image.open(path) as image:
+                writer.send(image.convert("RGB").tobytes())
+    finally:
+        writer.close()
+
+
+def check_mp4() -> None:
+    """MP4 needs the optional imageio-ffmpeg (its wheel carries ffmpeg): say so before any frame."""
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise ValueError("--mp4 needs the imageio-ffmpeg package: pip install 'stylegan-fast[video]'")
+
+
 def write_interpolation(
     network: str | Path,
     seeds: list[int],
@@ -182,17 +211,21 @@ def write_interpolation(
     noise_mode: str = "const",
     class_idx: int | None = None,
     gif: bool = False,
+    mp4: bool = False,
     fps: float = 30,
     device: str | None = None,
     impl: str = "auto",
     batch_size: int = DEFAULT_BATCH,
 ) -> list[Path]:
-    """Write a walk's frames as `outdir/frame00000.png`, ... (and `interpolation.gif` with `gif`).
+    """Write a walk's frames as `outdir/frame00000.png`, ... (and `interpolation.gif` with `gif`,
+    `interpolation.mp4` with `mp4`).
 
-    Returns the frame paths (without the GIF). Frames are written as they are synthesised.
+    Returns the frame paths (without the videos). Frames are written as they are synthesised.
     """
-    if gif:
+    if gif or mp4:
         check_fps(fps)
+    if mp4:
+        check_mp4()
     check_truncation_cutoff(truncation_cutoff)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     G = load_generator(network, device, impl)
@@ -206,4 +239,6 @@ def write_interpolation(
         save_png(image, paths[-1])
     if gif:
         save_gif(paths, outdir / "interpolation.gif", fps)
+    if mp4:
+        save_mp4(paths, outdir / "interpolation.mp4", fps)
     return paths

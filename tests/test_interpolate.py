@@ -182,3 +182,30 @@ def test_cli_rejects_an_unknown_space(checkpoint, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["interpolate", "--network", str(checkpoint), "--seeds", "0,1", "--space", "x",
                   "--outdir", str(tmp_path)])  # fmt: skip
+
+
+def test_cli_writes_an_mp4(checkpoint, tmp_path, capsys):
+    import imageio_ffmpeg  # in the test extra
+
+    outdir = tmp_path / "walk"
+    argv = ["interpolate", "--network", str(checkpoint), "--seeds", "0,5", "--frames", "4", "--loop", "--mp4", "--gif",
+            "--fps", "10", "--outdir", str(outdir), "--device", "cpu", "--impl", "ref"]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert "wrote 8 frames and interpolation.gif and interpolation.mp4" in capsys.readouterr().out
+    reader = imageio_ffmpeg.read_frames(str(outdir / "interpolation.mp4"))
+    meta = next(reader)
+    frames = [np.frombuffer(frame, dtype=np.uint8).reshape(16, 16, 3) for frame in reader]
+    assert meta["size"] == (16, 16) and meta["fps"] == 10 and meta["codec"] == "h264"
+    assert len(frames) == 8
+    first = np.asarray(Image.open(outdir / "frame00000.png").convert("RGB")).astype(int)
+    assert np.abs(frames[0].astype(int) - first).mean() < 12  # lossy, but the same picture
+
+
+def test_mp4_without_the_video_extra_is_refused_before_any_frame(checkpoint, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "imageio_ffmpeg" else real(name, *a))
+    with pytest.raises(ValueError, match=r"--mp4 needs the imageio-ffmpeg package: pip install 'stylegan-fast\[video\]'"):
+        write_interpolation(checkpoint, [0, 1], tmp_path / "walk", frames=2, mp4=True, device="cpu", impl="ref")
+    assert not (tmp_path / "walk").exists()
