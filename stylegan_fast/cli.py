@@ -50,6 +50,16 @@ def _train(args: argparse.Namespace) -> int:
     # Only the options on the command line are in args (the parser suppresses defaults), so that
     # a resumed run can tell them from the settings it was started with.
     given = {k: v for k, v in vars(args).items() if k in TrainOptions.__dataclass_fields__}
+    processes = getattr(args, "processes", 1)
+    if processes < 1:
+        raise ValueError(f"--processes must be >= 1, got {processes}")
+    if processes > 1:
+        if "WORLD_SIZE" in os.environ:
+            raise ValueError("--processes starts the processes itself: leave it out under torchrun")
+        from stylegan_fast.train.launch import run_processes
+
+        argv = [a for i, a in enumerate(args.argv) if a != "--processes" and args.argv[i - 1 : i] != ["--processes"]]
+        return run_processes(processes, [a for a in argv if not a.startswith("--processes=")], given.get("device"))
     if "resume" in given:
         from stylegan_fast.train.settings import resumed_options
 
@@ -179,9 +189,10 @@ def _interpolate(args: argparse.Namespace) -> int:
     paths = write_interpolation(args.network, args.seeds, args.outdir, frames=args.frames, space=args.space, loop=args.loop,
                                 truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff,
                                 noise_mode=args.noise_mode, class_idx=args.class_idx,
-                                gif=args.gif, fps=args.fps, device=args.device, impl=args.impl,
+                                gif=args.gif, mp4=args.mp4, fps=args.fps, device=args.device, impl=args.impl,
                                 batch_size=args.batch)  # fmt: skip
-    print(f"wrote {len(paths)} frames{' and interpolation.gif' if args.gif else ''} to {args.outdir}")
+    videos = [name for name, asked in (("interpolation.gif", args.gif), ("interpolation.mp4", args.mp4)) if asked]
+    print(f"wrote {len(paths)} frames{''.join(' and ' + v for v in videos)} to {args.outdir}")
     return 0
 
 
@@ -270,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshots (networks + optimiser state, resumable) to a new numbered directory under --outdir. "
         "--resume RUN continues a run with the settings it was started with, in its own directory (or in a new "
         "one under --outdir): give only what changes, such as --kimg (the total to reach, not more). "
-        "Multi-GPU: launch the same command with torchrun --nproc_per_node=N.",
+        "Multi-GPU: --processes N, or the same command under torchrun --nproc_per_node=N.",
         argument_default=argparse.SUPPRESS,
     )
     train.add_argument("--data", help="'demo:faces', 'demo:textures', an image folder, a .zip, a .npy/.npz array, "
@@ -305,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "official .pkl) with fresh optimisers; their architecture comes from FILE, the hyper-parameters "
                             "from --cfg and --set")  # fmt: skip
     train.add_argument("--workers", type=int, help="data-loading worker processes (default: automatic)")
+    train.add_argument("--processes", type=int, help="data-parallel processes to start (one per GPU, or CPU processes "
+                       "sharing the cores; default 1); reports as one program, where torchrun adds its own trace")  # fmt: skip
     train.add_argument("--impl", choices=["auto", "ref", "triton", "cuda"], help="kernel implementation (default: auto)")
     train.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when available")
     train.add_argument("--tensorboard", action="store_true", help="also log statistics to TensorBoard in the run directory")
@@ -463,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     interp.add_argument("--loop", action="store_true", help="add a transition from the last seed back to the first")
     interp.add_argument("--outdir", required=True, help="where to write the frames")
     interp.add_argument("--gif", action="store_true", help="also write interpolation.gif")
-    interp.add_argument("--fps", type=float, default=30, help="GIF frame rate (default: 30)")
+    interp.add_argument("--mp4", action="store_true", help="also write interpolation.mp4 (H.264; needs the video extra)")
+    interp.add_argument("--fps", type=float, default=30, help="GIF and MP4 frame rate (default: 30)")
     interp.add_argument("--batch", type=int, default=8, help="images per network call (default: 8)")
     interp.set_defaults(run=_interpolate)
 
@@ -504,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         command, run = "bench", lambda: _bench(argv[1:])
     else:
         args = build_parser().parse_args(argv)
+        args.argv = argv
         command, run = args.command, lambda: args.run(args)
     try:
         return run()
@@ -542,7 +557,8 @@ def _show_kernel_choices() -> None:
 def _exit(status: int, message: str) -> NoReturn:
     """Print `message` to stderr and exit with `status`. The SystemExit carries the message
     too, for callers of main(); SystemExit(message) alone would exit with status 1."""
-    print(message, file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # of several processes, rank 0 speaks for all
+        print(message, file=sys.stderr)
     exit_ = SystemExit(message)
     exit_.code = status
     raise exit_ from None
