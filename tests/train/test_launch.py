@@ -56,3 +56,12 @@ def test_sigterm_to_the_launcher_stops_both_with_one_snapshot(data, tmp_path):  
     assert len([line for line in err.splitlines() if "stopped by SIGTERM; resumable snapshot" in line]) == 1
     (run,) = (tmp_path / "runs").iterdir()
     assert len(list(run.glob("snapshot-*.safetensors"))) == 1
+
+
+def test_under_torchrun_only_rank_0_reports_a_user_error(data, tmp_path):  # noqa: F811
+    # torchrun adds its own report of the failed processes after it; --processes does not.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "stylegan_fast",
+               "train", *_command(data, tmp_path / "runs", "--snap-ticks", "0")[6:]]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count("stylegan-fast train: error: --snap-ticks must be an int > 0, got 0") == 1
