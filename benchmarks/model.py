@@ -16,6 +16,8 @@ EMA only). The amortised step is
 
 with the phases' lazy-regularisation intervals from the trainer (R1 every 16 steps, path
 length every 4, by default). images/s = batch / step_s; s/kimg = 1000 * step_s / batch.
+Each phase also reports 'busy_s': the device's own time in one call (kernels on a GPU), so
+that a phase whose GPU waits for Python shows as busy_s well below its median.
 `batch_gpu` starts at the whole batch and halves on out-of-memory (gradient accumulation,
 as `--batch-gpu` does in training).
 
@@ -48,6 +50,21 @@ def _split(provider: str) -> tuple[str, bool]:
 
 def _peak(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+
+
+def _busy_s(call, device: torch.device) -> float:
+    """Seconds the device works in one call (its kernels' time on a GPU, ATen's own time on the
+    CPU), by torch.profiler: beside the wall time, a phase whose busy time is much shorter
+    waits for the host."""
+    from benchmarks.profile import device_rows
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        call(0)
+        harness.sync(device)
+    return sum(row["seconds"] for row in device_rows(profiler, device.type == "cuda"))
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -129,7 +146,8 @@ def _training(data, outdir, cfg, resolution, batch, impl, compiled, device, sett
             trainer.step = 0  # every phase in `selected` is due at step 0
             trainer.train_step()
 
-        return harness.measure(call, device, settings)
+        timed = harness.measure(call, device, settings)
+        return {**timed, "busy_s": _busy_s(call, device)}
 
     timed = {"empty": run_phases([])}
     for phase in phases:

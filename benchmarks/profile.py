@@ -58,7 +58,7 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def _device_rows(profiler, on_cuda: bool) -> list[dict]:
+def device_rows(profiler, on_cuda: bool) -> list[dict]:
     """[{name, calls, seconds}] of the profiled kernels (CUDA) or ATen ops' self time (CPU)."""
     rows = []
     for event in profiler.key_averages():
@@ -120,7 +120,7 @@ def profile_training(cfg: str, resolution: int, batch: int, impl: str, overrides
                     trainer.train_step()
                 harness.sync(device)
                 wall = time.perf_counter() - start
-            summary = summarize_phase(_device_rows(profiler, device.type == "cuda"), wall, reps, top)
+            summary = summarize_phase(device_rows(profiler, device.type == "cuda"), wall, reps, top)
             result[name] = dict(summary, interval=selected[0].interval if selected else 1)
         trainer.phases = phases
         return result

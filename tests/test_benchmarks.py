@@ -103,6 +103,7 @@ def test_quick_run_measures_the_networks(quick_result, suite):
         assert {"empty", "G_main", "G_reg", "D_main", "D_reg"} == set(ref["phases"])
         for name, phase in ref["phases"].items():
             _check_stats(phase, name)
+            assert phase["busy_s"] > 0, name  # the profiled ATen time of one call
     else:
         _check_stats(ref, "model ref")
 
