@@ -42,6 +42,7 @@ from collections.abc import Callable
 import torch
 
 from stylegan_fast import _ext
+from stylegan_fast.ops import tuner
 
 IMPLS = ("ref", "triton", "cuda")
 ENV_VAR = "STYLEGAN_FAST_IMPL"
@@ -67,11 +68,7 @@ def call(op: str, impl: str, args: tuple, run: Callable[..., torch.Tensor], vari
     kernel modules' variants() take (default `args`); `name` the call's name in the tuning
     table (default `op`, the op whose kernel modules serve it)."""
     device = next(a.device for a in args if isinstance(a, torch.Tensor))
-    if torch.compiler.is_compiling() or _requested(impl) != "auto":
-        return run(resolve(op, impl, device), *args)
-    from stylegan_fast.ops import tuner  # it imports this module
-
-    if not tuner.tunes(device):
+    if torch.compiler.is_compiling() or _requested(impl) != "auto" or not tuner.tunes(device):
         return run(resolve(op, impl, device), *args)
     choice = tuner.choose(name or op, args, run, lambda: candidates(op, device, variant_args or args),
                           lambda: resolve(op, impl, device))  # fmt: skip
