@@ -46,12 +46,12 @@ from stylegan_fast.ops.triton import _implicit_gemm, _launch
 from stylegan_fast.ops.triton.upfirdn2d import upfirdn2d_bias_act
 from stylegan_fast.ops.upfirdn2d import filter_size, upfirdn2d
 
-VARIANTS = ("nchw_direct", "per_tap_loop", "modulate_in_loop", "premodulate", "up_transposed", "triton_wgrad")
-# The convolution's option bits of each variant ('up_transposed' changes the composition, not
-# the kernels' options).
+# The convolution's option bits of each variant ('' the default rule; 'up_transposed' changes
+# the composition, not the kernels' options).
 OPTIONS = {"": 0, "nchw_direct": _implicit_gemm.NCHW_DIRECT, "per_tap_loop": _implicit_gemm.PER_TAP_LOOP,
             "modulate_in_loop": _implicit_gemm.MODULATE_IN_LOOP, "premodulate": _implicit_gemm.PREMODULATE,
             "up_transposed": 0, "triton_wgrad": _implicit_gemm.TRITON_WEIGHT_GRAD}  # fmt: skip
+VARIANTS = tuple(name for name in OPTIONS if name)
 
 
 def variants(x, weight, styles, noise, up, down, padding, resample_filter, demodulate, flip_weight,

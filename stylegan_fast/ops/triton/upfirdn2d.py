@@ -39,8 +39,8 @@ from stylegan_fast.ops.triton.bias_act import _grad_op as _bias_act_grad
 SEPARABLE_PASSES_MIN_TAPS = 8
 
 # The variants (see stylegan_fast.ops._dispatch) and the option bits of the ops for each.
-VARIANTS = ("nchw_direct",)
 OPTIONS = {"": 0, "nchw_direct": _launch.NCHW_DIRECT}
+VARIANTS = tuple(name for name in OPTIONS if name)
 
 
 @triton.jit
