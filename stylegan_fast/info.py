@@ -121,14 +121,10 @@ def describe_file(path: str | os.PathLike) -> dict:
     (class, dimensions, parameter count, constructor arguments), a snapshot's progress, and the
     architecture `train --init` takes from it."""
     from stylegan_fast.compat import load_network_file
-    from stylegan_fast.models.checkpoint import read_meta
+    from stylegan_fast.models.checkpoint import read_meta, snapshot_file
     from stylegan_fast.models.configs import network_fields
 
-    if os.path.isdir(path):  # a run directory: its newest snapshot
-        from stylegan_fast.models.checkpoint import newest_snapshot
-
-        path = newest_snapshot(path)
-    path = os.fspath(path)
+    path = os.fspath(snapshot_file(path))  # a run directory: its newest snapshot
     nets = load_network_file(path)
     description: dict = {"file": path, "kind": "official pickle" if path.endswith(".pkl") else "checkpoint"}
     if not path.endswith(".pkl"):

@@ -23,7 +23,7 @@ import torch
 from stylegan_fast.compat.nvlabs_tf import is_tf_pickle, load_tf_networks
 from stylegan_fast.compat.safe_pickle import NVlabsPickleError, PersistentRecord, few, load
 from stylegan_fast.models import Discriminator, Generator, load_networks, save_networks
-from stylegan_fast.models.checkpoint import newest_snapshot
+from stylegan_fast.models.checkpoint import snapshot_file
 
 # torch_utils.persistence writes this format version in every StyleGAN2-ADA and StyleGAN3 release.
 PERSISTENCE_VERSION = 6
@@ -104,8 +104,7 @@ def load_network_file(
 ) -> dict[str, torch.nn.Module]:
     """The networks of a stylegan_fast checkpoint or snapshot (a run directory: its newest), or
     of an NVlabs pickle (a '.pkl' name; see load_nvlabs), on `device`."""
-    if os.path.isdir(path):
-        path = newest_snapshot(path)
+    path = snapshot_file(path)
     if os.fspath(path).endswith(".pkl"):
         return load_nvlabs(path, device=device, impl=impl)
     return load_networks(path, device=device, impl=impl)[0]

@@ -185,12 +185,14 @@ def saved_network_kwargs(meta: dict, where: str = "") -> dict[str, tuple[str, di
     return saved
 
 
-def newest_snapshot(run_dir: str | os.PathLike) -> Path:
-    """The newest snapshot-*.safetensors of a run directory (what a tool or --resume given the
-    directory means)."""
-    found = sorted(Path(run_dir).glob("snapshot-*.safetensors"))
+def snapshot_file(path: str | os.PathLike) -> str | os.PathLike:
+    """The file `path` names: `path` itself, or for a run directory its newest
+    snapshot-*.safetensors (what every tool, --init and --resume take a directory to mean)."""
+    if not os.path.isdir(path):
+        return path
+    found = sorted(Path(path).glob("snapshot-*.safetensors"))
     if not found:
-        raise FileNotFoundError(f"{os.fspath(run_dir)} is a folder without snapshot-*.safetensors (not a run directory?)")
+        raise FileNotFoundError(f"{os.fspath(path)} is a folder without snapshot-*.safetensors (not a run directory?)")
     return found[-1]
 
 

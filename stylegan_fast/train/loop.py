@@ -33,7 +33,7 @@ import torch
 
 from stylegan_fast.data import make_loader, open_dataset, to_float
 from stylegan_fast.compat import load_network_file
-from stylegan_fast.models.checkpoint import newest_snapshot
+from stylegan_fast.models.checkpoint import snapshot_file
 from stylegan_fast.models.configs import get_config, make_networks, network_fields
 from stylegan_fast.ops import tuner
 from stylegan_fast.train import distributed, samples
@@ -384,7 +384,7 @@ class Trainer:
     def _read_init(self, path: str) -> tuple[str, dict]:
         """(path, networks) of an --init file: a checkpoint or snapshot of ours (or a run
         directory: its newest snapshot) or an NVlabs pickle (compat.load_nvlabs)."""
-        path = latest_snapshot(path) if Path(path).is_dir() else path
+        path = snapshot_file(path)
         nets = load_network_file(path)
         if not any(name in nets for name in ("G", "D", "G_ema")):
             raise ValueError(f"init: {path} holds none of the networks G, D, G_ema")
@@ -426,7 +426,7 @@ class Trainer:
         self.log(f"init: {', '.join(found)} from {path}" + ("" if "D" in nets else "; D starts from scratch"))
 
     def _resume(self, path: str) -> None:
-        path = latest_snapshot(path) if Path(path).is_dir() else path
+        path = snapshot_file(path)
         self.resumed_from = Path(path)
         tensors, training, saved = load_training_state(path)
         for name in ("G", "D", "G_ema"):
@@ -497,7 +497,7 @@ def train(opts: TrainOptions, log: Callable[[str], None] = print) -> Path:
     process = trainer.process
     # A resumed run without an outdir continues in its own directory (train/settings.py).
     continuing = bool(opts.resume) and not opts.outdir
-    run_dir = Path(trainer.resumed_from).parent if continuing else _run_dir(opts, process)
+    run_dir = trainer.resumed_from.parent if continuing else _run_dir(opts, process)
     if process.is_main:
         _remove_unfinished_writes(run_dir, trainer.log)
         if not continuing:
@@ -655,11 +655,3 @@ def _remove_unfinished_writes(run_dir: Path, log: Callable[[str], None]) -> None
         size = leftover.stat().st_size
         leftover.unlink()
         log(f"removed {leftover.name} ({size / 2**20:.1f} MiB), a snapshot write that a crash interrupted")
-
-
-def latest_snapshot(run_dir: str | Path) -> Path:
-    """The newest snapshot-*.safetensors in a run directory."""
-    try:
-        return newest_snapshot(run_dir)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"resume: {error}") from None

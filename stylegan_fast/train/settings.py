@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from stylegan_fast.models.checkpoint import read_meta
-from stylegan_fast.train.loop import TrainOptions, latest_snapshot
+from stylegan_fast.models.checkpoint import read_meta, snapshot_file
+from stylegan_fast.train.loop import TrainOptions
 
 # Options a resumed run may change: how long it runs, how it reports and measures, where and
 # how its kernels run. batch_gpu too: a step's result does not depend on how the batch is
@@ -26,12 +26,6 @@ MAY_CHANGE = frozenset({
 CONFIG_MAY_CHANGE = frozenset({"channels_last", "mp_dtype"})
 
 
-def snapshot_of(resume: str) -> Path:
-    """The snapshot `--resume` names: the file itself, or a run directory's newest."""
-    path = Path(resume)
-    return latest_snapshot(path) if path.is_dir() else path
-
-
 def run_directory_of(snapshot: Path) -> Path | None:
     """The run directory a snapshot belongs to (the folder holding its config.json), or None."""
     return snapshot.parent if (snapshot.parent / "config.json").is_file() else None
@@ -43,7 +37,7 @@ def resumed_options(resume: str, given: dict, overrides: dict) -> tuple[TrainOpt
 
     Without --outdir the run continues in its own directory (outdir ''). Raises ValueError,
     naming the option, for a change that a resumed run cannot honour."""
-    snapshot = snapshot_of(resume)
+    snapshot = Path(snapshot_file(resume))
     if not snapshot.is_file():
         raise FileNotFoundError(f"resume: {snapshot} does not exist or is not a file")
     config = read_meta(snapshot).get("config") or {}
