@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from stylegan_fast.data import make_loader, open_dataset, to_float
+from stylegan_fast._atomic import unfinished
 from stylegan_fast.compat import load_network_file
 from stylegan_fast.models.checkpoint import snapshot_file
 from stylegan_fast.models.configs import get_config, make_networks, network_fields
@@ -651,7 +652,7 @@ def _progress_line(record: dict, total_nimg: int) -> str:
 def _remove_unfinished_writes(run_dir: Path, log: Callable[[str], None]) -> None:
     """Delete the temporary files of snapshot writes that a crash interrupted (each as large as
     a snapshot); the snapshots themselves are only ever renamed into place whole."""
-    for leftover in sorted(run_dir.glob(".snapshot-*.tmp")):
+    for leftover in unfinished(run_dir, "snapshot-*.safetensors"):
         size = leftover.stat().st_size
         leftover.unlink()
         log(f"removed {leftover.name} ({size / 2**20:.1f} MiB), a snapshot write that a crash interrupted")
