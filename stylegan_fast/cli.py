@@ -58,8 +58,8 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError("--processes starts the processes itself: leave it out under torchrun")
         from stylegan_fast.train.launch import run_processes
 
-        argv = [a for i, a in enumerate(args.argv) if a != "--processes" and args.argv[i - 1 : i] != ["--processes"]]
-        return run_processes(processes, [a for a in argv if not a.startswith("--processes=")], given.get("device"))
+        # Each process runs the same command as one process of several (the last --processes wins).
+        return run_processes(processes, [*args.argv, "--processes", "1"], given.get("device"))
     if "resume" in given:
         from stylegan_fast.train.settings import resumed_options
 
@@ -79,26 +79,18 @@ def _tune(args: argparse.Namespace) -> int:
     import dataclasses
 
     from stylegan_fast.info import format_entries
-    from stylegan_fast.ops import tuner
     from stylegan_fast.train.loop import TrainOptions
     from stylegan_fast.train.tuning import tune_training
 
     opts = TrainOptions(data=args.data, outdir="", cfg=args.cfg, resolution=args.resolution, batch=args.batch,
                         batch_gpu=args.batch_gpu, device=args.device, workers=0, overrides=_overrides(args))  # fmt: skip
-    entries = tune_training(opts, log=lambda message: print(message, file=sys.stderr))
-    path = tuner.active().cache_path(_torch_device(args.device))
+    entries, path = tune_training(opts, log=lambda message: print(message, file=sys.stderr))
     if args.json:
         print(json.dumps({"cache": str(path), "entries": [dataclasses.asdict(e) for e in entries]}, indent=2))
     else:
         print(format_entries(entries) if entries else "every call was in the table already")
         print(f"{len(entries)} calls tuned; table: {path}")
     return 0
-
-
-def _torch_device(name: str | None):
-    import torch
-
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 starts them, but reporting as one program: a user error is the one line of rank 0 with its
 status (2), a stop at a signal rank 0's line (143, 130), and no launcher traceback.
 
-Each process is `python -m stylegan_fast <the same arguments>` with RANK, LOCAL_RANK,
+Each process is `python -m stylegan_fast <the arguments given to run_processes>` with RANK, LOCAL_RANK,
 WORLD_SIZE, MASTER_ADDR and MASTER_PORT set, in a session of its own: SIGTERM and Ctrl-C reach
 this launcher only, which passes each on once (a second would stop the processes at once, before
 their snapshot).

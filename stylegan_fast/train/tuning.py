@@ -9,6 +9,7 @@ right resolution (the built-in textures by default), and nothing is written but 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -16,9 +17,10 @@ from stylegan_fast.ops import tuner
 from stylegan_fast.train.loop import TrainOptions, Trainer
 
 
-def tune_training(opts: TrainOptions, log: Callable[[str], None] = print) -> list[tuner.Entry]:
+def tune_training(opts: TrainOptions, log: Callable[[str], None] = print) -> tuple[list[tuner.Entry], Path | None]:
     """Time every kernel call of training with `opts` (and of G_ema's inference at its batch
-    size) that the active tuner's table lacks; returns the table's entries for those calls."""
+    size) that the active tuner's table lacks; returns the table's entries for those calls and
+    the table's file (None for a table in memory only)."""
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if not tuner.tunes(device):
         why = "STYLEGAN_FAST_TUNE=0 turns tuning off" if device.type in tuner.active().device_types else (
@@ -31,4 +33,4 @@ def tune_training(opts: TrainOptions, log: Callable[[str], None] = print) -> lis
     with torch.no_grad():
         z = torch.randn([trainer.batch_gpu, trainer.G_ema.z_dim], device=trainer.device)
         trainer.G_ema(z, trainer._sample_labels(trainer.batch_gpu))
-    return [entry for key, entry in table.items() if key not in before]
+    return [entry for key, entry in table.items() if key not in before], tuner.active().cache_path(device)

@@ -28,7 +28,8 @@ def cpu_tuner(monkeypatch):
 def test_tune_times_every_phase_and_inference(cpu_tuner):
     opts = TrainOptions(data="demo:faces", outdir="", cfg="small", resolution=8, batch=4, device="cpu", workers=0,
                         overrides={"channel_base": 64, "channel_max": 16, "map_layers": 2, "pl_weight": 2})  # fmt: skip
-    entries = tune_training(opts, log=lambda message: None)
+    entries, path = tune_training(opts, log=lambda message: None)
+    assert path is None  # the test's table lives in memory
     assert entries and {e.winner for e in entries} == {"ref"}
     phases = {e.phase for e in entries}
     assert phases == {"G_main", "G_reg", "D_main", "D_reg", ""}
@@ -38,7 +39,7 @@ def test_tune_times_every_phase_and_inference(cpu_tuner):
     assert all(set(e.times) >= {"ref", "triton"} for e in entries)  # the interpreter's Triton is a candidate here
     text = format_entries(entries)
     assert "D_reg: ref 1e+03 ms (triton 2e+03 ms" in text
-    assert tune_training(opts, log=lambda message: None) == []  # all in the table now
+    assert tune_training(opts, log=lambda message: None) == ([], None)  # all in the table now
 
 
 def test_tune_on_a_machine_without_a_gpu_says_why(capsys):
