@@ -64,9 +64,10 @@ def setup_filter(
     if f.ndim == 1 and not separable:
         f = torch.outer(f, f)
     if normalize:
-        if f.sum() == 0:
+        total = f.sum()
+        if total == 0:
             raise ValueError(f"f's taps sum to 0, so it cannot be normalised: pass normalize=False for such a filter, got {f.tolist()}")
-        f = f / f.sum()
+        f = f / total
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
     f = f * gain ** (f.ndim / 2)
@@ -119,8 +120,7 @@ def upfirdn2d(
     up = _checks.positive_pair("up", up)
     down = _checks.positive_pair("down", down)
     padding = _checks.padding4(padding)
-    _check_not_empty(x, f, up, padding)
-    _check_representable(x, up, padding)
+    _check_size(x, f, up, padding)
     flip_filter = _checks.boolean("flip_filter", flip_filter)
     gain = _checks.real("gain", gain)
 
@@ -214,7 +214,9 @@ def adjoint_arguments(
     return [downx, downy], [upx, upy], padding, not flip_filter
 
 
-def _check_not_empty(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], padding: tuple[int, ...]) -> None:
+def _check_size(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], padding: tuple[int, ...]) -> None:
+    """The upsampled, padded image must hold the filter (at least one output pixel), and every
+    image on the way must have a size a tensor can have (fewer than 2^63 elements)."""
     fw, fh = filter_size(f)
     width = x.shape[3] * up[0] + padding[0] + padding[1]
     height = x.shape[2] * up[1] + padding[2] + padding[3]
@@ -223,15 +225,10 @@ def _check_not_empty(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int], padd
             f"padding={list(padding)} leaves no output pixels: x upsampled by {list(up)} and padded "
             f"is {height}x{width} (height x width), smaller than the {fh}x{fw} filter f"
         )
-
-
-def _check_representable(x: torch.Tensor, up: tuple[int, int], padding: tuple[int, ...]) -> None:
-    """The upsampled, padded image must have a size a tensor can have (fewer than 2^63 elements)."""
-    width = x.shape[3] * up[0] + max(padding[0], 0) + max(padding[1], 0)
-    height = x.shape[2] * up[1] + max(padding[2], 0) + max(padding[3], 0)
-    if x.shape[0] * x.shape[1] * height * width >= 2**63:
+    largest_h, largest_w = max(height, x.shape[2] * up[1]), max(width, x.shape[3] * up[0])
+    if x.shape[0] * x.shape[1] * largest_h * largest_w >= 2**63:
         raise ValueError(f"up={list(up)} with padding={list(padding)} makes x of shape {tuple(x.shape)} a "
-                         f"{height}x{width} image per channel, more elements than a tensor can hold")  # fmt: skip
+                         f"{largest_h}x{largest_w} image per channel, more elements than a tensor can hold")  # fmt: skip
 
 
 def _upfirdn2d_ref(
