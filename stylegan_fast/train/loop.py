@@ -192,6 +192,7 @@ class Trainer:
         self._nonfinite_count, self._nonfinite_longest, self._nonfinite_last = counter(), counter(), counter()
         self._nonfinite_run = {"G": counter(), "D": counter()}
         self._nonfinite_reported = 0
+        self._unit_scale = torch.ones([1], device=self.device)  # the check's scale of the gradients: none
         if opts.resume:
             self._resume(opts.resume)
         elif init_nets is not None:
@@ -321,7 +322,7 @@ class Trainer:
         bad = torch.zeros([1], device=self.device)
         if grads:
             # One fused pass over all gradients; multiplying by 1 changes no value.
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, bad, torch.ones([1], device=self.device))
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, bad, self._unit_scale)
         opt.found_inf = bad.view([])  # fused Adam leaves parameters and state untouched where it is 1
         opt.step()
         skipped = bad[0].to(torch.int64)
