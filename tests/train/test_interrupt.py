@@ -45,7 +45,7 @@ def test_ctrl_c_stops_training_with_a_snapshot(data, tmp_path):  # noqa: F811
     _wait_for_steps(process)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130 and "stopped by SIGINT; resumable snapshot" in err and err.count("\n") >= 1
+    assert process.returncode == 130 and "stopped by SIGINT; resumable snapshot" in err
     (run,) = (tmp_path / "runs").iterdir()
     assert len(list(run.glob("snapshot-*.safetensors"))) == 1
 
