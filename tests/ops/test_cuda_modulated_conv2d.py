@@ -529,15 +529,17 @@ def test_gradgradcheck():
     assert torch.autograd.gradgradcheck(op, args)
 
 
-def test_compile_fullgraph_with_autograd():
-    # Dynamo and AOTAutograd trace the ops through their fake implementations and registered
-    # autograd, without a graph break (aot_eager runs the real ops on the CPU).
-    tensors, _ = modconv_inputs("same", i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=torch.float32)
+@pytest.mark.parametrize("case, up, f, flip_weight", [("same", 1, None, True), ("up", 2, F1331, False)], ids=["same", "up"])
+def test_compile_fullgraph_with_autograd(case, up, f, flip_weight):
+    # Dynamo and AOTAutograd trace the ops (the up layer's fused FIR epilogue too) through their
+    # fake implementations and registered autograd, without a graph break (aot_eager runs the
+    # real ops on the CPU).
+    tensors, _ = modconv_inputs(case, i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=torch.float32)
     tensors = [t.requires_grad_() for t in tensors]
 
     def fn(x, weight, styles, noise, bias):
         return kernels().modulated_conv2d_bias_act(
-            x, weight, styles, noise, bias, "lrelu", 0.2, 2**0.5, 0.9, 1, 1, (1, 1, 1, 1), None, True, True, True
+            x, weight, styles, noise, bias, "lrelu", 0.2, 2**0.5, 0.9, up, 1, (1, 1, 1, 1), f, True, flip_weight, True
         )
 
     check_compiled_matches_eager(fn, tensors, "aot_eager")
@@ -710,18 +712,6 @@ def test_up_layer_gradgradcheck(k):
     args = tuple(t.requires_grad_() for t in args)
     assert torch.autograd.gradcheck(op, args)
     assert torch.autograd.gradgradcheck(op, args)
-
-
-def test_up_layer_compile_fullgraph_with_autograd():
-    tensors, _ = modconv_inputs("up", i=16, o=16, hw=(4, 5), param_dtype=torch.float32, dtype=torch.float32)
-    tensors = [t.requires_grad_() for t in tensors]
-
-    def fn(x, weight, styles, noise, bias):
-        return kernels().modulated_conv2d_bias_act(
-            x, weight, styles, noise, bias, "lrelu", 0.2, 2**0.5, 0.9, 2, 1, (1, 1, 1, 1), F1331, True, False, True
-        )
-
-    check_compiled_matches_eager(fn, tensors, "aot_eager")
 
 
 # On a GPU: the public function with impl='cuda' (cuDNN and the kernels).
